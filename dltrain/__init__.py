@@ -1,0 +1,21 @@
+"""dltrain: configuration-driven deep-learning training from the shell.
+
+The Python API mirrors the command line: ``dltrain.fit("model=mlp", "trainer.epochs=5")``
+runs exactly what ``dltrain fit model=mlp trainer.epochs=5`` runs and returns its result.
+"""
+
+__version__ = "0.1.0"
+
+
+def compose(*overrides: str):
+    """The composed, validated config for these overrides (what ``dltrain config`` prints)."""
+    from dltrain.config import compose as _compose
+
+    return _compose(list(overrides))
+
+
+def fit(*overrides: str):
+    """Train as ``dltrain fit OVERRIDES`` does, in a new run folder; returns the FitResult."""
+    from dltrain.launch import launch_fit
+
+    return launch_fit(list(overrides))

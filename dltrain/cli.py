@@ -1,0 +1,165 @@
+"""The dltrain command line (Typer): parse words, call the library, print. No tensors here, and
+no heavy import at start-up, so ``dltrain --help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+from typing import List, Optional
+
+import typer
+
+from dltrain.errors import DltrainError
+
+app = typer.Typer(
+    name="dltrain",
+    help=(
+        "Configuration-driven deep-learning training. Every command takes Hydra overrides: "
+        "[bold]key=value[/bold] to change a setting, [bold]group=option[/bold] to pick a config "
+        "(model=mlp), [bold]+key=value[/bold] to add one, [bold]~key[/bold] to delete one.\n\n"
+        "Start with [bold]dltrain fit[/bold] (an MLP on the embedded digits) and "
+        "[bold]dltrain list[/bold] (everything you can pick)."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+OVERRIDES_HELP = "Hydra overrides such as model=mlp optimizer.lr=0.01 'model.hidden_sizes=[64,32]'."
+_OVERRIDE_CONTEXT = {"allow_extra_args": False, "ignore_unknown_options": True}
+
+_GROUP_ALIASES = {
+    "datasets": "data", "dataset": "data", "models": "model", "losses": "loss",
+    "optimizers": "optimizer", "schedulers": "scheduler", "recipes": "recipe",
+    "trainers": "trainer",
+}
+
+
+def _user_errors(command):
+    """Print a user error as one sentence on stderr and exit 2 (tracebacks only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DltrainError as error:
+            if _state["debug"]:
+                raise
+            from dltrain.console import error_console
+
+            error_console.print(f"[bold red]Error:[/bold red] {error}", soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command(context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def fit(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    multirun: bool = typer.Option(
+        False, "--multirun", "-m", help="Sweep: run every combination of comma-separated values."
+    ),
+) -> None:
+    """Train a model, one run folder per run under outputs/.
+
+    [bold]Examples[/bold]
+
+      dltrain fit                                   [dim]# MLP on embedded digits[/dim]
+
+      dltrain fit recipe=linear_regression          [dim]# the y = 2x toy[/dim]
+
+      dltrain fit model=softmax optimizer=sgd optimizer.lr=0.1 trainer.epochs=30
+
+      dltrain fit data=csv data.path=houses.csv data.target=Price
+
+      dltrain fit 'model.hidden_sizes=[64,32]' regularization=l2 scheduler=cosine
+
+      dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep[/dim]
+    """
+    from dltrain.config import compose
+    from dltrain.launch import launch_fit
+
+    overrides = list(overrides or [])
+    if not multirun:
+        compose(overrides)  # every config error is one sentence before a run folder exists
+    launch_fit(overrides, multirun=multirun)
+
+
+@app.command("config", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def show_config(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Print the composed config (YAML) that [bold]fit[/bold] would run, without training.
+
+    [bold]Examples[/bold]
+
+      dltrain config
+
+      dltrain config recipe=logistic_regression optimizer.lr=0.5
+    """
+    from rich.syntax import Syntax
+
+    from dltrain.config import compose, to_yaml
+    from dltrain.console import console
+
+    cfg = compose(list(overrides or []))
+    console.print(Syntax(to_yaml(cfg), "yaml", theme="ansi_dark", background_color="default"))
+
+
+@app.command("list")
+@_user_errors
+def list_options(
+    group: Optional[str] = typer.Argument(
+        None, help="A config group: data, model, loss, optimizer, scheduler, regularization, "
+        "trainer or recipe (plurals work too).", show_default=False,
+    ),
+) -> None:
+    """List config groups and their options, each with a one-line description.
+
+    [bold]Examples[/bold]
+
+      dltrain list
+
+      dltrain list models
+
+      dltrain list recipes
+    """
+    from rich.table import Table
+
+    from dltrain.config import GROUP_TITLES, GROUPS, group_options
+    from dltrain.console import console
+
+    groups = GROUPS
+    if group is not None:
+        name = _GROUP_ALIASES.get(group, group)
+        if name not in GROUPS:
+            raise DltrainError(f"Unknown config group '{group}'; valid groups are: {', '.join(GROUPS)}.")
+        groups = (name,)
+    for name in groups:
+        table = Table(title=f"{name}: {GROUP_TITLES[name]}  ({name}=OPTION)", title_justify="left",
+                      show_header=False, box=None, padding=(0, 2))
+        table.add_column("option", style="bold cyan", no_wrap=True)
+        table.add_column("description")
+        for option, description in group_options(name).items():
+            table.add_row(option, description)
+        console.print(table)
+        console.print()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

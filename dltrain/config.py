@@ -1,0 +1,280 @@
+"""Compose Hydra configs from conf/ (and recipes/), validate them, explain errors in one sentence.
+
+Everything downstream receives plain, checked values from here: ``read_settings(cfg)``
+turns a composed DictConfig into small dataclasses, so the trainer never parses config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from dltrain.errors import DltrainError
+
+GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "recipe")
+GROUP_TITLES = {
+    "data": "datasets",
+    "model": "models",
+    "loss": "losses",
+    "optimizer": "optimizers",
+    "scheduler": "learning-rate schedulers",
+    "regularization": "regularization",
+    "trainer": "trainer presets",
+    "recipe": "recipes (complete presets)",
+}
+VERSION_BASE = "1.3"
+
+
+def config_dir() -> Path:
+    """The folder holding config.yaml and the groups: inside the package when installed from
+    a wheel, the repository's conf/ for an editable install or a source checkout."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "conf", package_dir.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dltrain's configs are missing: no conf/config.yaml next to {package_dir}")
+
+
+@lru_cache(maxsize=None)
+def group_options(group: str) -> dict[str, str]:
+    """The options of a config group, each with the one-line description its YAML starts with."""
+    folder = config_dir() / group
+    options = {}
+    for path in sorted(folder.glob("*.yaml")):
+        options[path.stem] = _description(path)
+    return options
+
+
+def _description(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#") and not text.lstrip("# ").startswith("@package"):
+            return text.lstrip("# ").strip()
+    return ""
+
+
+# --------------------------------------------------------------------------- composing
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Parse overrides with Hydra's own grammar and check group choices, so that a typo is one
+    sentence before anything runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DltrainError(f"Could not read the override: {first_line}") from None
+    for override in parsed:
+        group = override.key_or_group
+        if group not in GROUPS or override.is_delete() or override.package:
+            continue
+        if override.is_sweep_override():
+            values = [str(v) for v in override.sweep_iterator()]
+        else:
+            values = [override.value()]
+        options = group_options(group)
+        for value in values:
+            if value is None and group == "recipe":
+                continue
+            if str(value) not in options:
+                raise DltrainError(
+                    f"Unknown {group} '{value}'; valid options are: {', '.join(options)}."
+                )
+
+
+def compose(overrides: list[str], *, validate: bool = True):
+    """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_overrides(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise DltrainError(_explain_hydra_error(error)) from None
+    if validate:
+        read_settings(cfg)
+    return cfg
+
+
+def _explain_hydra_error(error: Exception) -> str:
+    message = " ".join(str(error).split())
+    match = re.search(r"Could not override '([^']+)'", message)
+    if match:
+        key = match.group(1)
+        return f"There is no setting '{key}' to override; add a new key with +{key}=VALUE."
+    match = re.search(r"Could not (?:append to config|delete from config)\. (.+?) is not in", message)
+    if match:
+        return f"There is no setting '{match.group(1)}' to delete."
+    if "Ambiguous value for argument" in message or "sweep" in message.lower():
+        return f"{message} (Comma-separated values run a sweep: add -m.)"
+    return message
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    device: str = "auto"
+    epochs: int = 20
+    seed: int = 0
+    monitor: str = "loss"
+    mode: str = "auto"
+    grad_clip: float = 0.0
+    patience: int = 0
+    min_delta: float = 0.0
+    progress: bool = True
+    checkpoint_every_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    name: str
+    lr: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NamedSettings:
+    """A registry entry chosen by name with its keyword settings (model, loss, scheduler, ...)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    name: str
+    batch_size: int
+    val_fraction: float
+    shuffle: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: DataSettings
+    model: NamedSettings
+    loss: NamedSettings
+    optimizer: OptimizerSettings
+    scheduler: NamedSettings
+    regularization: NamedSettings
+    trainer: TrainerSettings
+
+
+_MISSING = object()
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def value(cfg, key: str, kind: type, default: Any = _MISSING, *, minimum=None, above=None,
+          below=None, choices=None) -> Any:
+    """Read ``key`` from cfg as ``kind``; raise one sentence naming the key when it does not fit."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        raw = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise DltrainError(f"{key} is required: set it with {key}=VALUE.") from None
+    if raw is _MISSING or raw is None:
+        if default is _MISSING:
+            raise DltrainError(f"{key} is missing: set it with {key}=VALUE.")
+        return default
+    ok = isinstance(raw, kind) and not (kind is not bool and isinstance(raw, bool))
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw, ok = float(raw), True
+    if not ok:
+        raise DltrainError(f"{key} must be {_KINDS[kind]}, got {raw!r}.")
+    if choices is not None and raw not in choices:
+        raise DltrainError(f"{key} must be one of {', '.join(map(str, choices))}; got {raw!r}.")
+    if minimum is not None and raw < minimum:
+        raise DltrainError(f"{key} must be at least {minimum}, got {raw!r}.")
+    if above is not None and raw <= above:
+        raise DltrainError(f"{key} must be greater than {above}, got {raw!r}.")
+    if below is not None and raw >= below:
+        raise DltrainError(f"{key} must be less than {below}, got {raw!r}.")
+    return raw
+
+
+def _options(cfg, group: str, skip: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, group, default=None)
+    if node is None:
+        return {}
+    container = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict):
+        raise DltrainError(f"{group} must be a group of settings, got {container!r}.")
+    return {k: v for k, v in container.items() if k not in skip}
+
+
+def _name(cfg, group: str, registry_group: str | None = None) -> str:
+    name = value(cfg, f"{group}.name", str)
+    options = group_options(registry_group or group)
+    if name not in options:
+        raise DltrainError(f"{group}.name '{name}' is unknown; valid options are: {', '.join(options)}.")
+    return name
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def read_settings(cfg) -> Settings:
+    """Validate a composed config and return it as plain settings (DltrainError if it is wrong)."""
+    trainer = TrainerSettings(
+        device=value(cfg, "trainer.device", str, "auto"),
+        epochs=value(cfg, "trainer.epochs", int, minimum=1),
+        seed=value(cfg, "trainer.seed", int, 0),
+        monitor=value(cfg, "trainer.monitor", str, "loss"),
+        mode=value(cfg, "trainer.mode", str, "auto", choices=("auto", "min", "max")),
+        grad_clip=value(cfg, "trainer.grad_clip", float, 0.0, minimum=0),
+        patience=value(cfg, "trainer.early_stopping.patience", int, 0, minimum=0),
+        min_delta=value(cfg, "trainer.early_stopping.min_delta", float, 0.0, minimum=0),
+        progress=value(cfg, "trainer.progress", bool, True),
+        checkpoint_every_seconds=value(cfg, "trainer.checkpoint_every_seconds", float, 10.0, minimum=0),
+    )
+    if not _DEVICE.match(trainer.device):
+        raise DltrainError(
+            f"trainer.device must be auto, cpu, cuda, cuda:N or mps; got {trainer.device!r}."
+        )
+    data = DataSettings(
+        name=_name(cfg, "data"),
+        batch_size=value(cfg, "data.batch_size", int, minimum=0),
+        val_fraction=value(cfg, "data.val_fraction", float, 0.2, minimum=0.0, below=1.0),
+        shuffle=value(cfg, "data.shuffle", bool, True),
+        options=_options(cfg, "data", skip=("name", "batch_size", "val_fraction", "shuffle")),
+    )
+    optimizer = OptimizerSettings(
+        name=_name(cfg, "optimizer"),
+        lr=value(cfg, "optimizer.lr", float, above=0),
+        options=_options(cfg, "optimizer", skip=("name", "lr")),
+    )
+    regularization = NamedSettings(_name(cfg, "regularization"), _options(cfg, "regularization"))
+    for key in ("weight_decay", "l1"):
+        if key in regularization.options:
+            value(cfg, f"regularization.{key}", float, minimum=0)
+    return Settings(
+        data=data,
+        model=NamedSettings(_name(cfg, "model"), _options(cfg, "model")),
+        loss=NamedSettings(_name(cfg, "loss"), _options(cfg, "loss")),
+        optimizer=optimizer,
+        scheduler=NamedSettings(_name(cfg, "scheduler"), _options(cfg, "scheduler")),
+        regularization=regularization,
+        trainer=trainer,
+    )
+
+
+def to_yaml(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=False)

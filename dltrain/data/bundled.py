@@ -1,0 +1,30 @@
+"""scikit-learn's bundled datasets (no download): digits, iris, wine, breast_cancer, diabetes."""
+
+from __future__ import annotations
+
+from dltrain.data.spec import Source
+
+_TASKS = {
+    "digits": "multiclass",
+    "iris": "multiclass",
+    "wine": "multiclass",
+    "breast_cancer": "binary",
+    "diabetes": "regression",
+}
+
+
+def load_bundled(settings) -> Source:
+    import pandas as pd
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{settings.name}")()
+    features = pd.DataFrame(bunch.data, columns=[str(n) for n in bunch.feature_names])
+    task = _TASKS[settings.name]
+    if task == "regression":
+        target = pd.Series(bunch.target, name="target", dtype="float64")
+    else:
+        names = [str(n) for n in getattr(bunch, "target_names", range(bunch.target.max() + 1))]
+        target = pd.Series([names[code] for code in bunch.target], name="target", dtype=object)
+    from dltrain.data.tabular import frame_source
+
+    return frame_source(features, target, settings.options, task=task)

@@ -1,0 +1,88 @@
+"""What a dataset is, as the model and trainer see it: DataSpec, Split, Source, Prepared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Callable, Protocol
+
+TASKS = ("regression", "binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shapes and meaning of the prepared data; models are sized from this, never by hand."""
+
+    task: str  # regression | binary | multiclass
+    input_shape: tuple[int, ...]  # (features,) for tabular; (channels, height, width) for images
+    kind: str = "tabular"  # tabular | image | sequence | tokens
+    num_classes: int = 0  # 0 for regression
+    class_names: tuple[str, ...] = ()
+    feature_names: tuple[str, ...] = ()
+    vocab_size: int = 0
+    # Regression targets are trained as (y - mean) / std; metrics undo it.
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def in_features(self) -> int:
+        return prod(self.input_shape)
+
+
+@dataclass
+class Split:
+    """One split of prepared tensors (x already preprocessed, y encoded)."""
+
+    x: Any  # torch.Tensor, or a tuple of tensors passed as model(*x) (e.g. tokens, lengths)
+    y: Any  # torch.Tensor: float (regression) or long class indices
+    # Applied to each training batch on the device (random crops, flips); None for val/test.
+    augment: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Preprocessor(Protocol):
+    """Fitted on the training part only, then applied to every split."""
+
+    def fit(self, features: Any, target: Any) -> "Preprocessor": ...
+
+    def transform(self, features: Any) -> Any: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+
+@dataclass
+class Source:
+    """A dataset as loaded, before any statistic is fitted: k-fold and the train/val split index
+    into it, and each split fits its own preprocessor on its own training rows."""
+
+    features: Any  # pandas DataFrame, numpy array or tensor, indexed by row
+    target: Any  # numpy array: float for regression, int class index for classification
+    task: str
+    make_preprocessor: Callable[[], Preprocessor]
+    kind: str = "tabular"
+    class_names: tuple[str, ...] = ()
+    test_features: Any = None
+    test_target: Any = None
+    standardize_target: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.task != "regression" else 0
+
+
+@dataclass
+class Prepared:
+    """Everything the trainer consumes: spec plus train / val / test splits."""
+
+    spec: DataSpec
+    train: Split
+    val: Split | None
+    test: Split | None
+    preprocessor: Any

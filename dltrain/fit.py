@@ -1,0 +1,193 @@
+"""The story of one training run: settings -> data -> objective -> model -> trainer -> run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dltrain.console import EpochProgress, EpochTable, console, fmt
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    task: str
+    monitor: str  # e.g. val_loss
+    best_epoch: int
+    best: dict  # metrics of the best epoch
+    final: dict  # metrics of the last epoch
+    test: dict | None  # metrics of the best model on the test split, when the data has one
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    model_summary: str | None
+    model: object = field(default=None, repr=False)  # the trained nn.Module (weights of the last epoch)
+    val_scores: object = field(default=None, repr=False)  # scores for the validation rows, in order
+
+
+def run_fit(cfg, run_dir: Path, out=console) -> FitResult:
+    """``dltrain fit``: load the data, split off validation rows, train, write the run folder."""
+    from dltrain.config import read_settings
+    from dltrain.data import load_source
+    from dltrain.data.split import train_val_indices
+    from dltrain.train.device import seed_everything
+
+    started = time.perf_counter()
+    settings = read_settings(cfg)
+    seed_everything(settings.trainer.seed)
+    source = load_source(settings.data)
+    train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+    return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out,
+                       started=started)
+
+
+def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
+                seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
+                callbacks=()) -> FitResult:
+    """Train a fresh model on rows ``train_index`` of ``source``, validating on ``val_index``
+    (may be empty), with preprocessing fitted on the training rows only; write ``run_dir``.
+    This is one fit, or one fold of a cross-validation (``seed`` then differs per fold)."""
+    from omegaconf import OmegaConf
+
+    from dltrain.data import prepare
+    from dltrain.models import count_parameters, create_model
+    from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, write_json
+    from dltrain.train.device import resolve_device, seed_everything
+    from dltrain.train.loop import Trainer, batch_count, to_device
+    from dltrain.train.metrics import check_monitor, monitor_mode
+    from dltrain.train.objective import build_objective
+    from dltrain.train.optim import build_optimizer, build_schedule
+
+    started = time.perf_counter() if started is None else started
+    trainer_settings = settings.trainer
+    if seed is not None:
+        from dataclasses import replace
+
+        trainer_settings = replace(trainer_settings, seed=seed)
+    device = resolve_device(trainer_settings.device)
+    seed_everything(trainer_settings.seed)
+
+    data = prepare(source, train_index, val_index)
+    spec = data.spec
+    objective = build_objective(settings.loss.name, settings.loss.options, spec)
+    check_monitor(trainer_settings.monitor, spec.task)
+    mode = monitor_mode(trainer_settings.monitor, trainer_settings.mode)
+    monitor = f"{'val' if data.val is not None else 'train'}_{trainer_settings.monitor}"
+
+    model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
+    optimizer, regularizer = build_optimizer(model, settings.optimizer, settings.regularization)
+    steps_per_epoch = batch_count(len(data.train), settings.data.batch_size)
+    schedule = build_schedule(optimizer, settings.scheduler, epochs=trainer_settings.epochs,
+                              steps_per_epoch=steps_per_epoch, mode=mode)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for note in source.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
+    sizes += f" / {len(data.test)} test" if data.test is not None else ""
+    out.print(
+        f"[bold]{title}[/bold]  model={settings.model.name} ({count_parameters(model):,} parameters)  "
+        f"data={settings.data.name} ({sizes}, {spec.task}"
+        + (f", {spec.num_classes} classes" if spec.num_classes else "")
+        + f")  loss={objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
+    )
+    out.print(f"run folder: {run_dir}")
+
+    plain_config = OmegaConf.to_container(cfg, resolve=True)
+    spec_record = asdict(spec)
+    metrics_path = run_dir / "metrics.json"
+    record = {"status": "running", "task": spec.task, "monitor": monitor, "mode": mode,
+              "model": settings.model.name, "data": settings.data.name}
+    write_json(metrics_path, record)
+
+    def checkpoint(epoch: int, row: dict, with_training_state: bool) -> dict:
+        payload = {"model": model.state_dict(), "epoch": epoch, "metrics": row,
+                   "config": plain_config, "spec": spec_record}
+        if with_training_state:
+            payload["optimizer"] = optimizer.state_dict()
+            payload["scheduler"] = (schedule.scheduler.state_dict()
+                                    if schedule.scheduler is not None else None)
+        return payload
+
+    def checkpointed(epoch: int, row: dict) -> None:
+        # metrics.json stays small while running: the whole history is written once, at the end.
+        record.update(epochs_run=epoch, final=row, best_epoch=trainer.history.best_epoch)
+        write_json(metrics_path, record)
+
+    writer = CheckpointWriter(run_dir, trainer_settings.checkpoint_every_seconds, checkpoint,
+                              on_write=checkpointed)
+
+    columns = ["epoch", *(c for c in _columns(objective.task, data.val is not None)), "lr", "seconds"]
+    trainer = Trainer(
+        model, objective, optimizer, schedule, regularizer, settings=trainer_settings, device=device,
+        batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
+        table=EpochTable(columns, out), on_epoch_end=list(callbacks),
+    )
+    with EpochProgress(trainer_settings.progress, out) as progress:
+        trainer.progress = progress
+        history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
+                              save_best=writer.best, save_last=writer.last)
+    writer.flush()
+
+    test_metrics = None
+    if data.test is not None:
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+        test_metrics = trainer.evaluate(to_device(data.test.x, device), data.test.y.to(device))
+        model.load_state_dict(load_checkpoint(run_dir / "last.pt", map_location=device)["model"])
+
+    val_scores = trainer.predict_scores(to_device(data.val.x, device)).numpy() if data.val is not None else None
+    describe = getattr(model, "describe", None)
+    result = FitResult(
+        run_dir=run_dir, task=spec.task, monitor=monitor, best_epoch=history.best_epoch,
+        best=history.best, final=history.rows[-1], test=test_metrics,
+        epochs_run=len(history.rows), stopped_early=history.stopped_early,
+        seconds=time.perf_counter() - started,
+        model_summary=describe() if callable(describe) else None,
+        model=model, val_scores=val_scores,
+    )
+    record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
+                  final=result.final, test=test_metrics, epochs_run=result.epochs_run,
+                  stopped_early=result.stopped_early, seconds=result.seconds,
+                  model_summary=result.model_summary, history=history.rows)
+    write_json(metrics_path, record)
+    _print_summary(result, out)
+    return result
+
+
+def _columns(task: str, has_val: bool) -> list[str]:
+    from dltrain.train.metrics import METRICS
+
+    names = ["loss", *METRICS[task]]
+    columns = [f"train_{n}" for n in names]
+    if has_val:
+        columns += [f"val_{n}" for n in names]
+    return columns
+
+
+def _print_summary(result: FitResult, out) -> None:
+    from rich.table import Table
+
+    table = Table(title="Result", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column(f"best (epoch {result.best_epoch})", justify="right")
+    table.add_column(f"final (epoch {result.epochs_run})", justify="right")
+    if result.test is not None:
+        table.add_column("test (best model)", justify="right")
+    for key in result.final:
+        if key in ("epoch", "seconds"):
+            continue
+        cells = [key, fmt(result.best.get(key)), fmt(result.final.get(key))]
+        if result.test is not None:
+            split, _, name = key.partition("_")
+            cells.append(fmt(result.test.get(name)) if split == "val" else "")
+        table.add_row(*cells)
+    out.print(table)
+    if result.stopped_early:
+        out.print(f"Stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving.")
+    if result.model_summary:
+        out.print(f"Learned parameters: {result.model_summary}")
+    out.print(
+        f"Best {result.monitor} = {fmt(result.best[result.monitor])} at epoch {result.best_epoch}; "
+        f"{result.epochs_run} epochs in {result.seconds:.1f} s. Run folder: {result.run_dir}"
+    )

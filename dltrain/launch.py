@@ -1,0 +1,84 @@
+"""Hydra's run machinery around a task: one unique run folder per run (or per sweep job), the
+composed config and the overrides saved in its .hydra/, and a run that fails on a user error
+never left looking finished."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from dltrain.errors import DltrainError
+
+
+def run_folder_overrides(overrides: list[str]) -> list[str]:
+    """hydra.run.dir / hydra.sweep.dir under outputs/, unique even for runs started in the same
+    second (a random suffix), unless the user set them."""
+    stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S") + "_" + secrets.token_hex(3)
+    extra = []
+    if not any(o.startswith("hydra.run.dir=") for o in overrides):
+        extra.append(f"hydra.run.dir=outputs/{stamp}")
+    if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        extra.append(f"hydra.sweep.dir=outputs/multirun/{stamp}")
+    return extra
+
+
+def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
+    """Run ``task(cfg, run_dir)`` under Hydra (``-m`` sweeps when multirun); return its result
+    (a list of results for a sweep). A DltrainError in the task is raised here after its run
+    folder is removed (nothing trained yet) or marked failed."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from dltrain.config import VERSION_BASE, config_dir
+
+    results, errors = [], []
+
+    def job(cfg):
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            results.append(task(cfg, run_dir))
+        except DltrainError as error:
+            errors.append(error)
+            _settle_failed(run_dir, "failed", str(error))
+        except KeyboardInterrupt:
+            _settle_failed(run_dir, "interrupted", "interrupted by the user")
+            raise
+
+    main = hydra.main(config_path=str(config_dir()), config_name="config", version_base=VERSION_BASE)(job)
+    argv = ["dltrain", *(["--multirun"] if multirun else []), *overrides, *run_folder_overrides(overrides)]
+    saved_argv = sys.argv
+    sys.argv = argv
+    try:
+        main()
+    finally:
+        sys.argv = saved_argv
+    if errors and (not multirun or not results):
+        raise errors[0]
+    return results if multirun else results[0]
+
+
+def _settle_failed(run_dir: Path, status: str, message: str) -> None:
+    """Remove a run folder where nothing was trained; otherwise record why the run ended."""
+    metrics_path = run_dir / "metrics.json"
+    if not (run_dir / "last.pt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        parent = run_dir.parent
+        if parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
+        return
+    record = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    record.update(status=status, error=message)
+    from dltrain.train.checkpoint import write_json
+
+    write_json(metrics_path, record)
+
+
+def launch_fit(overrides: list[str], *, multirun: bool = False):
+    from dltrain.fit import run_fit
+
+    return launch(run_fit, overrides, multirun=multirun)

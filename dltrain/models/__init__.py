@@ -1,0 +1,66 @@
+"""The model registry: ``create_model(name, spec, output_size, **options)`` is the one door in.
+
+Every model class has ``from_spec(spec, output_size, **options)``, a tuple ``tasks`` of the
+tasks it serves and ``input_kinds`` of the data it reads; shapes come from the DataSpec."""
+
+from __future__ import annotations
+
+import inspect
+from importlib import import_module
+
+from dltrain.errors import DltrainError
+
+MODELS = {
+    "linear": "dltrain.models.linear:LinearRegression",
+    "logistic": "dltrain.models.linear:LogisticRegression",
+    "softmax": "dltrain.models.linear:SoftmaxRegression",
+    "mlp": "dltrain.models.mlp:MLP",
+}
+
+_KIND_WORDS = {
+    "tabular": "tabular data (rows of features)",
+    "image": "image data",
+    "sequence": "sequence data",
+    "tokens": "text (token) data",
+}
+
+
+def model_class(name: str):
+    if name not in MODELS:
+        raise DltrainError(f"Unknown model '{name}'; valid options are: {', '.join(MODELS)}.")
+    module_name, class_name = MODELS[name].split(":")
+    return getattr(import_module(module_name), class_name)
+
+
+def create_model(name: str, spec, output_size: int, **options):
+    """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs."""
+    cls = model_class(name)
+    if spec.task not in cls.tasks:
+        raise DltrainError(
+            f"model={name} is for {' or '.join(cls.tasks)} targets, but this data is {spec.task}; "
+            f"{_suggest(spec.task)}"
+        )
+    if spec.kind not in cls.input_kinds:
+        readable = " or ".join(_KIND_WORDS[k] for k in cls.input_kinds)
+        raise DltrainError(
+            f"model={name} needs {readable}, but this data is {_KIND_WORDS.get(spec.kind, spec.kind)}."
+        )
+    parameters = inspect.signature(cls.from_spec).parameters
+    allowed = [p for p in parameters if p not in ("spec", "output_size")]
+    for key in options:
+        if key not in allowed:
+            settings = ", ".join(allowed) if allowed else "none"
+            raise DltrainError(f"model={name} has no setting '{key}'; its settings are: {settings}.")
+    return cls.from_spec(spec, output_size, **options)
+
+
+def _suggest(task: str) -> str:
+    return {
+        "regression": "use model=linear or model=mlp.",
+        "binary": "use model=logistic or model=mlp.",
+        "multiclass": "use model=softmax or model=mlp.",
+    }[task]
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,50 @@
+"""One affine layer: linear regression, logistic regression (binary) and softmax regression."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _Affine(nn.Module):
+    tasks: tuple[str, ...] = ()
+    input_kinds = ("tabular", "image")
+
+    def __init__(self, in_features: int, output_size: int):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(in_features, output_size)
+
+    @classmethod
+    def from_spec(cls, spec, output_size: int):
+        return cls(spec.in_features, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.flatten(x))
+
+    def describe(self) -> str | None:
+        """The learned w and b, when there are few enough to read."""
+        weight, bias = self.linear.weight.detach().cpu(), self.linear.bias.detach().cpu()
+        if weight.numel() > 12:
+            return None
+        w = ", ".join(f"{v:.4f}" for v in weight.flatten().tolist())
+        b = ", ".join(f"{v:.4f}" for v in bias.tolist())
+        return f"w = [{w}], b = [{b}]"
+
+
+class LinearRegression(_Affine):
+    """y = xW + b, trained with a regression loss."""
+
+    tasks = ("regression",)
+
+
+class LogisticRegression(_Affine):
+    """p(y=1 | x) = sigmoid(xw + b): emits the logit; the bce loss applies the sigmoid stably."""
+
+    tasks = ("binary",)
+
+
+class SoftmaxRegression(_Affine):
+    """Multinomial logistic regression: one logit per class, softmax inside cross-entropy."""
+
+    tasks = ("multiclass", "binary")

@@ -1,0 +1,83 @@
+"""Checkpoint files: written atomically (temporary file, then rename: a crash mid-write leaves
+the previous file whole), read with weights_only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dltrain.errors import DltrainError
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    _atomic_write(Path(path), lambda stream: torch.save(payload, stream))
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DltrainError(f"No checkpoint at {str(path)!r}.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a truncated or foreign file fails in many ways inside torch
+        raise DltrainError(f"The checkpoint {str(path)!r} cannot be read ({type(error).__name__}); it is corrupted or not a dltrain checkpoint.") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, allow_nan=True).encode()
+    _atomic_write(Path(path), lambda stream: stream.write(text))
+
+
+class CheckpointWriter:
+    """Writes best.pt and last.pt at most every ``every_seconds`` (and always on ``flush``):
+    short epochs would otherwise spend more time writing files than training. The best
+    weights are snapshotted in memory when they improve, so a late write is still exact."""
+
+    def __init__(self, run_dir: Path, every_seconds: float, make_payload, on_write=None):
+        import time
+
+        self.run_dir = Path(run_dir)
+        self.every_seconds = every_seconds
+        self.make_payload = make_payload  # (epoch, row, with_training_state) -> dict
+        self.on_write = on_write
+        self._clock = time.monotonic
+        self._last_write = self._clock()
+        self._pending_best = None
+        self._last_epoch = None
+
+    def best(self, epoch: int, row: dict) -> None:
+        payload = self.make_payload(epoch, row, False)
+        payload["model"] = {k: v.detach().clone() for k, v in payload["model"].items()}
+        self._pending_best = payload
+
+    def last(self, epoch: int, row: dict) -> None:
+        self._last_epoch = (epoch, row)
+        if self._clock() - self._last_write >= self.every_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending_best is not None:
+            save_checkpoint(self.run_dir / "best.pt", self._pending_best)
+            self._pending_best = None
+        if self._last_epoch is not None:
+            epoch, row = self._last_epoch
+            save_checkpoint(self.run_dir / "last.pt", self.make_payload(epoch, row, True))
+            if self.on_write is not None:
+                self.on_write(epoch, row)
+        self._last_write = self._clock()
