@@ -79,6 +79,6 @@ def _settle_failed(run_dir: Path, status: str, message: str) -> None:
 
 
 def launch_fit(overrides: list[str], *, multirun: bool = False):
-    from dltrain.fit import run_fit
+    from dltrain.run import run_fit
 
     return launch(run_fit, overrides, multirun=multirun)

@@ -1,4 +1,4 @@
-"""The story of one training run: settings -> data -> objective -> model -> trainer -> run folder."""
+"""One training run, start to end: settings -> data -> objective -> model -> trainer -> run folder."""
 
 from __future__ import annotations
 
