@@ -9,7 +9,7 @@ import numpy as np
 from dltrain.errors import DltrainError
 
 METRICS = {
-    "regression": ("mse", "mae", "r2"),
+    "regression": ("mse", "mae", "r2", "log_rmse"),
     "binary": ("accuracy", "roc_auc"),
     "multiclass": ("accuracy", "macro_f1"),
 }
@@ -19,14 +19,22 @@ HIGHER_IS_BETTER = {"accuracy", "roc_auc", "macro_f1", "r2"}
 def compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """``scores``: predictions in target units (regression), P(class 1) (binary) or class
     probabilities (multiclass)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _compute(task, scores, targets)
+
+
+def _compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     from sklearn import metrics
 
+    if not np.all(np.isfinite(scores)):
+        return {name: math.nan for name in METRICS[task]}
     if task == "regression":
         result = {
             "mse": float(np.mean((scores - targets) ** 2)),
             "mae": float(np.mean(np.abs(scores - targets))),
         }
         result["r2"] = float(metrics.r2_score(targets, scores)) if len(targets) > 1 else math.nan
+        result["log_rmse"] = log_rmse(scores, targets)
         return result
     if task == "binary":
         predicted = (scores >= 0.5).astype(np.int64)
@@ -39,6 +47,16 @@ def compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, flo
         "accuracy": float(np.mean(predicted == targets)),
         "macro_f1": float(metrics.f1_score(targets, predicted, average="macro", zero_division=0)),
     }
+
+
+def log_rmse(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """sqrt(mean((log max(prediction, 1) - log target)^2)): relative error for positive targets
+    such as prices (Dive into Deep Learning's house-prices metric); nan when a target is <= 0."""
+    targets = np.asarray(targets, dtype=np.float64)
+    if len(targets) == 0 or not np.all(targets > 0):
+        return math.nan
+    predictions = np.maximum(np.asarray(predictions, dtype=np.float64), 1.0)
+    return float(np.sqrt(np.mean((np.log(predictions) - np.log(targets)) ** 2)))
 
 
 def monitor_mode(metric: str, mode: str) -> str:

@@ -1,0 +1,116 @@
+"""Tabular data: CSV reading, the house_tiny example, training-only statistics, bundled sets."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dltrain.config import DataSettings
+from dltrain.data import load_source, prepare
+from dltrain.data.split import train_val_indices
+from dltrain.data.tabular import TabularPreprocessor
+from dltrain.errors import DltrainError
+
+
+def csv_settings(path, **options):
+    options = {"path": str(path), "target": -1, "header": True, "task": "auto",
+               "standardize": True, **options}
+    return DataSettings(name="csv", batch_size=8, val_fraction=0.0, shuffle=True, options=options)
+
+
+def write_house_tiny(path):
+    path.write_text("NumRooms,Alley,Price\nNA,Pave,127500\n2,NA,106000\n4,NA,178100\nNA,NA,140000\n")
+
+
+def test_house_tiny_is_encoded_as_in_the_textbook(tmp_path):
+    """d2l's house_tiny: NumRooms NA -> mean 3.0; Alley -> Alley_Pave, Alley_nan; Price target."""
+    path = tmp_path / "house_tiny.csv"
+    write_house_tiny(path)
+    source = load_source(csv_settings(path, standardize=False, target="Price"))
+    assert source.task == "regression"
+    data = prepare(source, np.arange(4))
+    assert data.spec.feature_names == ("NumRooms", "Alley_Pave", "Alley_nan")
+    expected = [[3.0, 1, 0], [2.0, 0, 1], [4.0, 0, 1], [3.0, 0, 1]]
+    assert data.train.x.tolist() == expected
+    assert data.train.y.tolist() == [127500.0, 106000.0, 178100.0, 140000.0]
+    assert data.spec.input_shape == (3,)
+
+
+def test_statistics_come_from_the_training_rows_only():
+    frame = pd.DataFrame({"a": [0.0, 2.0, np.nan, 100.0], "c": ["x", "y", None, "z"]})
+    pre = TabularPreprocessor(standardize=False).fit(frame.iloc[:3])
+    out = pre.transform(frame.iloc[2:]).numpy()
+    assert out[0, 0] == pytest.approx(1.0)  # mean of the training rows 0 and 2, not of 100
+    # category 'z' was never seen in training: all zeros in its one-hot columns
+    assert out[1, 1:].tolist() == [0.0] * (out.shape[1] - 1)
+    scaled = TabularPreprocessor(standardize=True).fit(frame.iloc[:2]).transform(frame)
+    assert scaled[2, 0].item() == pytest.approx(0.0)  # missing -> the training mean -> 0
+    assert scaled[3, 0].item() == pytest.approx((100 - 1) / 1)  # std of [0, 2] is 1
+
+
+def test_pandas_string_dtype_categories(tmp_path):
+    frame = pd.DataFrame({"color": pd.array(["red", "blue", None, "red"], dtype="string"),
+                          "size": [1.0, 2.0, 3.0, 4.0], "label": ["a", "b", "a", "b"]})
+    frame.to_csv(tmp_path / "colors.csv", index=False)
+    source = load_source(csv_settings(tmp_path / "colors.csv", target="label"))
+    data = prepare(source, np.arange(4))
+    assert source.task == "binary"
+    assert set(data.spec.feature_names) == {"size", "color_red", "color_blue", "color_nan"}
+
+
+def test_gzip_no_header_and_target_by_index(tmp_path):
+    rows = "\n".join(f"{i},{i * 2},{i % 2}" for i in range(40)) + "\n"
+    with gzip.open(tmp_path / "rows.csv.gz", "wt") as stream:
+        stream.write(rows)
+    source = load_source(csv_settings(tmp_path / "rows.csv.gz", header=False, target=2))
+    assert source.task == "binary"
+    assert len(source) == 40
+    assert list(source.features.columns) == ["0", "1"]
+
+
+def test_rows_without_a_target_are_dropped_with_a_note(tmp_path):
+    (tmp_path / "t.csv").write_text("x,y\n1,2.5\n2,\n3,7.5\n")
+    source = load_source(csv_settings(tmp_path / "t.csv"))
+    assert len(source) == 2 and "dropped 1 rows" in source.notes[0]
+
+
+@pytest.mark.parametrize("name,task,features,classes", [
+    ("digits", "multiclass", 64, 10), ("iris", "multiclass", 4, 3), ("wine", "multiclass", 13, 3),
+    ("breast_cancer", "binary", 30, 2), ("diabetes", "regression", 10, 0),
+])
+def test_bundled_datasets_shapes_are_inferred(name, task, features, classes):
+    settings = DataSettings(name=name, batch_size=8, val_fraction=0.2, shuffle=True, options={})
+    source = load_source(settings)
+    train, val = train_val_indices(source, 0.2, seed=0)
+    data = prepare(source, train, val)
+    assert data.spec.task == task
+    assert data.spec.input_shape == (features,)
+    assert data.spec.num_classes == classes
+    assert len(data.train) + len(data.val) == len(source)
+
+
+def test_validation_split_is_stratified():
+    settings = DataSettings(name="breast_cancer", batch_size=8, val_fraction=0.25, shuffle=True, options={})
+    source = load_source(settings)
+    train, val = train_val_indices(source, 0.25, seed=3)
+    assert not set(train) & set(val)
+    overall = source.target.mean()
+    assert abs(source.target[val].mean() - overall) < 0.01
+    assert abs(source.target[train].mean() - overall) < 0.01
+
+
+def test_synthetic_linear_follows_its_weights():
+    settings = DataSettings(name="synthetic_linear", batch_size=8, val_fraction=0.0, shuffle=True,
+                            options={"num_samples": 500, "weights": [2.0, -3.4], "bias": 4.2,
+                                     "noise": 0.01, "seed": 0, "standardize": False})
+    source = load_source(settings)
+    x = source.features.to_numpy()
+    fitted, *_ = np.linalg.lstsq(np.c_[x, np.ones(len(x))], source.target, rcond=None)
+    assert fitted == pytest.approx([2.0, -3.4, 4.2], abs=0.01)
+
+
+def test_target_column_missing_lists_the_columns(tmp_path):
+    write_house_tiny(tmp_path / "h.csv")
+    with pytest.raises(DltrainError, match="'Cost' is not a column of the CSV; columns are: NumRooms, Alley, Price"):
+        load_source(csv_settings(tmp_path / "h.csv", target="Cost"))

@@ -1,0 +1,104 @@
+"""Every user mistake: one sentence naming the value and what is valid, exit 2, no traceback,
+and no run folder that looks finished."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_folders
+
+
+def write_csv(name: str, text: str) -> str:
+    Path(name).write_text(text)
+    return str(Path(name).resolve())
+
+
+CASES = {
+    "unknown model": (["model=foo"], "Unknown model 'foo'; valid options are: linear, logistic, mlp"),
+    "unknown recipe": (["recipe=nope"], "Unknown recipe 'nope'; valid options are:"),
+    "wrong type": (["trainer.epochs=abc"], "trainer.epochs must be an integer, got 'abc'."),
+    "negative lr": (["optimizer.lr=-1"], "optimizer.lr must be greater than 0, got -1.0."),
+    "zero epochs": (["trainer.epochs=0"], "trainer.epochs must be at least 1, got 0."),
+    "bad device name": (["trainer.device=gpu"], "trainer.device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'."),
+    "val fraction": (["data.val_fraction=1.5"], "data.val_fraction must be less than 1.0, got 1.5."),
+    "override of a missing key": (["trainer.foo=1"], "There is no setting 'trainer.foo' to override; add a new key with +trainer.foo=VALUE."),
+    "bad syntax": (["model.hidden_sizes=[64,"], "Could not read the override"),
+    "bce on 10 classes": (["loss=bce"], "loss=bce is for binary targets, but this data is multiclass with 10 classes; use loss=cross_entropy"),
+    "mse on classes": (["loss=mse"], "loss=mse is a regression loss, but this data is multiclass with 10 classes"),
+    "logistic on multiclass": (["model=logistic"], "model=logistic is for binary targets, but this data is multiclass; use model=softmax or model=mlp."),
+    "unknown model setting": (["+model.depth=3"], "model=mlp has no setting 'depth'; its settings are: hidden_sizes, activation, dropout, batch_norm."),
+    "unknown optimizer setting": (["+optimizer.foo=1"], "optimizer=adam has no setting 'foo'"),
+    "bad activation": (["model.activation=swish"], "model.activation 'swish' is unknown; valid options are: relu, sigmoid, tanh, leaky_relu, gelu."),
+    "bad hidden sizes": (["model.hidden_sizes=[64,-1]"], "model.hidden_sizes must be a list of positive integers"),
+    "monitor not measured": (["trainer.monitor=r2"], "trainer.monitor 'r2' is not measured for multiclass targets; choose one of: loss, accuracy, macro_f1."),
+    "csv without path": (["data=csv"], "data=csv needs a file: set data.path=FILE.csv"),
+    "missing csv": (["data=csv", "data.path=nowhere.csv"], "The CSV file 'nowhere.csv' does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_user_error_is_one_sentence_exit_2_and_no_run_folder(cli, case):
+    overrides, message = CASES[case]
+    result = cli("fit", *overrides, "trainer.epochs=1" if "trainer.epochs" not in str(overrides) else "data=digits")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("Error:")
+    assert len(result.output.strip().splitlines()) <= 3  # one sentence (long ones wrap)
+    assert run_folders() == []
+
+
+def test_missing_target_column_lists_columns(cli):
+    path = write_csv("h.csv", "NumRooms,Alley,Price\n1,Pave,10\n2,,20\n")
+    result = cli("fit", "data=csv", f"data.path={path}", "data.target=Cost")
+    assert result.exit_code == 2
+    assert "data.target 'Cost' is not a column of the CSV; columns are: NumRooms, Alley, Price." in result.output
+    assert run_folders() == []
+
+
+def test_non_numeric_regression_target(cli):
+    path = write_csv("t.csv", "x,label\n1,cat\n2,dog\n3,cat\n")
+    result = cli("fit", "data=csv", f"data.path={path}", "data.task=regression")
+    assert result.exit_code == 2
+    assert "The target column 'label' is not numeric (for example 'cat')" in result.output
+    assert "set data.task=multiclass" in result.output
+
+
+def test_empty_dataset(cli):
+    path = write_csv("empty.csv", "x,y\n")
+    result = cli("fit", "data=csv", f"data.path={path}")
+    assert result.exit_code == 2
+    assert "has no data rows" in result.output
+    assert run_folders() == []
+
+
+def test_unreadable_csv(cli):
+    Path("bad.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x00")
+    result = cli("fit", "data=csv", f"data.path={Path('bad.csv').resolve()}")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_cuda_requested_without_gpu(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = cli("fit", "trainer.device=cuda", "trainer.epochs=1")
+    assert result.exit_code == 2
+    assert "trainer.device=cuda but no CUDA GPU is available; use trainer.device=auto or cpu." in result.output
+
+
+def test_config_command_reports_errors_too(cli):
+    result = cli("config", "optimizer=lbfgs")
+    assert result.exit_code == 2
+    assert "Unknown optimizer 'lbfgs'; valid options are: adagrad, adam, adamw, rmsprop, sgd." in result.output
+
+
+def test_diverging_loss_stops_with_a_sentence_and_leaves_no_finished_run(cli):
+    result = cli("fit", "data=diabetes", "model=linear", "data.standardize=false",
+                 "data.standardize_target=false", "optimizer=sgd", "optimizer.lr=10", "trainer.epochs=5")
+    assert result.exit_code == 2
+    assert "The training loss became" in result.output and "in epoch 1" in result.output
+    assert "lower optimizer.lr" in result.output
+    # It diverged before any epoch finished: nothing worth keeping, so no run folder at all.
+    assert run_folders() == []
