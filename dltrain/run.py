@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dltrain.console import EpochProgress, EpochTable, console, fmt
+from dltrain.errors import DltrainError
 
 
 @dataclass
@@ -24,6 +25,7 @@ class FitResult:
     model_summary: str | None
     model: object = field(default=None, repr=False)  # the trained nn.Module (weights of the last epoch)
     val_scores: object = field(default=None, repr=False)  # scores for the validation rows, in order
+    test_scores: object = field(default=None, repr=False)  # scores of the best model for the test rows
 
 
 def run_fit(cfg, run_dir: Path, out=console) -> FitResult:
@@ -126,14 +128,19 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     )
     with EpochProgress(trainer_settings.progress, out) as progress:
         trainer.progress = progress
-        history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
-                              save_best=writer.best, save_last=writer.last)
+        try:
+            history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
+                                  save_best=writer.best, save_last=writer.last)
+        except DltrainError:
+            writer.flush(include_last=False)
+            raise
     writer.flush()
 
-    test_metrics = None
+    test_metrics = test_scores = None
     if data.test is not None:
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         test_metrics = trainer.evaluate(to_device(data.test.x, device), data.test.y.to(device))
+        test_scores = trainer.predict_scores(to_device(data.test.x, device)).numpy()
         model.load_state_dict(load_checkpoint(run_dir / "last.pt", map_location=device)["model"])
 
     val_scores = trainer.predict_scores(to_device(data.val.x, device)).numpy() if data.val is not None else None
@@ -144,7 +151,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         epochs_run=len(history.rows), stopped_early=history.stopped_early,
         seconds=time.perf_counter() - started,
         model_summary=describe() if callable(describe) else None,
-        model=model, val_scores=val_scores,
+        model=model, val_scores=val_scores, test_scores=test_scores,
     )
     record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
                   final=result.final, test=test_metrics, epochs_run=result.epochs_run,

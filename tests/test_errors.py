@@ -94,11 +94,17 @@ def test_config_command_reports_errors_too(cli):
     assert "Unknown optimizer 'lbfgs'; valid options are: adagrad, adam, adamw, rmsprop, sgd." in result.output
 
 
-def test_diverging_loss_stops_with_a_sentence_and_leaves_no_finished_run(cli):
+def test_diverging_loss_stops_with_a_sentence_and_marks_the_run_failed(cli):
+    import json
+
+    import torch
+
     result = cli("fit", "data=diabetes", "model=linear", "data.standardize=false",
                  "data.standardize_target=false", "optimizer=sgd", "optimizer.lr=10", "trainer.epochs=5")
     assert result.exit_code == 2
-    assert "The training loss became" in result.output and "in epoch 1" in result.output
-    assert "lower optimizer.lr" in result.output
-    # It diverged before any epoch finished: nothing worth keeping, so no run folder at all.
-    assert run_folders() == []
+    assert "The training loss became inf in epoch 2; lower optimizer.lr (now 10)" in result.output
+    (folder,) = run_folders()
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "failed"
+    best = torch.load(folder / "best.pt", weights_only=True)  # epoch 1, still finite
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in best["model"].values())

@@ -71,11 +71,13 @@ class CheckpointWriter:
         if self._clock() - self._last_write >= self.every_seconds:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, include_last: bool = True) -> None:
+        """Write what is pending; ``include_last=False`` after a failed epoch, whose live
+        weights are not worth keeping (the best snapshot still is)."""
         if self._pending_best is not None:
             save_checkpoint(self.run_dir / "best.pt", self._pending_best)
             self._pending_best = None
-        if self._last_epoch is not None:
+        if include_last and self._last_epoch is not None:
             epoch, row = self._last_epoch
             save_checkpoint(self.run_dir / "last.pt", self.make_payload(epoch, row, True))
             if self.on_write is not None:
