@@ -19,3 +19,10 @@ def fit(*overrides: str):
     from dltrain.launch import launch_fit
 
     return launch_fit(list(overrides))
+
+
+def cv(*overrides: str):
+    """Cross-validate as ``dltrain cv OVERRIDES`` does; returns the summary (cv_summary.json)."""
+    from dltrain.crossval import launch_cv
+
+    return launch_cv(list(overrides))

@@ -95,6 +95,43 @@ def fit(
     launch_fit(overrides, multirun=multirun)
 
 
+@app.command(context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def cv(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    multirun: bool = typer.Option(
+        False, "--multirun", "-m",
+        help="Sweep: one whole cross-validation per combination of comma-separated values.",
+    ),
+) -> None:
+    """Cross-validate: k folds, each a fresh model in its own fold_N folder; mean ± std per metric.
+
+    Takes every [bold]fit[/bold] override. Writes cv_summary.json, cv_summary.csv and
+    oof_predictions.csv in one run folder under outputs/.
+
+    [bold]Examples[/bold]
+
+      dltrain cv k=5                                [dim]# MLP on embedded digits, stratified[/dim]
+
+      dltrain cv k=10 model=mlp data=csv data.path=houses.csv data.target=Price
+
+      dltrain cv recipe=house_prices_kfold data.path=train.csv   [dim]# the textbook protocol[/dim]
+
+      dltrain cv cv.strategy=group cv.group_column=patient data=csv data.path=visits.csv
+
+      dltrain cv cv=repeated cv.refit=true          [dim]# 3 x 5 folds, then train on all rows[/dim]
+
+      dltrain cv cv.fold=2                          [dim]# one fold alone[/dim]
+
+      dltrain cv hydra/launcher=joblib              [dim]# folds in parallel processes[/dim]
+
+      dltrain cv -m optimizer.lr=0.1,0.01           [dim]# a sweep of cross-validations[/dim]
+    """
+    from dltrain.crossval import launch_cv
+
+    launch_cv(list(overrides or []), multirun=multirun)
+
+
 @app.command("config", context_settings=_OVERRIDE_CONTEXT)
 @_user_errors
 def show_config(

@@ -7,14 +7,14 @@ turns a composed DictConfig into small dataclasses, so the trainer never parses 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from dltrain.errors import DltrainError
 
-GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "recipe")
+GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "cv", "recipe")
 GROUP_TITLES = {
     "data": "datasets",
     "model": "models",
@@ -23,6 +23,7 @@ GROUP_TITLES = {
     "scheduler": "learning-rate schedulers",
     "regularization": "regularization",
     "trainer": "trainer presets",
+    "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
     "recipe": "recipes (complete presets)",
 }
 VERSION_BASE = "1.3"
@@ -272,6 +273,63 @@ def read_settings(cfg) -> Settings:
         regularization=regularization,
         trainer=trainer,
     )
+
+
+CV_STRATEGIES = ("auto", "kfold", "stratified", "group", "repeated")
+
+
+@dataclass(frozen=True)
+class CVSettings:
+    """``dltrain cv``: k folds split by ``strategy`` (auto = stratified for classes, kfold for
+    regression, group when group_column is set); ``fold`` runs one fold alone."""
+
+    k: int = 5
+    strategy: str = "auto"
+    shuffle: bool = True
+    seed: int = 0
+    repeats: int = 1  # folds are k * repeats for strategy=repeated
+    group_column: str | None = None
+    fold: int | None = None
+    refit: bool = False
+
+    @property
+    def fold_count(self) -> int:
+        return self.k * self.repeats
+
+
+def read_cv_settings(cfg) -> CVSettings:
+    """Validate k and the cv group (the data-dependent checks happen when the folds are planned)."""
+    from omegaconf import OmegaConf
+
+    k = value(cfg, "k", int, 5, minimum=2)
+    strategy = value(cfg, "cv.strategy", str, "auto", choices=CV_STRATEGIES)
+    shuffle = value(cfg, "cv.shuffle", bool, True)
+    seed = value(cfg, "cv.seed", int, 0, minimum=0)
+    repeats = value(cfg, "cv.repeats", int, 3, minimum=1)
+    group_column = OmegaConf.select(cfg, "cv.group_column", default=None)
+    if isinstance(group_column, int) and not isinstance(group_column, bool):
+        group_column = str(group_column)  # a column of a CSV without header is named "0", "1", ...
+    group_column = value(OmegaConf.create({"cv": {"group_column": group_column}}),
+                         "cv.group_column", str, None)
+    refit = value(cfg, "cv.refit", bool, False)
+    if strategy == "group" and group_column is None:
+        raise DltrainError("cv.strategy=group needs cv.group_column=COLUMN, the column whose "
+                           "values must never be split across folds (a patient, a site, a user).")
+    if group_column is not None and strategy not in ("auto", "group"):
+        raise DltrainError(f"cv.group_column is used only by cv.strategy=group (or auto), but "
+                           f"cv.strategy={strategy}; drop cv.group_column or set cv.strategy=group.")
+    if strategy == "repeated" and not shuffle:
+        raise DltrainError("cv.strategy=repeated reshuffles the rows for every repeat, so it "
+                           "cannot run with cv.shuffle=false; use cv.strategy=kfold for contiguous folds.")
+    if strategy != "repeated":
+        repeats = 1
+    settings = CVSettings(k=k, strategy=strategy, shuffle=shuffle, seed=seed, repeats=repeats,
+                          group_column=group_column, refit=refit)
+    fold = value(cfg, "cv.fold", int, None)
+    if fold is not None and not 0 <= fold < settings.fold_count:
+        raise DltrainError(f"cv.fold={fold} is out of range for {settings.fold_count} folds; use "
+                           f"0 to {settings.fold_count - 1}, or cv.fold=null for all of them.")
+    return replace(settings, fold=fold)
 
 
 def to_yaml(cfg) -> str:

@@ -41,7 +41,9 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
     def job(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            results.append(task(cfg, run_dir))
+            result = task(cfg, run_dir)
+            results.append(result)
+            return result  # Hydra keeps it as the job's return value: what a sweeper optimises
         except DltrainError as error:
             errors.append(error)
             _settle_failed(run_dir, "failed", str(error))
@@ -63,9 +65,10 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
 
 
 def _settle_failed(run_dir: Path, status: str, message: str) -> None:
-    """Remove a run folder where nothing was trained; otherwise record why the run ended."""
+    """Remove a run folder where nothing was trained (no last.pt in it, nor in a fold sub-folder
+    of a cross-validation); otherwise record why the run ended."""
     metrics_path = run_dir / "metrics.json"
-    if not (run_dir / "last.pt").exists():
+    if not any(run_dir.glob("**/last.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir.parent
         if parent.exists() and not any(parent.iterdir()):

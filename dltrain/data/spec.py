@@ -68,6 +68,8 @@ class Source:
     test_target: Any = None
     standardize_target: bool = False
     notes: list[str] = field(default_factory=list)
+    # One value per row, for group k-fold: rows sharing a value never straddle a fold boundary.
+    groups: Any = None
 
     def __len__(self) -> int:
         return len(self.target)

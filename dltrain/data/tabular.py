@@ -150,6 +150,30 @@ def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, ta
     )
 
 
+def with_group_column(source: Source, column: str) -> Source:
+    """The source with ``column`` moved out of the features into ``source.groups``, for group
+    k-fold (a grouping id is not a feature to learn from)."""
+    from dataclasses import replace
+
+    features = source.features
+    if not isinstance(features, pd.DataFrame):
+        raise DltrainError(f"cv.group_column={column!r} needs tabular data with named columns "
+                           f"(such as data=csv); this dataset has no columns.")
+    names = [str(c) for c in features.columns]
+    if column not in names:
+        raise DltrainError(f"cv.group_column {column!r} is not a feature column of the data; "
+                           f"columns are: {', '.join(names)}.")
+    name = features.columns[names.index(column)]
+    groups = features[name]
+    if groups.isna().any():
+        raise DltrainError(f"cv.group_column {column!r} is missing in {int(groups.isna().sum())} "
+                           f"rows; every row needs a group, so fill them or choose another column.")
+    if features.shape[1] == 1:
+        raise DltrainError(f"cv.group_column {column!r} is the only feature column, so nothing "
+                           f"would be left to learn from.")
+    return replace(source, features=features.drop(columns=[name]), groups=groups.to_numpy())
+
+
 def load_csv(settings) -> Source:
     options = settings.options
     path = options.get("path")
