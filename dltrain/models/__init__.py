@@ -15,6 +15,10 @@ MODELS = {
     "logistic": "dltrain.models.linear:LogisticRegression",
     "softmax": "dltrain.models.linear:SoftmaxRegression",
     "mlp": "dltrain.models.mlp:MLP",
+    "cnn": "dltrain.models.cnn:CNN",
+    "inception": "dltrain.models.inception:InceptionNet",
+    "resnet": "dltrain.models.resnet:ResNet",
+    "lstm": "dltrain.models.lstm:RecurrentNet",
 }
 
 _KIND_WORDS = {
@@ -22,6 +26,14 @@ _KIND_WORDS = {
     "image": "image data",
     "sequence": "sequence data",
     "tokens": "text (token) data",
+}
+
+# The data options of each kind, so that a refusal can say which data suits the model.
+_KIND_DATA = {
+    "tabular": "data=digits, iris, wine, breast_cancer, diabetes, csv, ...",
+    "image": "data=digits_images, mnist, fashion_mnist, cifar10, image_folder",
+    "sequence": "data=time_series, or an image dataset with data.as_sequence=true",
+    "tokens": "data=text_csv",
 }
 
 
@@ -41,7 +53,7 @@ def create_model(name: str, spec, output_size: int, **options):
             f"{_suggest(spec.task)}"
         )
     if spec.kind not in cls.input_kinds:
-        readable = " or ".join(_KIND_WORDS[k] for k in cls.input_kinds)
+        readable = " or ".join(f"{_KIND_WORDS[k]} ({_KIND_DATA[k]})" for k in cls.input_kinds)
         raise DltrainError(
             f"model={name} needs {readable}, but this data is {_KIND_WORDS.get(spec.kind, spec.kind)}."
         )
