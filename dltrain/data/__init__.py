@@ -17,6 +17,13 @@ LOADERS = {
     "breast_cancer": "dltrain.data.bundled:load_bundled",
     "diabetes": "dltrain.data.bundled:load_bundled",
     "csv": "dltrain.data.tabular:load_csv",
+    "digits_images": "dltrain.data.vision:load_digits_images",
+    "mnist": "dltrain.data.vision:load_torchvision",
+    "fashion_mnist": "dltrain.data.vision:load_torchvision",
+    "cifar10": "dltrain.data.vision:load_torchvision",
+    "image_folder": "dltrain.data.vision:load_image_folder",
+    "text_csv": "dltrain.data.text:load_text_csv",
+    "time_series": "dltrain.data.sequence:load_time_series",
 }
 
 
@@ -54,6 +61,8 @@ def prepare(source: Source, train_index, val_index=None) -> Prepared:
         return Split(x, y)
 
     train = split(take(source.features, train_index), source.target[train_index])
+    # Training-batch augmentation (random crops, flips), when the preprocessor offers one.
+    train.augment = getattr(preprocessor, "augment", None)
     val = None
     if val_index is not None and len(val_index):
         val_index = np.asarray(val_index)
