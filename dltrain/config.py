@@ -14,7 +14,8 @@ from typing import Any
 
 from dltrain.errors import DltrainError
 
-GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "cv", "recipe")
+GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
+          "recipe")
 GROUP_TITLES = {
     "data": "datasets",
     "model": "models",
@@ -23,6 +24,7 @@ GROUP_TITLES = {
     "scheduler": "learning-rate schedulers",
     "regularization": "regularization",
     "trainer": "trainer presets",
+    "logger": "TensorBoard logging (logger=none turns it off)",
     "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
     "recipe": "recipes (complete presets)",
 }
@@ -163,6 +165,22 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class LoggerSettings:
+    """What lands in TensorBoard (``name`` none writes nothing)."""
+
+    name: str = "tensorboard"
+    log_every_n_steps: int = 0
+    graph: bool = False
+    histograms_every_n_epochs: int = 0
+    figures: bool = True
+    max_images: int = 16
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "none"
+
+
+@dataclass(frozen=True)
 class Settings:
     data: DataSettings
     model: NamedSettings
@@ -171,6 +189,7 @@ class Settings:
     scheduler: NamedSettings
     regularization: NamedSettings
     trainer: TrainerSettings
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
 
 
 _MISSING = object()
@@ -272,6 +291,25 @@ def read_settings(cfg) -> Settings:
         scheduler=NamedSettings(_name(cfg, "scheduler"), _options(cfg, "scheduler")),
         regularization=regularization,
         trainer=trainer,
+        logger=read_logger_settings(cfg),
+    )
+
+
+def read_logger_settings(cfg) -> LoggerSettings:
+    """The logger group; a config without one (composed by hand) logs to TensorBoard by default."""
+    name = value(cfg, "logger.name", str, "tensorboard")
+    options = group_options("logger")
+    if name not in options:
+        raise DltrainError(f"logger.name '{name}' is unknown; valid options are: {', '.join(options)}.")
+    if name == "none":
+        return LoggerSettings(name="none")
+    return LoggerSettings(
+        name=name,
+        log_every_n_steps=value(cfg, "logger.log_every_n_steps", int, 0, minimum=0),
+        graph=value(cfg, "logger.graph", bool, False),
+        histograms_every_n_epochs=value(cfg, "logger.histograms_every_n_epochs", int, 0, minimum=0),
+        figures=value(cfg, "logger.figures", bool, True),
+        max_images=value(cfg, "logger.max_images", int, 16, minimum=1),
     )
 
 

@@ -1,0 +1,395 @@
+"""TensorBoard: what a run writes to its events file (stable, grouped scalar tags; an HParams
+session; the config; graph, histograms and figures), the fold-averaged ``cv_mean`` run of a
+cross-validation, and the local server behind ``dltrain tb``.
+
+Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<metric>/val``,
+``lr``, ``time/epoch_seconds``, ``throughput/samples_per_second``; at the last epoch
+``loss/test`` and ``<metric>/test`` (best model, when the data has a test split) and
+``best/<monitor>``. With ``logger.log_every_n_steps`` also ``step/loss_train`` and ``step/lr``,
+one point per N optimizer steps."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+from dltrain.console import console
+
+# The hparams recorded are the composed config minus settings that do not change what is learned.
+_NOT_HPARAMS = ("hydra", "logger", "cv", "k", "trainer.progress", "trainer.checkpoint_every_seconds",
+                "trainer.device")
+
+
+def scalar_tags(row: dict) -> dict[str, float]:
+    """An epoch's metrics row (train_loss, val_accuracy, lr, seconds, ...) under TensorBoard tags."""
+    tags = {}
+    for key, number in row.items():
+        if key == "epoch" or not isinstance(number, (int, float)):
+            continue
+        if key == "lr":
+            tags["lr"] = number
+        elif key == "seconds":
+            tags["time/epoch_seconds"] = number
+        else:
+            split, _, name = key.partition("_")
+            if split in ("train", "val", "test") and name:
+                tags[f"{name}/{split}"] = number
+    return tags
+
+
+def hparams_of(cfg, *, seed: int | None = None) -> dict:
+    """The composed config as flat ``group.key`` hyperparameters (numbers, strings, booleans)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    flat: dict = {}
+
+    def walk(prefix: str, node) -> None:
+        if prefix in _NOT_HPARAMS:
+            return
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), child)
+        elif isinstance(node, bool) or isinstance(node, (int, float, str)):
+            flat[prefix] = node
+        else:  # lists, None
+            flat[prefix] = str(node) if node is not None else "null"
+
+    walk("", plain)
+    if seed is not None:
+        flat["trainer.seed"] = seed
+    return flat
+
+
+class _Writer:
+    """A SummaryWriter with the HParams session written into the run's own events file (not a
+    sub-run per call, as SummaryWriter.add_hparams does), so every run and fold is one session."""
+
+    def __init__(self, folder: Path, flush_secs: int = 30):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.summary = SummaryWriter(log_dir=str(folder), flush_secs=flush_secs)
+        self.closed = False
+
+    def session_start(self, hparams: dict) -> None:
+        from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+        info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for key, item in hparams.items():
+            if isinstance(item, bool):
+                info.hparams[key].bool_value = item
+            elif isinstance(item, (int, float)):
+                info.hparams[key].number_value = item
+            else:
+                info.hparams[key].string_value = str(item)
+        self._hparams_summary(metadata.SESSION_START_INFO_TAG,
+                              plugin_data_pb2.HParamsPluginData(session_start_info=info,
+                                                                version=metadata.PLUGIN_DATA_VERSION))
+
+    def session_end(self, status: str) -> None:
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        code = {"finished": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE,
+                # The HParams API has no "aborted": an interrupted run is shown as unknown.
+                "interrupted": api_pb2.STATUS_UNKNOWN}[status]
+        info = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
+        self._hparams_summary(metadata.SESSION_END_INFO_TAG,
+                              plugin_data_pb2.HParamsPluginData(session_end_info=info,
+                                                                version=metadata.PLUGIN_DATA_VERSION))
+
+    def _hparams_summary(self, tag: str, data) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.hparams import metadata
+
+        summary = Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))])
+        self.summary._get_file_writer().add_summary(summary)
+
+    def scalars(self, tags: dict, step: int) -> None:
+        for tag, number in tags.items():
+            self.summary.add_scalar(tag, number, step)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.summary.close()
+
+
+# Exceptions that mean the user stopped the run (Ctrl-C, SIGTERM), not that it failed.
+_INTERRUPTIONS = ("KeyboardInterrupt", "StopRequested", "RunInterrupted")
+
+
+class RunLogger:
+    """Everything one run (or one fold) writes to TensorBoard, in its run folder. With
+    ``logger=none`` every method returns at once and TensorBoard is never imported.
+
+    ``with logger:`` around training ends the HParams session as failed or interrupted when
+    training raises; ``finish`` ends it as finished after the last figures."""
+
+    def __init__(self, settings, run_dir: Path, cfg, spec, *, monitor: str, seed: int, out=console):
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.spec = spec
+        self.monitor = monitor
+        self.seed = seed
+        self.out = out
+        self.writer: _Writer | None = None
+        self.train_size = 0
+        self.model = None
+        self.optimizer = None
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, model, optimizer, data, device) -> None:
+        """Open the events file; write the config, the HParams session, and (once) the graph
+        and the sample images."""
+        if not self.enabled:
+            return
+        from omegaconf import OmegaConf
+
+        self.model, self.optimizer = model, optimizer
+        self.train_size = len(data.train)
+        self.writer = _Writer(self.run_dir)
+        self.writer.session_start(hparams_of(self.cfg, seed=self.seed))
+        text = self.writer.summary.add_text
+        text("config", _code_block(OmegaConf.to_yaml(self.cfg, resolve=True)), 0)
+        overrides = self.run_dir / ".hydra" / "overrides.yaml"
+        if overrides.exists():
+            text("overrides", _code_block(overrides.read_text()), 0)
+        if self.settings.graph:
+            self._graph(model, data, device)
+        if self.settings.figures and _is_image(self.spec, data.train.x):
+            self._sample_images(data)
+
+    def _graph(self, model, data, device) -> None:
+        from dltrain.train.loop import _rows, to_device
+
+        example = to_device(_rows(data.train.x, slice(0, 2)), device)
+        was_training = model.training
+        model.eval()  # tracing runs the model: in eval mode batch norm and dropout are left alone
+        try:
+            with warnings.catch_warnings():  # torch.jit.trace's deprecation notice is not the user's concern
+                warnings.simplefilter("ignore", FutureWarning)
+                self.writer.summary.add_graph(model, example)
+        except Exception as error:  # a model jit cannot trace still trains; say so once
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            self.out.print(f"[yellow]note:[/yellow] logger.graph: could not trace the model ({first}).")
+        finally:
+            model.train(was_training)
+
+    def _sample_images(self, data) -> None:
+        from dltrain import figures
+
+        count = min(self.settings.max_images, len(data.train))
+        images = data.train.x[:count].float().cpu().numpy()
+        labels = data.train.y[:count].cpu().numpy()
+        captions = [self._class_name(label) for label in labels]
+        picture = figures.image_grid(images, captions, title="Training samples (as the model sees them)")
+        self.writer.summary.add_image("images/train_samples", picture, 0, dataformats="HWC")
+
+    # ------------------------------------------------------------------ during training
+
+    @property
+    def step_every(self) -> int:
+        return self.settings.log_every_n_steps if self.enabled else 0
+
+    def epoch_end(self, epoch: int, row: dict) -> None:
+        if not self.enabled:
+            return
+        tags = scalar_tags(row)
+        if row.get("seconds"):
+            tags["throughput/samples_per_second"] = self.train_size / row["seconds"]
+        self.writer.scalars(tags, epoch)
+        every = self.settings.histograms_every_n_epochs
+        if every and epoch % every == 0:
+            for name, parameter in self.model.named_parameters():
+                self.writer.summary.add_histogram(f"weights/{name}", parameter.detach(), epoch)
+                if parameter.grad is not None:
+                    self.writer.summary.add_histogram(f"gradients/{name}", parameter.grad, epoch)
+
+    def step(self, step: int, loss) -> None:
+        """Every ``log_every_n_steps`` optimizer steps: the batch's loss (the one host-device sync
+        logging adds to the loop) and the learning rate."""
+        self.writer.scalars({"step/loss_train": float(loss),
+                             "step/lr": self.optimizer.param_groups[0]["lr"]}, step)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None:
+            interrupted = any(c.__name__ in _INTERRUPTIONS for c in kind.__mro__)
+            self.close("interrupted" if interrupted else "failed")
+        return False
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self, result, data, trainer) -> None:
+        """Test metrics and the best value at the last epoch, the end-of-run figures, the
+        session's end; then close the events file."""
+        if not self.enabled:
+            return
+        try:
+            last = result.epochs_run
+            tags = scalar_tags({f"test_{k}": v for k, v in (result.test or {}).items()})
+            tags[f"best/{self.monitor}"] = result.best[self.monitor]
+            tags["best/epoch"] = result.best_epoch
+            self.writer.scalars(tags, last)
+            if self.settings.figures:
+                self._end_figures(result, data, trainer, last)
+        finally:
+            self.close("finished")
+
+    def _end_figures(self, result, data, trainer, step: int) -> None:
+        import numpy as np
+
+        from dltrain import figures
+        from dltrain.train.loop import to_device
+
+        split, name = (data.val, "validation") if data.val is not None else (data.train, "training")
+        scores = result.val_scores if data.val is not None else None
+        if scores is None:
+            scores = trainer.predict_scores(to_device(split.x, trainer.device)).numpy()
+        truth = split.y.cpu().numpy()
+        spec = self.spec
+        add_image = self.writer.summary.add_image
+        if spec.task == "regression":
+            truth = truth * spec.target_std + spec.target_mean
+            picture = figures.predicted_vs_true(
+                truth, scores, title=f"Predicted vs true, {name} rows (epoch {step})")
+            add_image("figures/predicted_vs_true", picture, step, dataformats="HWC")
+            return
+        probabilities = np.column_stack([1 - scores, scores]) if spec.task == "binary" else scores
+        predicted = probabilities.argmax(axis=1)
+        classes = max(spec.num_classes, 2)
+        names = [self._class_name(c) for c in range(classes)]
+        matrix = np.zeros((classes, classes), dtype=np.int64)
+        np.add.at(matrix, (truth.astype(np.int64), predicted), 1)
+        accuracy = float(np.trace(matrix)) / max(int(matrix.sum()), 1)
+        picture = figures.confusion_matrix(
+            matrix, names, title=f"Confusion matrix, {name} rows (epoch {step}, accuracy {accuracy:.3f})")
+        add_image("figures/confusion_matrix", picture, step, dataformats="HWC")
+        if not _is_image(spec, split.x):
+            return
+        true_probability = probabilities[np.arange(len(truth)), truth.astype(np.int64)]
+        wrong = np.flatnonzero(predicted != truth)
+        worst = wrong[np.argsort(true_probability[wrong], kind="stable")][: self.settings.max_images]
+        if len(worst) == 0:
+            return
+        images = split.x[worst].float().cpu().numpy()
+        captions = [f"pred {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})\n"
+                    f"true {names[int(truth[i])]}" for i in worst]
+        picture = figures.image_grid(
+            images, captions, caption_colors=["firebrick"] * len(worst),
+            title=f"Worst misclassified {name} images: {len(wrong)} wrong of {len(truth)} (epoch {step})")
+        add_image("figures/worst_misclassified", picture, step, dataformats="HWC")
+
+    def close(self, status: str) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.session_end(status)
+            self.writer.close()
+
+    def _class_name(self, label) -> str:
+        names = self.spec.class_names
+        index = int(label)
+        return str(names[index]) if 0 <= index < len(names) else str(index)
+
+
+def _is_image(spec, x) -> bool:
+    return spec.kind == "image" and not isinstance(x, tuple) and getattr(x, "dim", lambda: 0)() == 4
+
+
+def _code_block(text: str) -> str:
+    # TensorBoard renders text as Markdown: four spaces keep YAML's lines and indentation.
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+CV_MEAN = "cv_mean"
+
+
+def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path | None:
+    """The ``cv_mean`` run of a cross-validation: each epoch's metrics averaged over the folds
+    that reached it, under the same tags as the folds (so the mean curve overlays them), and an
+    HParams session of its own. Returns its folder (None with logger=none or one fold)."""
+    import json
+
+    if not settings.logger.enabled or len(fold_dirs) < 2:
+        return None
+    histories = [json.loads((Path(f) / "metrics.json").read_text()).get("history") or [] for f in fold_dirs]
+    folder = Path(run_dir) / CV_MEAN
+    writer = _Writer(folder)
+    try:
+        writer.session_start({**hparams_of(cfg), "trainer.seed": "mean of folds"})
+        writer.summary.add_text("folds", "\n".join(f"- {Path(f).name}" for f in fold_dirs), 0)
+        last = max((len(h) for h in histories), default=0)
+        for epoch in range(1, last + 1):
+            rows = [h[epoch - 1] for h in histories if len(h) >= epoch]
+            keys = [k for k in rows[0] if all(isinstance(r.get(k), (int, float)) for r in rows)]
+            mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+            tags = scalar_tags(mean)
+            tags["cv/folds"] = len(rows)
+            writer.scalars(tags, epoch)
+        writer.session_end("finished")
+    finally:
+        writer.close()
+    return folder
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class Server:
+    """TensorBoard's own web server in this process, on 127.0.0.1 (nothing beyond this machine
+    can reach it); ``port=0`` lets the system pick a free port. ``stop()`` shuts it down."""
+
+    def __init__(self, logdir: Path, port: int = 0, reload_seconds: int = 5):
+        import threading
+
+        from tensorboard import default, program
+
+        board = program.TensorBoard(plugins=default.get_plugins())
+        # load_fast=false: the pure-Python reader, so no data-server subprocess outlives a stop.
+        board.configure(logdir=str(logdir), host="127.0.0.1", port=port, load_fast="false",
+                        reload_interval=reload_seconds, window_title="dltrain")
+        # What TensorBoard.launch() does, keeping the server so that it can be stopped.
+        self._server = board._make_server()
+        self.url = self._server.get_url()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="TensorBoard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def wait_for_interrupt() -> None:
+    while True:
+        time.sleep(1)
+
+
+def serve(logdir: Path, port: int = 0, out=console) -> None:
+    """``dltrain tb``: serve ``logdir`` until Ctrl-C."""
+    from dltrain.errors import DltrainError
+
+    logdir = Path(logdir)
+    if not logdir.is_dir():
+        raise DltrainError(f"There is no folder '{logdir}' to show; run dltrain fit first, or pass "
+                           f"the folder that holds your runs (dltrain tb PATH).")
+    if not any(logdir.glob("**/events.out.tfevents.*")):
+        out.print(f"[yellow]note:[/yellow] no TensorBoard events under {logdir} yet (runs with "
+                  f"logger=none write none); TensorBoard will show runs as they appear.")
+    server = Server(logdir, port)
+    out.print(f"TensorBoard for {logdir.resolve()} at [bold]{server.url}[/bold]  (Ctrl-C to stop)")
+    try:
+        wait_for_interrupt()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    out.print("TensorBoard stopped.")
+
