@@ -34,6 +34,7 @@ _GROUP_ALIASES = {
     "datasets": "data", "dataset": "data", "models": "model", "losses": "loss",
     "optimizers": "optimizer", "schedulers": "scheduler", "recipes": "recipe",
     "trainers": "trainer",
+    "loggers": "logger",
 }
 
 
@@ -192,6 +193,75 @@ def list_options(
             table.add_row(option, description)
         console.print(table)
         console.print()
+
+
+@app.command("runs")
+@_user_errors
+def runs(
+    path: str = typer.Argument("outputs", help="The folder that holds the runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON, for scripts."),
+) -> None:
+    """Show past runs and cross-validations, newest first.
+
+    One row per run: when it started, its status (finished, failed, interrupted, running), model
+    and data, the best value of the monitored metric (mean ± std over folds for a
+    cross-validation), epochs, duration, and the command line that repeats it.
+
+    [bold]Examples[/bold]
+
+      dltrain runs
+
+      dltrain runs outputs/multirun                 [dim]# the runs of sweeps only[/dim]
+
+      dltrain runs --json | jq '.[0].best'           [dim]# the newest run's best value[/dim]
+    """
+    from pathlib import Path
+
+    from dltrain.runs import find_runs, table
+
+    found = find_runs(Path(path))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([run.to_dict() for run in found], indent=2))
+        return
+    from dltrain.console import console
+
+    if not found:
+        console.print(f"No runs under {path} yet; dltrain fit makes one.")
+        return
+    console.print(table(found, Path(path)))
+
+
+@app.command("tb")
+@_user_errors
+def tensorboard(
+    path: str = typer.Argument("outputs", help="The folder of runs (or one run folder) to show."),
+    port: int = typer.Option(0, "--port", help="The port to serve on; 0 picks a free one."),
+) -> None:
+    """Start TensorBoard on your runs (on 127.0.0.1 only) and print its URL; Ctrl-C stops it.
+
+    Every run and every fold of a cross-validation is a TensorBoard run: curves under loss/,
+    <metric>/, lr, time/ and throughput/; the HParams tab compares runs side by side; figures
+    and images show what the model gets wrong.
+
+    [bold]Examples[/bold]
+
+      dltrain tb                                    [dim]# everything under outputs/[/dim]
+
+      dltrain tb outputs/2026-01-31                 [dim]# one day's runs[/dim]
+
+      dltrain tb --port 6006
+
+      ssh -L 6006:127.0.0.1:6006 gpu-box 'dltrain tb --port 6006'   [dim]# from another machine[/dim]
+    """
+    from pathlib import Path
+
+    from dltrain.tb import serve
+
+    if not 0 <= port <= 65535:
+        raise DltrainError(f"--port must be 0 (a free port) or from 1 to 65535, got {port}.")
+    serve(Path(path), port)
 
 
 def main() -> None:

@@ -256,6 +256,9 @@ def finish(cfg, settings, cv, source, selected: list[int], run_dir: Path, *, out
            started: float | None = None) -> dict:
     """Aggregate the finished fold folders, refit when asked, write and print the summary."""
     summary = aggregate(run_dir, selected, settings, cv, source)
+    from dltrain.tb import write_cv_mean  # TensorBoard: the fold-averaged curves as run cv_mean
+
+    write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir)
     if cv.refit and cv.fold is None:
         summary["refit"] = refit(cfg, settings, source, run_dir, out=out)
     summary["seconds"] = None if started is None else time.perf_counter() - started

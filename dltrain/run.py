@@ -54,6 +54,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
 
     from dltrain.data import prepare
     from dltrain.models import count_parameters, create_model
+    from dltrain.tb import RunLogger
     from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, write_json
     from dltrain.train.device import resolve_device, seed_everything
     from dltrain.train.loop import Trainer, batch_count, to_device
@@ -120,13 +121,17 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     writer = CheckpointWriter(run_dir, trainer_settings.checkpoint_every_seconds, checkpoint,
                               on_write=checkpointed)
 
+    # TensorBoard events in run_dir (logger=none: every call is a no-op).
+    logger = RunLogger(settings.logger, run_dir, cfg, spec, monitor=monitor, seed=trainer_settings.seed, out=out)
     columns = ["epoch", *(c for c in _columns(objective.task, data.val is not None)), "lr", "seconds"]
     trainer = Trainer(
         model, objective, optimizer, schedule, regularizer, settings=trainer_settings, device=device,
         batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
-        table=EpochTable(columns, out), on_epoch_end=list(callbacks),
+        table=EpochTable(columns, out), on_epoch_end=[*callbacks, logger.epoch_end],
+        on_step=logger.step, step_every=logger.step_every,
     )
-    with EpochProgress(trainer_settings.progress, out) as progress:
+    logger.start(model, optimizer, data, device)
+    with EpochProgress(trainer_settings.progress, out) as progress, logger:
         trainer.progress = progress
         try:
             history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
@@ -153,6 +158,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         model_summary=describe() if callable(describe) else None,
         model=model, val_scores=val_scores, test_scores=test_scores,
     )
+    logger.finish(result, data, trainer)
     record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
                   final=result.final, test=test_metrics, epochs_run=result.epochs_run,
                   stopped_early=result.stopped_early, seconds=result.seconds,

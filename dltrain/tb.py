@@ -10,6 +10,7 @@ one point per N optimizer steps."""
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
@@ -343,31 +344,61 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path |
 
 
 class Server:
-    """TensorBoard's own web server in this process, on 127.0.0.1 (nothing beyond this machine
-    can reach it); ``port=0`` lets the system pick a free port. ``stop()`` shuts it down."""
+    """TensorBoard's own program in a child process, serving on 127.0.0.1 only (nothing beyond this
+    machine can reach it); ``port=0`` lets the system pick a free port. The child runs in its own
+    session, so Ctrl-C reaches dltrain alone, which then stops it with ``stop()``: no thread or
+    process of TensorBoard outlives it."""
 
-    def __init__(self, logdir: Path, port: int = 0, reload_seconds: int = 5):
+    def __init__(self, logdir: Path, port: int = 0, timeout: float = 90):
+        import collections
+        import subprocess
+        import sys
         import threading
 
-        from tensorboard import default, program
+        from dltrain.errors import DltrainError
 
-        board = program.TensorBoard(plugins=default.get_plugins())
-        # load_fast=false: the pure-Python reader, so no data-server subprocess outlives a stop.
-        board.configure(logdir=str(logdir), host="127.0.0.1", port=port, load_fast="false",
-                        reload_interval=reload_seconds, window_title="dltrain")
-        # What TensorBoard.launch() does, keeping the server so that it can be stopped.
-        self._server = board._make_server()
-        self.url = self._server.get_url()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="TensorBoard", daemon=True)
-        self._thread.start()
+        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+                   "--host", "127.0.0.1", "--port", str(port), "--window_title", "dltrain"]
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.url: str | None = None
+        self._lines: collections.deque = collections.deque(maxlen=20)
+        ready = threading.Event()
+
+        def read_log() -> None:  # also keeps the pipe drained while the server runs
+            for line in self._process.stderr:
+                self._lines.append(line.rstrip())
+                match = _URL.search(line)
+                if match and self.url is None:
+                    self.url = match.group(0)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read_log, name="TensorBoard log", daemon=True).start()
+        ready.wait(timeout)
+        if self.url is None:
+            self.stop()
+            said = " ".join(line for line in self._lines if line.strip())[-300:]
+            raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
+                               f"{said or 'it printed nothing'}")
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        import subprocess
+
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
 
 
-def wait_for_interrupt() -> None:
+_URL = re.compile(r"http://127\.0\.0\.1:\d+/")
+
+
+def wait_for_interrupt(server: Server) -> None:
+    """Block until Ctrl-C (the server answers from its own thread meanwhile)."""
     while True:
         time.sleep(1)
 
@@ -386,7 +417,7 @@ def serve(logdir: Path, port: int = 0, out=console) -> None:
     server = Server(logdir, port)
     out.print(f"TensorBoard for {logdir.resolve()} at [bold]{server.url}[/bold]  (Ctrl-C to stop)")
     try:
-        wait_for_interrupt()
+        wait_for_interrupt(server)
     except KeyboardInterrupt:
         pass
     finally:

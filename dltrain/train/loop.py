@@ -49,7 +49,8 @@ class Trainer:
 
     def __init__(self, model, objective, optimizer, schedule, regularizer, *, settings, device,
                  batch_size: int, shuffle: bool, eval_batch_size: int = 1024,
-                 on_epoch_end: list[Callable] | None = None, progress=None, table=None):
+                 on_epoch_end: list[Callable] | None = None, progress=None, table=None,
+                 on_step: Callable | None = None, step_every: int = 0):
         self.model = model.to(device)
         self.objective = objective
         self.optimizer = optimizer
@@ -61,6 +62,9 @@ class Trainer:
         self.shuffle = shuffle
         self.eval_batch_size = eval_batch_size
         self.on_epoch_end = on_epoch_end or []
+        # on_step(global_step, loss tensor) every step_every optimizer steps (0: never); reading
+        # the loss is the callback's host-device sync, so the other steps stay free of one.
+        self.on_step, self.step_every = on_step, step_every
         self.progress = progress
         self.table = table
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -95,6 +99,8 @@ class Trainer:
             optimizer.step()
             self.schedule.after_batch()
             loss_sum += loss.detach() * len(index)
+            if self.step_every and ((epoch - 1) * math.ceil(n / size) + start // size + 1) % self.step_every == 0:
+                self.on_step((epoch - 1) * math.ceil(n / size) + start // size + 1, loss.detach())
             detached = outputs.detach()
             if outputs_all is None:
                 outputs_all = torch.empty((n, *detached.shape[1:]), dtype=detached.dtype, device=self.device)

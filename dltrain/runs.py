@@ -1,0 +1,267 @@
+"""Past runs for ``dltrain runs``: find the fit runs and cross-validations under a folder and read
+what each one was (when, command line, model, data, best monitored value, epochs, duration,
+status) from its metrics.json, cv_summary.json and .hydra/ files. Reads only; never imports torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dltrain.errors import DltrainError
+
+_FOLD = re.compile(r"^fold_(\d+)$")
+_FOLD_ERROR = re.compile(r"^fold_(\d+)\.error$")
+# Folders inside a run that are never runs of their own.
+_SKIP = {".hydra", "cv_mean", "refit"}
+
+
+@dataclass
+class RunInfo:
+    path: str  # the run folder, as found under the folder searched
+    kind: str  # fit | cv
+    started: str  # ISO time, local
+    status: str  # finished | failed | interrupted | running | unknown
+    command: str  # the command line that repeats the run
+    model: str | None
+    data: str | None
+    monitor: str | None  # e.g. val_loss
+    best: float | None  # fit: the best epoch's value; cv: the mean over folds
+    best_std: float | None  # cv: the std over folds
+    epochs: int | None  # fit: epochs run; cv: the most epochs of any fold
+    folds: int | None  # cv: folds with a folder
+    seconds: float | None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_runs(root: Path) -> list[RunInfo]:
+    """Every fit run and cross-validation under ``root`` (or ``root`` itself), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DltrainError(f"There is no folder '{root}' with runs; run dltrain fit first, or pass "
+                           f"the folder that holds your runs (dltrain runs PATH).")
+    runs = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        kind = _kind(here, subfolders, files)
+        if kind is not None:
+            runs.append(_read_cv(here) if kind == "cv" else _read_fit(here))
+            subfolders[:] = []  # a run's folds and refit belong to it
+        else:
+            subfolders[:] = sorted(s for s in subfolders if s not in _SKIP)
+    for run in runs:
+        try:
+            run.path = str(Path(run.path).relative_to(root)) if Path(run.path) != root else str(root)
+        except ValueError:
+            pass
+    return sorted(runs, key=lambda run: run.started, reverse=True)
+
+
+def _kind(folder: Path, subfolders: list[str], files: list[str]) -> str | None:
+    if "cv_summary.json" in files or any(_FOLD_ERROR.match(f) for f in files):
+        return "cv"
+    if any(_FOLD.match(s) and (folder / s / "metrics.json").exists() for s in subfolders):
+        return "cv"
+    if "metrics.json" in files or ".hydra" in subfolders:
+        return "fit"
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
+
+
+def _command(name: str, overrides) -> str:
+    words = [str(o) for o in (overrides or [])]
+    return " ".join(["dltrain", name, *(shlex.quote(w) for w in words)])
+
+
+def _names(config) -> tuple[str | None, str | None]:
+    if not isinstance(config, dict):
+        return None, None
+    model, data = config.get("model"), config.get("data")
+    return ((model or {}).get("name") if isinstance(model, dict) else None,
+            (data or {}).get("name") if isinstance(data, dict) else None)
+
+
+def _best(metrics: dict) -> float | None:
+    """The monitored value of the best epoch, also for a run that stopped before the end."""
+    monitor = metrics.get("monitor")
+    if not monitor:
+        return None
+    row = metrics.get("best")
+    if not row:
+        history, best_epoch = metrics.get("history") or [], metrics.get("best_epoch")
+        row = next((r for r in history if r.get("epoch") == best_epoch), None)
+        final = metrics.get("final") or {}
+        if row is None and best_epoch and final.get("epoch") == best_epoch:
+            row = final
+    value = (row or {}).get(monitor)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _epochs(metrics: dict) -> int | None:
+    if metrics.get("epochs_run") is not None:
+        return int(metrics["epochs_run"])
+    if metrics.get("history"):
+        return len(metrics["history"])
+    return (metrics.get("final") or {}).get("epoch")
+
+
+def _read_fit(folder: Path) -> RunInfo:
+    metrics = _read_json(folder / "metrics.json")
+    hydra_dir = folder / ".hydra"
+    started = (_mtime(hydra_dir / "hydra.yaml") or _mtime(hydra_dir / "config.yaml")
+               or _mtime(folder / "metrics.json") or _mtime(folder))
+    ended = _mtime(folder / "metrics.json")
+    model, data = _names(_read_yaml(hydra_dir / "config.yaml"))
+    seconds = metrics.get("seconds")
+    if seconds is None and ended is not None and metrics.get("status") != "running":
+        seconds = max(ended - started, 0.0)
+    return RunInfo(
+        path=str(folder), kind="fit", started=_iso(started),
+        status=metrics.get("status", "unknown"),
+        command=_command("fit", _read_yaml(hydra_dir / "overrides.yaml")),
+        model=metrics.get("model") or model, data=metrics.get("data") or data,
+        monitor=metrics.get("monitor"), best=_best(metrics), best_std=None,
+        epochs=_epochs(metrics), folds=None, seconds=seconds, error=metrics.get("error"),
+    )
+
+
+def _cv_overrides(folder: Path) -> list[str]:
+    """What was typed after ``dltrain cv``: a fold sweep's task overrides without the cv.fold list
+    dltrain adds (a single cv.fold=N the user typed stays), or a sweep job's own overrides."""
+    own = folder / ".hydra" / "overrides.yaml"
+    if own.exists():  # dltrain cv -m: each sweep job is a whole cross-validation
+        return list(_read_yaml(own) or [])
+    sweep = _read_yaml(folder / "multirun.yaml") or {}
+    task = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
+    return [o for o in task if not (str(o).startswith("cv.fold=") and "," in str(o))]
+
+
+def _read_cv(folder: Path) -> RunInfo:
+    summary = _read_json(folder / "cv_summary.json")
+    fold_dirs = sorted((p for p in folder.iterdir() if p.is_dir() and _FOLD.match(p.name)),
+                       key=lambda p: int(_FOLD.match(p.name).group(1)))
+    fold_metrics = [_read_json(p / "metrics.json") for p in fold_dirs]
+    errors = [p for p in folder.iterdir() if _FOLD_ERROR.match(p.name)]
+    statuses = [m.get("status", "unknown") for m in fold_metrics]
+    if summary.get("status"):
+        status = summary["status"]
+    elif "interrupted" in statuses:
+        status = "interrupted"
+    elif "failed" in statuses or errors:
+        status = "failed"
+    else:
+        status = "running"
+    error = next((m.get("error") for m in fold_metrics if m.get("error")), None)
+    if error is None and errors:
+        error = errors[0].read_text().strip()
+
+    starts = [_mtime(folder / ".hydra" / "hydra.yaml"), _mtime(folder / "multirun.yaml"),
+              *(_mtime(p / ".hydra" / "hydra.yaml") for p in fold_dirs)]
+    started = min((s for s in starts if s is not None), default=_mtime(folder))
+    config = _read_yaml(folder / ".hydra" / "config.yaml")
+    if config is None and fold_dirs:
+        config = _read_yaml(fold_dirs[0] / ".hydra" / "config.yaml")
+    model, data = _names(config)
+    objective = summary.get("objective") or {}
+    epochs = [m for m in (_epochs(m) for m in fold_metrics) if m is not None]
+    seconds = summary.get("seconds")
+    if seconds is None and status != "running":
+        ends = [_mtime(p / "metrics.json") for p in fold_dirs]
+        ends = [e for e in ends if e is not None]
+        seconds = max(max(ends) - started, 0.0) if ends else None
+    monitor = objective.get("metric") or next((m.get("monitor") for m in fold_metrics if m), None)
+    return RunInfo(
+        path=str(folder), kind="cv", started=_iso(started), status=status,
+        command=_command("cv", _cv_overrides(folder)),
+        model=summary.get("model") or model, data=summary.get("data") or data,
+        monitor=monitor, best=objective.get("mean"), best_std=objective.get("std"),
+        epochs=max(epochs) if epochs else None, folds=len(fold_dirs), seconds=seconds, error=error,
+    )
+
+
+# --------------------------------------------------------------------------- showing
+
+
+_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def table(runs: list[RunInfo], root: Path):
+    """A rich table of runs, newest first; each row shows the command that repeats the run over
+    its folder, so a narrow terminal wraps instead of hiding columns."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from dltrain.console import fmt
+
+    result = Table(title=f"Runs under {root}, newest first", title_justify="left",
+                   header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    result.add_column("started", no_wrap=True)
+    result.add_column("status", no_wrap=True)
+    result.add_column("model / data", overflow="fold")
+    result.add_column("best", justify="right")
+    result.add_column("epochs", justify="right")
+    result.add_column("time", justify="right")
+    result.add_column("command / folder", min_width=14, overflow="fold")
+    for run in runs:
+        best = Text("-")
+        if run.best is not None:
+            spread = f"\n± {fmt(run.best_std)}" if run.best_std is not None else ""
+            best = Text.assemble(fmt(run.best), spread, "\n", (run.monitor or "", "dim"))
+        epochs = "-" if run.epochs is None else str(run.epochs)
+        if run.kind == "cv":
+            epochs += f" × {run.folds}\nfolds"
+        started = datetime.fromisoformat(run.started)
+        result.add_row(
+            Text.assemble(started.strftime("%Y-%m-%d"), "\n", started.strftime("%H:%M:%S")),
+            Text(run.status, style=_STATUS_STYLE.get(run.status, "")),
+            f"{run.model or '-'}\n[dim]{run.data or '-'}[/dim]",
+            best, epochs, duration(run.seconds),
+            Text.assemble(run.command, "\n", (run.path, "dim")),
+        )
+    return result

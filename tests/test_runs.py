@@ -1,0 +1,129 @@
+"""dltrain runs: a folder with a finished, a failed and an interrupted run and cross-validations,
+shown newest first as a table and as JSON; the one-sentence error for a missing folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_metrics, run_folders
+
+FAST = ["trainer.progress=false", "logger=none"]
+
+
+def _set_started(run_dir: Path, when: float) -> None:
+    for name in ("hydra.yaml", "config.yaml", "overrides.yaml"):
+        os.utime(run_dir / ".hydra" / name, (when, when))
+
+
+def _copy_with_status(run_dir: Path, name: str, status: str, epochs: int) -> Path:
+    """A copy of a finished run that ended after ``epochs`` epochs as launch.py leaves it."""
+    copy = run_dir.parent / name
+    shutil.copytree(run_dir, copy)
+    record = read_metrics(copy)
+    history = record.pop("history")[:epochs]
+    for key in ("best", "test", "seconds", "stopped_early", "model_summary"):
+        record.pop(key, None)
+    record.update(status=status, epochs_run=epochs, final=history[-1], best_epoch=1,
+                  error="The training loss became nan in epoch 2 at step 1 of 1; lower optimizer.lr."
+                  if status == "failed" else "interrupted by the user")
+    if status == "interrupted":
+        record["history"] = history
+    (copy / "metrics.json").write_text(json.dumps(record))
+    return copy
+
+
+@pytest.fixture
+def folder_of_runs(cli):
+    """outputs/ with: a finished fit, a failed and an interrupted copy of it, a finished
+    cross-validation, and a cross-validation whose second fold failed (oldest to newest)."""
+    result = cli("fit", "data=iris", "trainer.epochs=2", "optimizer.lr=0.01", *FAST)
+    assert result.exit_code == 0, result.output
+    (finished,) = run_folders()
+    result = cli("cv", "k=2", "data=iris", "trainer.epochs=1", *FAST)
+    assert result.exit_code == 0, result.output
+    (cv_dir,) = {p.parent for p in Path("outputs").glob("**/cv_summary.json")}
+    failed = _copy_with_status(finished, "failed_run", "failed", 1)
+    interrupted = _copy_with_status(finished, "interrupted_run", "interrupted", 1)
+    broken_cv = cv_dir.parent / "broken_cv"
+    shutil.copytree(cv_dir, broken_cv)
+    (broken_cv / "cv_summary.json").unlink()
+    fold = json.loads((broken_cv / "fold_1" / "metrics.json").read_text())
+    fold.update(status="failed", error="fold 1 went wrong")
+    (broken_cv / "fold_1" / "metrics.json").write_text(json.dumps(fold))
+
+    now = time.time()
+    _set_started(finished, now - 500)
+    _set_started(failed, now - 400)
+    _set_started(interrupted, now - 300)
+    for i, folder in enumerate((cv_dir, broken_cv)):
+        when = now - 200 + 100 * i
+        os.utime(folder / "multirun.yaml", (when, when))
+        for fold_dir in folder.glob("fold_*"):
+            _set_started(fold_dir, when + 1)
+    return {"finished": finished, "failed": failed, "interrupted": interrupted, "cv": cv_dir,
+            "broken_cv": broken_cv}
+
+
+def test_runs_lists_every_run_newest_first_with_its_status(cli, folder_of_runs):
+    result = cli("runs", "--json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.output)
+    by_name = {Path(run["path"]).name: run for run in runs}
+    expected_order = ["broken_cv", folder_of_runs["cv"].name, "interrupted_run", "failed_run",
+                      folder_of_runs["finished"].name]
+    assert [Path(run["path"]).name for run in runs] == expected_order
+
+    finished = by_name[folder_of_runs["finished"].name]
+    metrics = read_metrics(folder_of_runs["finished"])
+    assert finished["status"] == "finished" and finished["kind"] == "fit"
+    assert finished["command"] == "dltrain fit data=iris trainer.epochs=2 optimizer.lr=0.01 " \
+                                  "trainer.progress=false logger=none"
+    assert (finished["model"], finished["data"]) == ("mlp", "iris")
+    assert finished["monitor"] == "val_loss"
+    assert finished["best"] == metrics["best"]["val_loss"]
+    assert finished["epochs"] == 2
+    assert finished["seconds"] == pytest.approx(metrics["seconds"])
+
+    failed = by_name["failed_run"]
+    assert failed["status"] == "failed" and failed["epochs"] == 1
+    assert failed["best"] == metrics["history"][0]["val_loss"]  # the best epoch it reached
+    assert "nan in epoch 2" in failed["error"]
+    assert by_name["interrupted_run"]["status"] == "interrupted"
+
+    cv = by_name[folder_of_runs["cv"].name]
+    summary = json.loads((folder_of_runs["cv"] / "cv_summary.json").read_text())
+    assert cv["kind"] == "cv" and cv["status"] == "finished"
+    assert cv["command"] == "dltrain cv k=2 data=iris trainer.epochs=1 trainer.progress=false logger=none"
+    assert cv["best"] == summary["objective"]["mean"] and cv["best_std"] == summary["objective"]["std"]
+    assert (cv["folds"], cv["epochs"]) == (2, 1)
+    broken = by_name["broken_cv"]
+    assert broken["status"] == "failed" and broken["error"] == "fold 1 went wrong"
+
+    # The same runs as a table.
+    result = cli("runs")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for word in ("finished", "failed", "interrupted", "dltrain fit data=iris", "dltrain cv k=2",
+                 "val_loss", "× 2", "failed_run", "interrupted_run"):
+        assert word in text, word
+    assert text.index("broken_cv") < text.index("interrupted_run") < text.index("failed_run")
+    # One folder of a sweep or a single run also works as PATH.
+    result = cli("runs", str(folder_of_runs["failed"]), "--json")
+    (run,) = json.loads(result.output)
+    assert run["status"] == "failed"
+
+
+def test_runs_on_an_empty_or_missing_folder(cli):
+    Path("empty").mkdir()
+    result = cli("runs", "empty")
+    assert result.exit_code == 0 and "No runs under empty yet" in result.output
+    assert json.loads(cli("runs", "empty", "--json").output) == []
+    result = cli("runs", "nowhere")
+    assert result.exit_code == 2
+    assert "There is no folder 'nowhere' with runs" in result.output

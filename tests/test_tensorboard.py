@@ -1,0 +1,221 @@
+"""TensorBoard logging, read back with TensorBoard's own reader: tags, steps and values of the
+curves, the HParams sessions, config text, figures for images and regression, the cv_mean run,
+logger=none, and a real TensorBoard server queried over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import read_metrics, run_folders
+
+FAST = ["trainer.progress=false", "trainer.checkpoint_every_seconds=0"]
+
+
+def events(folder: Path):
+    """An EventAccumulator holding everything in folder's events file (not its sub-folders)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (path,) = list(Path(folder).glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "histograms": 0,
+                                                             "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(accumulator, tag: str) -> list[tuple[int, float]]:
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def session(accumulator):
+    """(hparams, end status) of the run's HParams session."""
+    from tensorboard.plugins.hparams import metadata
+
+    content = accumulator.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    hparams = {}
+    for key, item in start.hparams.items():
+        hparams[key] = getattr(item, item.WhichOneof("kind"))
+    return hparams, end.status
+
+
+def test_fit_logs_grouped_curves_whose_values_are_metrics_json(cli):
+    from tensorboard.plugins.hparams import api_pb2
+
+    result = cli("fit", "data=iris", "trainer.epochs=3", "data.batch_size=16",
+                 "logger.log_every_n_steps=4", *FAST)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders()
+    metrics = read_metrics(run_dir)
+    board = events(run_dir)
+    tags = set(board.Tags()["scalars"])
+    per_epoch = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "macro_f1/train",
+                 "macro_f1/val", "lr", "time/epoch_seconds", "throughput/samples_per_second"}
+    assert per_epoch <= tags
+    for tag in per_epoch:
+        assert [step for step, _ in scalars(board, tag)] == [1, 2, 3], tag
+    # Every epoch's value is metrics.json's (events store float32).
+    for tag, key in (("loss/val", "val_loss"), ("accuracy/train", "train_accuracy"), ("lr", "lr"),
+                     ("time/epoch_seconds", "seconds")):
+        logged = [value for _, value in scalars(board, tag)]
+        assert logged == [np.float32(row[key]) for row in metrics["history"]], tag
+    assert scalars(board, "loss/val")[-1][1] == np.float32(metrics["final"]["val_loss"])
+    assert scalars(board, "best/val_loss") == [(3, np.float32(metrics["best"]["val_loss"]))]
+    train_rows = 120  # iris: 150 rows, 20% validation
+    samples = scalars(board, "throughput/samples_per_second")
+    for (_, logged), row in zip(samples, metrics["history"]):
+        assert logged == pytest.approx(train_rows / row["seconds"], rel=1e-5)
+
+    # Per step: 8 batches of 16 per epoch, a point every 4 optimizer steps, across epochs.
+    steps = scalars(board, "step/loss_train")
+    assert [step for step, _ in steps] == list(range(4, 25, 4))
+    assert all(np.isfinite(value) and value > 0 for _, value in steps)
+    assert [step for step, _ in scalars(board, "step/lr")] == list(range(4, 25, 4))
+
+    hparams, status = session(board)
+    assert status == api_pb2.STATUS_SUCCESS
+    assert hparams["optimizer.lr"] == pytest.approx(0.001)
+    assert hparams["model.name"] == "mlp" and hparams["data.name"] == "iris"
+    assert hparams["data.batch_size"] == 16 and "trainer.progress" not in hparams
+    assert {"config/text_summary", "overrides/text_summary"} <= set(board.Tags()["tensors"])
+    config_text = board.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "name: iris" in config_text
+    # Tabular classes: a confusion matrix, but no image grids.
+    assert board.Tags()["images"] == ["figures/confusion_matrix"]
+    assert not board.Tags()["histograms"] and not board.Tags()["graph"]
+
+
+def test_image_run_logs_sample_grid_graph_histograms_confusion_and_worst_misclassified(cli):
+    result = cli("fit", "data=digits_images", "model=cnn", "model.channels=[4]", "trainer.epochs=2",
+                 "data.val_fraction=0.5", "logger.graph=true", "logger.histograms_every_n_epochs=2",
+                 "logger.max_images=8", *FAST)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders()
+    board = events(run_dir)
+    images = {tag: board.Images(tag) for tag in board.Tags()["images"]}
+    assert set(images) == {"images/train_samples", "figures/confusion_matrix", "figures/worst_misclassified"}
+    assert [event.step for event in images["images/train_samples"]] == [0]
+    assert [event.step for event in images["figures/confusion_matrix"]] == [2]
+    for tag, (event,) in images.items():
+        assert event.width > 300 and event.height > 150, tag
+    assert board.Tags()["graph"]
+    histograms = board.Tags()["histograms"]
+    assert any(t.startswith("weights/") for t in histograms)
+    assert any(t.startswith("gradients/") for t in histograms)
+    assert {event.step for t in histograms for event in board.Histograms(t)} == {2}
+
+
+def test_regression_run_logs_predicted_vs_true(cli):
+    result = cli("fit", "data=diabetes", "model=linear", "trainer.epochs=1", *FAST)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders()
+    board = events(run_dir)
+    assert board.Tags()["images"] == ["figures/predicted_vs_true"]
+    assert {"mse/val", "r2/val", "mae/train", "loss/val"} <= set(board.Tags()["scalars"])
+
+
+def test_logger_none_writes_no_events_and_keeps_the_rest(cli):
+    result = cli("fit", "data=iris", "trainer.epochs=1", "logger=none", *FAST)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders()
+    assert not list(run_dir.glob("**/events.out.tfevents.*"))
+    assert read_metrics(run_dir)["status"] == "finished"
+    assert (run_dir / "best.pt").exists()
+
+
+def test_a_failed_run_ends_its_session_as_failed(cli):
+    from tensorboard.plugins.hparams import api_pb2
+
+    # Diverges in epoch 14: the run folder stays (it has a checkpoint) and is marked failed.
+    result = cli("fit", "data=linear_toy", "model=linear", "optimizer=sgd", "optimizer.lr=3",
+                 "data.batch_size=0", "trainer.epochs=50", *FAST)
+    assert result.exit_code == 2
+    (run_dir,) = run_folders()
+    assert read_metrics(run_dir)["status"] == "failed"
+    board = events(run_dir)
+    _, status = session(board)
+    assert status == api_pb2.STATUS_FAILURE
+    assert scalars(board, "loss/train")
+
+
+def test_cross_validation_logs_every_fold_and_a_cv_mean_run(cli):
+    result = cli("cv", "k=2", "data=iris", "trainer.epochs=2", *FAST)
+    assert result.exit_code == 0, result.output
+    (summary_path,) = Path("outputs").glob("**/cv_summary.json")
+    run_dir = summary_path.parent
+    histories = [read_metrics(run_dir / f"fold_{i}")["history"] for i in (0, 1)]
+    for i in (0, 1):
+        board = events(run_dir / f"fold_{i}")
+        assert [v for _, v in scalars(board, "loss/val")] == [np.float32(r["val_loss"]) for r in histories[i]]
+        hparams, _ = session(board)
+        assert hparams["trainer.seed"] == i  # each fold's own seed: the folds compare side by side
+    mean = events(run_dir / "cv_mean")
+    expected = [np.float32((a["val_loss"] + b["val_loss"]) / 2) for a, b in zip(*histories)]
+    assert scalars(mean, "loss/val") == [(1, expected[0]), (2, expected[1])]
+    assert [v for _, v in scalars(mean, "cv/folds")] == [2, 2]
+    hparams, _ = session(mean)
+    assert hparams["data.name"] == "iris"
+    assert json.loads(summary_path.read_text())["status"] == "finished"
+
+
+def test_logger_settings_are_validated_in_one_sentence(cli):
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    result = CliRunner().invoke(app, ["fit", "logger.log_every_n_steps=-1"])
+    assert result.exit_code == 2
+    assert "logger.log_every_n_steps must be at least 0, got -1." in result.output
+    result = CliRunner().invoke(app, ["fit", "logger=wandb"])
+    assert result.exit_code == 2
+    assert "Unknown logger 'wandb'; valid options are: none, tensorboard." in result.output
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch):
+    import dltrain.tb
+
+    assert cli("fit", "data=iris", "trainer.epochs=2", *FAST).exit_code == 0
+    (run_dir,) = run_folders()
+    run_name = run_dir.relative_to("outputs").as_posix()
+    answers = {}
+
+    def query_then_ctrl_c(server):
+        url = server.url
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answers["runs"] = _get_json(url + "data/runs")
+            if run_name in answers["runs"]:
+                break
+            time.sleep(0.5)
+        answers["tags"] = _get_json(url + "data/plugin/scalars/tags")
+        answers["url"] = url
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dltrain.tb, "wait_for_interrupt", query_then_ctrl_c)
+    result = cli("tb", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert answers["url"].startswith("http://127.0.0.1:")
+    assert answers["url"] in result.output.replace("\n", "")
+    assert "TensorBoard stopped." in result.output
+    assert run_name in answers["runs"]
+    assert {"loss/train", "loss/val", "accuracy/val", "lr", "time/epoch_seconds"} <= set(answers["tags"][run_name])
+    # Stopped: the port no longer answers.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(answers["url"] + "data/runs", timeout=2)
+
+
+def test_dltrain_tb_on_a_missing_folder_is_one_sentence(cli):
+    result = cli("tb", "nowhere")
+    assert result.exit_code == 2
+    assert "There is no folder 'nowhere' to show" in result.output
