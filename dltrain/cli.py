@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from dltrain.errors import DltrainError
+from dltrain.errors import DltrainError, RunInterrupted
 
 app = typer.Typer(
     name="dltrain",
@@ -52,6 +52,13 @@ def _user_errors(command):
 
             error_console.print(f"[bold red]Error:[/bold red] {error}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
+        except RunInterrupted as stopped:
+            from dltrain.console import error_console
+
+            error_console.print(f"[bold yellow]{stopped}[/bold yellow]", soft_wrap=True)
+            error_console.print(f"Resume with: dltrain {command.__name__} resume={stopped.run_dir}",
+                                soft_wrap=True)
+            raise typer.Exit(stopped.exit_code) from None
 
     return wrapper
 
@@ -88,9 +95,9 @@ def fit(
       dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep[/dim]
     """
     from dltrain.config import compose
-    from dltrain.launch import launch_fit
+    from dltrain.launch import launch_fit, resume_overrides
 
-    overrides = list(overrides or [])
+    overrides = resume_overrides(list(overrides or []))
     if not multirun:
         compose(overrides)  # every config error is one sentence before a run folder exists
     launch_fit(overrides, multirun=multirun)
@@ -193,6 +200,7 @@ def list_options(
             table.add_row(option, description)
         console.print(table)
         console.print()
+
 
 
 @app.command("runs")

@@ -8,3 +8,16 @@ class DltrainError(Exception):
     """
 
     exit_code = 2
+
+
+class RunInterrupted(Exception):
+    """A run stopped on Ctrl-C (exit 130) or SIGTERM (exit 143) after saving a checkpoint that
+    ``resume=RUN_DIR`` continues from."""
+
+    def __init__(self, run_dir, signal_number: int):
+        import signal
+
+        self.run_dir = run_dir
+        self.exit_code = 128 + signal_number
+        name = signal.Signals(signal_number).name
+        super().__init__(f"Stopped by {name}; a checkpoint to resume from is saved in {run_dir}.")

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from dltrain.errors import DltrainError
+from dltrain.errors import DltrainError, RunInterrupted
 
 
 def run_folder_overrides(overrides: list[str]) -> list[str]:
@@ -47,6 +47,8 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
         except DltrainError as error:
             errors.append(error)
             _settle_failed(run_dir, "failed", str(error))
+        except RunInterrupted as interrupted:
+            errors.append(interrupted)  # the run marked itself interrupted, checkpoint saved
         except KeyboardInterrupt:
             _settle_failed(run_dir, "interrupted", "interrupted by the user")
             raise
@@ -64,11 +66,43 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
     return results if multirun else results[0]
 
 
+def resume_overrides(overrides: list[str]) -> list[str]:
+    """Turn ``resume=RUN_DIR`` (or ``resume=last``) into the run's own saved overrides, then the
+    new ones, with Hydra pointed at the same folder so the run continues where it was."""
+    import yaml
+
+    requested = [o for o in overrides if o.startswith("resume=")]
+    if not requested:
+        return overrides
+    target = requested[-1].split("=", 1)[1].strip()
+    if target in ("", "null"):
+        return [o for o in overrides if not o.startswith("resume=")]
+    if target == "last":
+        candidates = [p.parent for p in Path("outputs").glob("**/last.pt")
+                      if (p.parent / ".hydra").is_dir()]
+        if not candidates:
+            raise DltrainError("resume=last found no run with a last.pt under outputs/; give resume=RUN_DIR.")
+        run_dir = max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
+    else:
+        run_dir = Path(target).expanduser()
+    saved_path = run_dir / ".hydra" / "overrides.yaml"
+    if not saved_path.is_file() or not (run_dir / "last.pt").is_file():
+        raise DltrainError(
+            f"resume={target}: {str(run_dir)!r} is not a run folder with a last.pt checkpoint; "
+            f"give a folder under outputs/ (or resume=last)."
+        )
+    saved = yaml.safe_load(saved_path.read_text()) or []
+    run_dir = run_dir.resolve()
+    keep = [o for o in saved if not o.startswith(("resume=", "hydra."))]
+    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    return [*keep, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
 def _settle_failed(run_dir: Path, status: str, message: str) -> None:
-    """Remove a run folder where nothing was trained (no last.pt in it, nor in a fold sub-folder
-    of a cross-validation); otherwise record why the run ended."""
+    """Remove a run folder where nothing was trained (no checkpoint in it, nor in a fold
+    sub-folder of a cross-validation); otherwise record why the run ended."""
     metrics_path = run_dir / "metrics.json"
-    if not any(run_dir.glob("**/last.pt")):
+    if not any(run_dir.glob("**/last.pt")) and not any(run_dir.glob("**/best.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir.parent
         if parent.exists() and not any(parent.iterdir()):

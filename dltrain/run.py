@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,24 +41,27 @@ def run_fit(cfg, run_dir: Path, out=console) -> FitResult:
     seed_everything(settings.trainer.seed)
     source = load_source(settings.data)
     train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+    resume = cfg.get("resume")
     return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out,
-                       started=started)
+                       started=started, resume_from=Path(resume) / "last.pt" if resume else None)
 
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
                 seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
-                callbacks=()) -> FitResult:
+                callbacks=(), resume_from: Path | None = None) -> FitResult:
     """Train a fresh model on rows ``train_index`` of ``source``, validating on ``val_index``
     (may be empty), with preprocessing fitted on the training rows only; write ``run_dir``.
-    This is one fit, or one fold of a cross-validation (``seed`` then differs per fold)."""
+    This is one fit, or one fold of a cross-validation (``seed`` then differs per fold).
+    ``resume_from``: a last.pt whose model, optimizer, scheduler, RNG and epoch state (down to
+    the step inside an interrupted epoch) the run continues from exactly."""
     from omegaconf import OmegaConf
 
     from dltrain.data import prepare
     from dltrain.models import count_parameters, create_model
     from dltrain.tb import RunLogger
-    from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, write_json
+    from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, save_pickle, write_json
     from dltrain.train.device import resolve_device, seed_everything
-    from dltrain.train.loop import Trainer, batch_count, to_device
+    from dltrain.train.loop import StopRequested, Trainer, batch_count, to_device
     from dltrain.train.metrics import check_monitor, monitor_mode
     from dltrain.train.objective import build_objective
     from dltrain.train.optim import build_optimizer, build_schedule
@@ -85,6 +89,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
                               steps_per_epoch=steps_per_epoch, mode=mode)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The fitted preprocessing travels with the run: eval and predict apply it, never refit it.
+    save_pickle(run_dir / "preprocessor.pkl", data.preprocessor)
     for note in source.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
     sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
@@ -111,6 +117,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
             payload["optimizer"] = optimizer.state_dict()
             payload["scheduler"] = (schedule.scheduler.state_dict()
                                     if schedule.scheduler is not None else None)
+            payload["trainer"] = trainer.state_dict()
         return payload
 
     def checkpointed(epoch: int, row: dict) -> None:
@@ -130,8 +137,10 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         table=EpochTable(columns, out), on_epoch_end=[*callbacks, logger.epoch_end],
         on_step=logger.step, step_every=logger.step_every,
     )
+    if resume_from is not None:
+        _resume(resume_from, model, optimizer, schedule, trainer, out)
     logger.start(model, optimizer, data, device)
-    with EpochProgress(trainer_settings.progress, out) as progress, logger:
+    with EpochProgress(trainer_settings.progress, out) as progress, stop_on_signals(trainer), logger:
         trainer.progress = progress
         try:
             history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
@@ -139,6 +148,13 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         except DltrainError:
             writer.flush(include_last=False)
             raise
+        except StopRequested as stop:
+            writer.flush()  # last.pt now holds the position inside the interrupted epoch
+            record.update(status="interrupted", history=trainer.history.rows)
+            write_json(metrics_path, record)
+            from dltrain.errors import RunInterrupted
+
+            raise RunInterrupted(run_dir, stop.signal_number) from None
     writer.flush()
 
     test_metrics = test_scores = None
@@ -166,6 +182,53 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     write_json(metrics_path, record)
     _print_summary(result, out)
     return result
+
+
+@contextmanager
+def stop_on_signals(trainer):
+    """Ctrl-C or SIGTERM asks the trainer to stop after its current step (it then saves a
+    checkpoint); a second Ctrl-C stops at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signal_number, frame):
+        if trainer.stop_requested and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = signal_number
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _resume(path: Path, model, optimizer, schedule, trainer, out) -> None:
+    from dltrain.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    if "trainer" not in state or "optimizer" not in state:
+        raise DltrainError(f"{str(path)!r} holds no training state to resume from; use a run folder's last.pt.")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DltrainError(
+            f"The checkpoint {str(path)!r} does not fit this model and optimizer ({first_line}); "
+            f"resume with the run's own settings."
+        ) from None
+    if schedule.scheduler is not None and state.get("scheduler") is not None:
+        schedule.scheduler.load_state_dict(state["scheduler"])
+    trainer.load_state_dict(state["trainer"])
+    cursor = state["trainer"].get("cursor")
+    where = f"inside epoch {cursor['epoch']} at step {cursor['step']}" if cursor else f"after epoch {state['epoch']}"
+    out.print(f"Resuming from {path} ({where}).")
 
 
 def _columns(task: str, has_val: bool) -> list[str]:

@@ -39,6 +39,13 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise DltrainError(f"The checkpoint {str(path)!r} cannot be read ({type(error).__name__}); it is corrupted or not a dltrain checkpoint.") from None
 
 
+def save_pickle(path: Path, value) -> None:
+    """Fitted preprocessing (scikit-learn transformers, vocabularies) beside the checkpoints."""
+    import pickle
+
+    _atomic_write(Path(path), lambda stream: pickle.dump(value, stream, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def write_json(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=2, allow_nan=True).encode()
     _atomic_write(Path(path), lambda stream: stream.write(text))
@@ -77,8 +84,8 @@ class CheckpointWriter:
         if self._pending_best is not None:
             save_checkpoint(self.run_dir / "best.pt", self._pending_best)
             self._pending_best = None
-        if include_last and self._last_epoch is not None:
-            epoch, row = self._last_epoch
+        if include_last:
+            epoch, row = self._last_epoch or (0, {})  # epoch 0: stopped inside the first epoch
             save_checkpoint(self.run_dir / "last.pt", self.make_payload(epoch, row, True))
             if self.on_write is not None:
                 self.on_write(epoch, row)

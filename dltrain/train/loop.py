@@ -1,5 +1,6 @@
 """The training loop: batches by indexing tensors already on the device, zero_grad, forward,
-loss, backward, step; metrics read once per epoch; best/last checkpoints and early stopping."""
+loss, backward, step; metrics read once per epoch; best/last checkpoint hooks, early stopping,
+stop requests that finish their step, and a state_dict for an exact resume."""
 
 from __future__ import annotations
 
@@ -16,10 +17,23 @@ from dltrain.train import metrics as task_metrics
 
 @dataclass
 class History:
+    """Every epoch's row plus the early-stopping state: what a resumed run needs to go on."""
+
     rows: list[dict] = field(default_factory=list)
     best: dict | None = None  # the row of the best epoch
     best_epoch: int = 0
+    best_value: float | None = None
+    waited: int = 0  # epochs since the monitored value last improved
     stopped_early: bool = False
+
+
+class StopRequested(Exception):
+    """Raised out of ``Trainer.fit`` after a stop request (Ctrl-C, SIGTERM) finished its step;
+    the trainer's ``state_dict()`` then holds the position inside the interrupted epoch."""
+
+    def __init__(self, signal_number: int, epoch: int, step: int):
+        super().__init__(f"stopped in epoch {epoch} after step {step}")
+        self.signal_number, self.epoch, self.step = signal_number, epoch, step
 
 
 def _rows(x, index):
@@ -70,44 +84,106 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.history = History()
         self.augment = None
+        self.cursor = None  # position inside an interrupted epoch, for an exact resume
+        self.stop_requested = 0  # the signal number once Ctrl-C or SIGTERM asked to stop
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Everything besides model/optimizer/scheduler that an exact resume needs."""
+        import random
+
+        import numpy as np
+
+        numpy_state = np.random.get_state()
+        state = {
+            "history": {k: v for k, v in vars(self.history).items()},
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": [numpy_state[0], torch.from_numpy(numpy_state[1].astype("int64")),
+                          *numpy_state[2:]],
+            "python_rng": random.getstate(),
+            "cursor": self.cursor,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        import random
+
+        import numpy as np
+
+        self.history = History(**state["history"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        name, keys, *rest = state["numpy_rng"]
+        np.random.set_state((name, keys.numpy().astype("uint32"), *rest))
+        python_state = state["python_rng"]
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.cursor = state.get("cursor")
 
     # ------------------------------------------------------------------ one epoch
 
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict:
+    def train_epoch(self, x, y: torch.Tensor, epoch: int) -> dict:
         model, objective, optimizer = self.model, self.objective, self.optimizer
         model.train()
         n = len(y)
         size = n if self.batch_size <= 0 or self.batch_size >= n else self.batch_size
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        outputs_all = None
+        steps = math.ceil(n / size)
+        cursor, self.cursor = self.cursor, None
+        if cursor is not None:  # continue an epoch that a stop request interrupted
+            order, first_step = cursor["order"], cursor["step"]
+            outputs = [cursor["outputs"].to(self.device)]
+            losses = list(cursor["losses"].to(self.device).unbind())
+        else:
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+            first_step, outputs, losses = 0, [], []
+        device_order = order.to(self.device)
         if self.progress is not None:
-            self.progress.start_epoch(epoch, math.ceil(n / size))
-        for start in range(0, n, size):
-            index = order[start:start + size]
+            self.progress.start_epoch(epoch, steps)
+        # Per step, only what the step needs: outputs and losses are kept as they are (no sync,
+        # no scatter) and summarised once at the end of the epoch.
+        for step in range(first_step, steps):
+            index = device_order[step * size:(step + 1) * size]
             inputs, targets = _rows(x, index), y[index]
             if self.augment is not None:
                 inputs = self.augment(inputs)
             optimizer.zero_grad(set_to_none=True)
-            outputs = _forward(model, inputs)
-            loss = objective.loss(outputs, targets)
+            batch_outputs = _forward(model, inputs)
+            loss = objective.loss(batch_outputs, targets)
             total = loss + self.regularizer.penalty() if self.regularizer.l1 else loss
             total.backward()
             if self.settings.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.grad_clip)
             optimizer.step()
             self.schedule.after_batch()
-            loss_sum += loss.detach() * len(index)
-            if self.step_every and ((epoch - 1) * math.ceil(n / size) + start // size + 1) % self.step_every == 0:
-                self.on_step((epoch - 1) * math.ceil(n / size) + start // size + 1, loss.detach())
-            detached = outputs.detach()
-            if outputs_all is None:
-                outputs_all = torch.empty((n, *detached.shape[1:]), dtype=detached.dtype, device=self.device)
-            outputs_all[index] = detached
+            losses.append(loss.detach())
+            if self.step_every and ((epoch - 1) * steps + step + 1) % self.step_every == 0:
+                self.on_step((epoch - 1) * steps + step + 1, losses[-1])
+            outputs.append(batch_outputs.detach())
             if self.progress is not None:
                 self.progress.advance()
-        return self._summarise(loss_sum.item() / n, outputs_all, y)
+            if self.stop_requested and step + 1 < steps:
+                self.cursor = {"epoch": epoch, "step": step + 1, "order": order,
+                               "outputs": torch.cat(outputs).cpu(), "losses": torch.stack(losses).cpu()}
+                raise StopRequested(self.stop_requested, epoch, step + 1)
+        step_losses = torch.stack(losses)
+        sizes = torch.full((steps,), float(size), device=step_losses.device)
+        sizes[-1] = n - size * (steps - 1)
+        mean_loss = float((step_losses * sizes).sum() / n)
+        if not math.isfinite(mean_loss):
+            bad = torch.nonzero(~torch.isfinite(step_losses)).flatten()
+            bad_step = int(bad[0]) + 1 if len(bad) else steps
+            raise DltrainError(
+                f"The training loss became {float(step_losses[bad_step - 1]) if len(bad) else mean_loss} "
+                f"in epoch {epoch} at step {bad_step} of {steps}; lower optimizer.lr (now "
+                f"{optimizer.param_groups[0]['lr']:g}) or check the data for extreme values."
+            )
+        # outputs are in visiting order: compare them with the targets in that order
+        return self._summarise(mean_loss, torch.cat(outputs), y[device_order])
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -135,23 +211,22 @@ class Trainer:
 
     def fit(self, data, *, monitor: str, mode: str, save_best: Callable | None = None,
             save_last: Callable | None = None) -> History:
+        """Train until ``settings.epochs`` (continuing a loaded state), early stopping or a stop
+        request (raises StopRequested after finishing the step it was in)."""
         device = self.device
         self.augment = data.train.augment
         train_x, train_y = to_device(data.train.x, device), data.train.y.to(device)
         val = (to_device(data.val.x, device), data.val.y.to(device)) if data.val is not None else None
         key = f"{'val' if val else 'train'}_{monitor}"
-        history = self.history = History()
-        best_value, waited = None, 0
-        for epoch in range(1, self.settings.epochs + 1):
+        history = self.history
+        first_epoch = self.cursor["epoch"] if self.cursor else len(history.rows) + 1
+        for epoch in range(first_epoch, self.settings.epochs + 1):
+            if history.stopped_early:
+                break
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch}
             row.update({f"train_{k}": v for k, v in self.train_epoch(train_x, train_y, epoch).items()})
-            if not math.isfinite(row["train_loss"]):
-                raise DltrainError(
-                    f"The training loss became {row['train_loss']} in epoch {epoch}; lower optimizer.lr "
-                    f"(now {lr:g}) or check the data for extreme values."
-                )
             if val:
                 row.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
             row["lr"] = lr
@@ -159,24 +234,26 @@ class Trainer:
             value = row[key]
             self.schedule.after_epoch(value)
             history.rows.append(row)
-            improved = best_value is None or (
-                value < best_value - self.settings.min_delta if mode == "min"
-                else value > best_value + self.settings.min_delta
-            ) or (isinstance(best_value, float) and math.isnan(best_value))
+            best = history.best_value
+            improved = best is None or math.isnan(best) or (
+                value < best - self.settings.min_delta if mode == "min"
+                else value > best + self.settings.min_delta
+            )
             if improved:
-                best_value, waited = value, 0
+                history.best_value, history.waited = value, 0
                 history.best, history.best_epoch = row, epoch
                 if save_best is not None:
                     save_best(epoch, row)
             else:
-                waited += 1
+                history.waited += 1
+            if self.settings.patience and history.waited >= self.settings.patience:
+                history.stopped_early = True
             if save_last is not None:
                 save_last(epoch, row)
             if self.table is not None:
                 self.table.row(row)
             for callback in self.on_epoch_end:
                 callback(epoch, row)
-            if self.settings.patience and waited >= self.settings.patience:
-                history.stopped_early = True
-                break
+            if self.stop_requested and epoch < self.settings.epochs and not history.stopped_early:
+                raise StopRequested(self.stop_requested, epoch, 0)
         return history

@@ -1,0 +1,108 @@
+"""Never lose a run: SIGKILL, Ctrl-C and SIGTERM on real processes, then resume=RUN_DIR ends
+with exactly the metrics of an uninterrupted run (fixed seed, CPU)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_folders
+
+# digits one sample per step: ~1,400 steps an epoch, slow enough to stop in the middle of one.
+RUN = ["data=digits", "data.batch_size=1", "trainer.epochs=2", "trainer.seed=3",
+       "trainer.checkpoint_every_seconds=0", "trainer.progress=false", "model.hidden_sizes=[32]"]
+
+
+def dltrain(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "dltrain", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=300):
+    output = process.communicate(timeout=timeout)[0]
+    return process.returncode, output
+
+
+def comparable(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    strip = lambda row: {k: v for k, v in row.items() if k != "seconds"}
+    return {"status": metrics["status"], "best_epoch": metrics["best_epoch"],
+            "history": [strip(r) for r in metrics["history"]]}
+
+
+def wait_for_epoch(folder_root: Path, epoch: int, timeout=240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for last in folder_root.glob("outputs/**/last.pt"):
+            try:
+                if torch.load(last, weights_only=True)["epoch"] >= epoch:
+                    return last.parent
+            except Exception:  # being replaced right now; atomic, so the next read is whole
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of epoch {epoch} in time")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    code, output = finish(dltrain("fit", *RUN, cwd=root))
+    assert code == 0, output
+    (run_dir,) = run_folders(root / "outputs")
+    return comparable(run_dir)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference):
+    process = dltrain("fit", *RUN, cwd=tmp_path)
+    run_dir = wait_for_epoch(tmp_path, 1)
+    time.sleep(0.2)  # inside epoch 2 (its 1,438 steps take a second or more)
+    process.kill()
+    process.communicate()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running"
+    code, output = finish(dltrain("fit", f"resume={run_dir}", cwd=tmp_path))
+    assert code == 0, output
+    assert "Resuming from" in output
+    assert run_folders(tmp_path / "outputs") == [run_dir]  # continued in its own folder
+    assert comparable(run_dir) == reference
+
+
+@pytest.mark.parametrize("sig,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, reference, sig, exit_code):
+    process = dltrain("fit", *RUN, cwd=tmp_path)
+    run_dir = wait_for_epoch(tmp_path, 1)
+    time.sleep(0.2)
+    process.send_signal(sig)
+    code, output = finish(process)
+    assert code == exit_code, output
+    assert f"Resume with: dltrain fit resume={run_dir.resolve()}" in output.replace("\n", "")
+    assert "Traceback" not in output
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    cursor = torch.load(run_dir / "last.pt", weights_only=True)["trainer"]["cursor"]
+    assert cursor is not None and cursor["step"] > 0  # stopped inside an epoch, after a step
+    code, output = finish(dltrain("fit", "resume=last", cwd=tmp_path))
+    assert code == 0, output
+    assert f"inside epoch {cursor['epoch']} at step {cursor['step']}" in output
+    assert comparable(run_dir) == reference
+
+
+def test_resume_of_something_that_is_not_a_run(cli):
+    result = cli("fit", "resume=nowhere")
+    assert result.exit_code == 2
+    assert "resume=nowhere: 'nowhere' is not a run folder with a last.pt checkpoint" in result.output
+    result = cli("fit", "resume=last")
+    assert result.exit_code == 2 and "resume=last found no run" in result.output
+
+
+def test_resume_can_extend_a_finished_run(cli):
+    assert cli("fit", "data=iris", "trainer.epochs=2").exit_code == 0
+    (run_dir,) = run_folders()
+    result = cli("fit", f"resume={run_dir}", "trainer.epochs=4")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3, 4]
+    assert run_folders() == [run_dir]
