@@ -15,6 +15,12 @@ _TASKS = {
 
 def load_bundled(settings) -> Source:
     import pandas as pd
+
+    if settings.name == "digits" and settings.options.get("as_sequence", False):
+        # The 64 pixels as 8 rows of 8 (for model=lstm): the sequence view of digits_images.
+        from dltrain.data.vision import load_digits_images
+
+        return load_digits_images(settings)
     from sklearn import datasets
 
     bunch = getattr(datasets, f"load_{settings.name}")()

@@ -32,7 +32,7 @@ _KIND_WORDS = {
 _KIND_DATA = {
     "tabular": "data=digits, iris, wine, breast_cancer, diabetes, csv, ...",
     "image": "data=digits_images, mnist, fashion_mnist, cifar10, image_folder",
-    "sequence": "data=time_series, or an image dataset with data.as_sequence=true",
+    "sequence": "data=time_series, or data.as_sequence=true with digits or an image dataset",
     "tokens": "data=text_csv",
 }
 
