@@ -99,13 +99,9 @@ def _fit(cli, *overrides) -> dict:
     return metrics
 
 
-def test_lstm_classifies_generated_text_where_not_flips_the_label(cli):
-    metrics = _fit(cli, "data=text_csv", "data.num_samples=1000", "trainer.epochs=6", "optimizer.lr=0.005")
-    assert metrics["best"]["val_accuracy"] >= 0.95  # chance 0.5; a bag of words stays near 0.85
-
-
-def test_lstm_reads_digits_images_row_by_row(cli):
-    metrics = _fit(cli, "data=digits_images", "data.as_sequence=true", "trainer.epochs=5",
+def test_lstm_reads_digits_row_by_row(cli):
+    # data=digits is tabular by default; its sequence view is 8 steps of 8 pixels.
+    metrics = _fit(cli, "data=digits", "data.as_sequence=true", "trainer.epochs=5",
                    "optimizer.lr=0.005", "model.hidden_size=64")
     assert metrics["best"]["val_accuracy"] >= 0.85  # chance 0.1
 

@@ -109,7 +109,8 @@ def test_image_models_refuse_tabular_and_text_data(name):
 
 
 @pytest.mark.parametrize("name, overrides", [
-    ("cnn", ["model.batch_norm=true", "model.channels=[16,32]"]),
+    # With random crops on the training batches: augmentation must not stop learning.
+    ("cnn", ["model.batch_norm=true", "model.channels=[16,32]", "data.random_crop=1"]),
     ("inception", ["model.batch_norm=true"]),
     ("resnet", ["model.batch_norm=true"]),
 ])

@@ -147,20 +147,21 @@ def load_torchvision(settings) -> Source:
     try:
         train = dataset_class(str(root), train=True, download=download)
         test = dataset_class(str(root), train=False, download=download)
-    except RuntimeError as error:
-        if "not found" not in str(error).lower() and "corrupted" not in str(error).lower():
-            raise
-        raise DltrainError(
-            f"data={settings.name} found no dataset files under data.root={str(root)!r}: put "
-            f"torchvision's layout there ({files}), point data.root at that folder, or set "
-            f"data.download=true to download it."
-        ) from None
-    except OSError as error:  # a download that could not reach the internet
-        reason = str(getattr(error, "reason", None) or error).strip().splitlines()[0]
-        raise DltrainError(
-            f"data={settings.name} could not be downloaded to {str(root)!r} ({reason}); copy the "
-            f"files there in torchvision's layout ({files}) and keep data.download=false."
-        ) from None
+    except (RuntimeError, OSError) as error:
+        text = str(error).strip()
+        if isinstance(error, RuntimeError) and ("not found" in text.lower() or "corrupted" in text.lower()):
+            raise DltrainError(
+                f"data={settings.name} found no dataset files under data.root={str(root)!r}: put "
+                f"torchvision's layout there ({files}), point data.root at that folder, or set "
+                f"data.download=true to download it."
+            ) from None
+        if isinstance(error, OSError) or "download" in text.lower():  # no internet, a proxy, a full disk
+            reason = (text.splitlines() or [type(error).__name__])[-1].strip("<> ")
+            raise DltrainError(
+                f"data={settings.name} could not be downloaded to {str(root)!r} ({reason}); copy the "
+                f"files there in torchvision's layout ({files}) and keep data.download=false."
+            ) from None
+        raise
 
     def images(dataset):
         data = torch.as_tensor(np.asarray(dataset.data))
