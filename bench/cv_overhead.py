@@ -35,22 +35,33 @@ def timed(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
+def trained_seconds(root: Path) -> float:
+    """The seconds the runs under root spent in train_split (metrics.json of every fold or fit)."""
+    return sum(json.loads(path.read_text())["seconds"] for path in root.glob("**/metrics.json"))
+
+
 def overhead(overrides: list[str]) -> None:
     overrides = ["trainer.progress=false", *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         cwd = Path(scratch)
-        cv = timed(["cv", "k=5", *overrides, "hydra.run.dir=outputs/cv"], cwd)
-        trained = sum(json.loads((cwd / f"outputs/cv/fold_{i}/metrics.json").read_text())["seconds"]
-                      for i in range(5))
-        folds = sum(timed(["cv", "k=5", f"cv.fold={i}", *overrides, f"hydra.run.dir=outputs/fold{i}"], cwd)
+        for name in ("cv", "folds", "fits"):
+            (cwd / name).mkdir()
+        cv = timed(["cv", "k=5", *overrides, "hydra.run.dir=run"], cwd / "cv")
+        folds = sum(timed(["cv", "k=5", f"cv.fold={i}", *overrides, f"hydra.run.dir=fold{i}"], cwd / "folds")
                     for i in range(5))
-        fits = sum(timed(["fit", "data.val_fraction=0.2", f"trainer.seed={i}", *overrides], cwd)
+        fits = sum(timed(["fit", "data.val_fraction=0.2", f"trainer.seed={i}", *overrides], cwd / "fits")
                    for i in range(5))
+        trained = {name: trained_seconds(cwd / name) for name in ("cv", "folds", "fits")}
     print(f"overrides: {' '.join(overrides)}")
-    print(f"dltrain cv k=5 (one process):                    {cv:7.1f} s "
-          f"({trained:.1f} s inside the five train_split calls, {cv - trained:.1f} s around them)")
-    print(f"5 x dltrain cv k=5 cv.fold=I (same folds):       {folds:7.1f} s  -> cv / folds = {cv / folds:.2f}")
-    print(f"5 x dltrain fit data.val_fraction=0.2:           {fits:7.1f} s  -> cv / fits  = {cv / fits:.2f}")
+    rows = [("dltrain cv k=5 (one process)", cv, "cv"),
+            ("5 x dltrain cv k=5 cv.fold=I (same folds)", folds, "folds"),
+            ("5 x dltrain fit data.val_fraction=0.2", fits, "fits")]
+    for label, seconds, name in rows:
+        print(f"{label:44s} {seconds:7.1f} s wall, {trained[name]:6.1f} s training, "
+              f"{seconds - trained[name]:6.1f} s around it")
+    print(f"overhead ratio (wall): cv / folds = {cv / folds:.2f}, cv / fits = {cv / fits:.2f}")
+    print(f"time around training: cv {cv - trained['cv']:.1f} s vs {folds - trained['folds']:.1f} s "
+          f"for the five separate fold runs")
 
 
 def house_prices() -> None:

@@ -156,11 +156,12 @@ def run_fold_job(cfg, run_dir: Path) -> float:
     try:
         result = train_fold(cfg, settings, source, folds[cv.fold], len(folds), run_dir)
     except DltrainError as error:
+        failure = DltrainError(f"Fold {cv.fold} of the cross-validation failed: {error}")
         # The launcher may run this job in another process: leave the sentence where the
         # aggregating process finds it, even when the fold folder itself is removed.
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        (run_dir.parent / f"{run_dir.name}.error").write_text(str(error))
-        raise
+        _error_note(run_dir).write_text(str(failure))
+        raise failure from None
     return result.final.get(objective_key(settings))
 
 
@@ -205,6 +206,8 @@ def launch_cv(overrides: list[str], *, multirun: bool = False) -> dict | list:
     folds = plan_folds(source, cv, settings.data.name)
     selected = [f.index for f in folds] if cv.fold is None else [cv.fold]
     run_dir = _run_dir(overrides)
+    for index in selected:  # a failure noted by an earlier run in the same folder is stale
+        _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
     own = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
     job_overrides = [o for o in overrides if not o.startswith(own)] + [
         f"cv.fold={','.join(map(str, selected))}",
@@ -233,16 +236,22 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _error_note(fold_dir: Path) -> Path:
+    return fold_dir.parent / f"{fold_dir.name}.error"
+
+
 def _check_finished(run_dir: Path, selected: list[int]) -> None:
     for index in selected:
         folder = fold_folder(run_dir, index)
-        note = folder.parent / f"{folder.name}.error"
         metrics = folder / "metrics.json"
         record = json.loads(metrics.read_text()) if metrics.exists() else {}
         if record.get("status") == "finished":
             continue
-        message = record.get("error") or (note.read_text() if note.exists() else "it did not finish")
-        raise DltrainError(f"Fold {index} of the cross-validation failed: {message}")
+        note = _error_note(folder)
+        if note.exists():
+            raise DltrainError(note.read_text())
+        raise DltrainError(f"Fold {index} of the cross-validation did not finish "
+                           f"(status {record.get('status', 'unknown')}); see {folder}.")
 
 
 # --------------------------------------------------------------------------- aggregation

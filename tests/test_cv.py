@@ -163,7 +163,7 @@ def test_one_fold_alone_equals_that_fold_of_the_full_run(cli):
 
 
 def test_joblib_launched_folds_equal_sequential_folds(cli):
-    common = ["k=3", "data=iris", *FAST]
+    common = ["k=2", "data=iris", *FAST]
     assert cli("cv", *common, "hydra.run.dir=outputs/sequential").exit_code == 0
     result = cli("cv", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  "hydra.run.dir=outputs/parallel")
@@ -254,6 +254,38 @@ def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
     assert len(means) == len(runs) == 2
     assert sorted(means) == sorted(summary_of(run)["objective"]["mean"] for run in runs)
     assert all(sorted(p.name for p in run.glob("fold_*")) == ["fold_0", "fold_1"] for run in runs)
+
+
+def test_repeated_and_group_strategies_end_to_end(cli, small_csvs):
+    result = cli("cv", "data=iris", "k=2", "cv=repeated", "cv.repeats=2", "trainer.epochs=1",
+                 "trainer.progress=false", "hydra.run.dir=outputs/repeated")
+    assert result.exit_code == 0, result.output
+    summary = summary_of(Path("outputs/repeated"))
+    assert summary["strategy"] == "repeated" and len(summary["folds"]) == 4
+    oof = pd.read_csv("outputs/repeated/oof_predictions.csv")
+    assert list(oof["repeat"]) == [0] * 150 + [1] * 150
+    assert list(oof["index"]) == list(range(150)) * 2  # every row once per repeat
+
+    result = cli("cv", *small_csvs, "k=2", "cv.group_column=site", *FAST, "hydra.run.dir=outputs/group")
+    assert result.exit_code == 0, result.output
+    assert summary_of(Path("outputs/group"))["strategy"] == "group"
+    oof = pd.read_csv("outputs/group/oof_predictions.csv")
+    sites = pd.read_csv("small.csv")["site"]
+    assert oof.groupby(sites[oof["index"]].to_numpy())["fold"].nunique().max() == 1
+    import torch
+
+    spec = torch.load("outputs/group/fold_0/last.pt", weights_only=True)["spec"]
+    assert list(spec["feature_names"]) == ["a", "b"]  # the group id is not a feature
+
+
+def test_a_fold_that_fails_leaves_no_summary_and_says_why(cli):
+    result = cli("cv", "data=diabetes", "model=linear", "optimizer=sgd", "optimizer.lr=1e30", "k=2",
+                 *FAST, "hydra.run.dir=outputs/diverged")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "Fold 0 of the cross-validation failed: The training loss became" in text
+    assert not Path("outputs/diverged/cv_summary.json").exists()
+    assert Path("outputs/diverged/fold_0.error").read_text() in text
 
 
 # --------------------------------------------------------------------------- errors
