@@ -228,8 +228,8 @@ def _run_dir(overrides: list[str]) -> Path:
         for override in overrides:
             if override.startswith(prefix):
                 return Path(override[len(prefix):].strip("'\"")).resolve()
-    (run_dir_override, _) = run_folder_overrides([])
-    return Path(run_dir_override.split("=", 1)[1]).resolve()
+    fresh = next(o for o in run_folder_overrides([]) if o.startswith("hydra.run.dir="))
+    return Path(fresh.split("=", 1)[1]).resolve()
 
 
 def _quoted(text: str) -> str:
