@@ -272,6 +272,60 @@ def tensorboard(
     serve(Path(path), port)
 
 
+@app.command("eval", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def evaluate(
+    run: str = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file."),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="Evaluate on other data: data=NAME or data.path=FILE ...", show_default=False),
+) -> None:
+    """Evaluate a trained model: on the data's test split when it has one, on the run's
+    validation rows otherwise, or on the data you name; prints and saves eval.json.
+
+    [bold]Examples[/bold]
+
+      dltrain eval outputs/2026-11-21/18-43-10_93f86a
+
+      dltrain eval outputs/2026-11-21/18-43-10_93f86a/last.pt
+
+      dltrain eval RUN_DIR data.path=new_houses.csv       [dim]# every row of another CSV[/dim]
+    """
+    from dltrain.console import console
+    from dltrain.evaluate import evaluate_run
+
+    evaluate_run(run, list(overrides or []), console)
+
+
+@app.command("predict", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def predict(
+    run: str = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file."),
+    options: Optional[List[str]] = typer.Argument(
+        None, help="input=FILE (required) and output=FILE (default RUN/predictions.csv).",
+        show_default=False),
+) -> None:
+    """Predict for new inputs with the run's own preprocessing: a CSV of rows (tabular models),
+    a folder or list of images (image models), a CSV of texts (text models). Writes a CSV with
+    the prediction and, for classifiers, one probability column per class.
+
+    [bold]Examples[/bold]
+
+      dltrain predict outputs/2026-11-21/18-43-10_93f86a input=new_rows.csv
+
+      dltrain predict RUN_DIR input=photos/ output=labels.csv
+    """
+    from dltrain.console import console
+    from dltrain.evaluate import predict_run
+
+    given = dict(option.split("=", 1) for option in options or [] if "=" in option)
+    unknown = [o for o in options or [] if "=" not in o or o.split("=", 1)[0] not in ("input", "output")]
+    if unknown:
+        raise DltrainError(f"dltrain predict takes input=FILE and output=FILE, not {unknown[0]!r}.")
+    if "input" not in given:
+        raise DltrainError("dltrain predict needs input=FILE: a CSV of rows or texts, or a folder of images.")
+    predict_run(run, given["input"], given.get("output"), console)
+
+
 def main() -> None:
     app()
 

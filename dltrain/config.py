@@ -102,7 +102,8 @@ def compose(overrides: list[str], *, validate: bool = True):
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
             cfg = hydra_compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as error:
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as error:
+        # Composition only reads configs and overrides: whatever fails here, the overrides caused.
         raise DltrainError(_explain_hydra_error(error)) from None
     if validate:
         read_settings(cfg)
@@ -111,6 +112,10 @@ def compose(overrides: list[str], *, validate: bool = True):
 
 def _explain_hydra_error(error: Exception) -> str:
     message = " ".join(str(error).split())
+    match = re.search(r"input_line='([^']*)'", message)
+    if match:
+        reason = message.split(" : ")[0].split(": Override(")[0]
+        return f"The override '{match.group(1)}' is not valid: {reason}."
     match = re.search(r"Could not override '([^']+)'", message)
     if match:
         key = match.group(1)
@@ -200,12 +205,14 @@ def value(cfg, key: str, kind: type, default: Any = _MISSING, *, minimum=None, a
           below=None, choices=None) -> Any:
     """Read ``key`` from cfg as ``kind``; raise one sentence naming the key when it does not fit."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
         raw = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
     except MissingMandatoryValue:
         raise DltrainError(f"{key} is required: set it with {key}=VALUE.") from None
+    except OmegaConfBaseException as error:
+        raise DltrainError(f"{key} could not be read: {_first_line(error)}.") from None
     if raw is _MISSING or raw is None:
         if default is _MISSING:
             raise DltrainError(f"{key} is missing: set it with {key}=VALUE.")
@@ -229,13 +236,43 @@ def value(cfg, key: str, kind: type, default: Any = _MISSING, *, minimum=None, a
 def _options(cfg, group: str, skip: tuple[str, ...] = ("name",)) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    node = OmegaConf.select(cfg, group, default=None)
-    if node is None:
-        return {}
-    container = OmegaConf.to_container(node, resolve=True)
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.select(cfg, group, default=None)
+        if node is None:
+            return {}
+        container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except OmegaConfBaseException as error:
+        raise DltrainError(f"{group} could not be read: {_first_line(error)}.") from None
     if not isinstance(container, dict):
         raise DltrainError(f"{group} must be a group of settings, got {container!r}.")
     return {k: v for k, v in container.items() if k not in skip}
+
+
+def check_keywords(function, options: dict, label: str, group: str) -> None:
+    """Refuse settings ``function`` does not take, and numbers or booleans of the wrong kind
+    (judged by the parameter's default), naming the key: ``label`` is e.g. "scheduler=step"."""
+    import inspect
+
+    parameters = {name: p for name, p in inspect.signature(function).parameters.items()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    for key, given in options.items():
+        if key not in parameters:
+            names = ", ".join(n for n in parameters if n not in ("spec", "output_size", "params"))
+            raise DltrainError(f"{label} has no setting '{key}'; its settings are: {names or 'none'}.")
+        default = parameters[key].default
+        if isinstance(default, bool):
+            if not isinstance(given, bool):
+                raise DltrainError(f"{group}.{key} must be true or false, got {given!r}.")
+        elif isinstance(default, (int, float)):
+            if isinstance(given, bool) or not isinstance(given, (int, float)):
+                raise DltrainError(f"{group}.{key} must be a number, got {given!r}.")
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 def _name(cfg, group: str, registry_group: str | None = None) -> str:

@@ -46,7 +46,8 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
             return result  # Hydra keeps it as the job's return value: what a sweeper optimises
         except DltrainError as error:
             errors.append(error)
-            _settle_failed(run_dir, "failed", str(error))
+            if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
+                _settle_failed(run_dir, "failed", str(error))
         except RunInterrupted as interrupted:
             errors.append(interrupted)  # the run marked itself interrupted, checkpoint saved
         except KeyboardInterrupt:

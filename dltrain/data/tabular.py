@@ -23,6 +23,7 @@ class TabularPreprocessor:
     def __init__(self, standardize: bool = True):
         self.standardize = standardize
         self._transformer = None
+        self.columns: list = []
         self.feature_names: list[str] = []
 
     def fit(self, features: pd.DataFrame, target=None) -> "TabularPreprocessor":
@@ -31,6 +32,7 @@ class TabularPreprocessor:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+        self.columns = list(features.columns)  # what predict must find in new data
         numeric = [c for c in features.columns if _is_numeric(features[c])]
         categorical = [c for c in features.columns if c not in numeric]
         if self.standardize:

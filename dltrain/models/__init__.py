@@ -5,9 +5,9 @@ tasks it serves and ``input_kinds`` of the data it reads; shapes come from the D
 
 from __future__ import annotations
 
-import inspect
 from importlib import import_module
 
+from dltrain.config import check_keywords
 from dltrain.errors import DltrainError
 
 MODELS = {
@@ -57,12 +57,7 @@ def create_model(name: str, spec, output_size: int, **options):
         raise DltrainError(
             f"model={name} needs {readable}, but this data is {_KIND_WORDS.get(spec.kind, spec.kind)}."
         )
-    parameters = inspect.signature(cls.from_spec).parameters
-    allowed = [p for p in parameters if p not in ("spec", "output_size")]
-    for key in options:
-        if key not in allowed:
-            settings = ", ".join(allowed) if allowed else "none"
-            raise DltrainError(f"model={name} has no setting '{key}'; its settings are: {settings}.")
+    check_keywords(cls.from_spec, options, f"model={name}", "model")
     return cls.from_spec(spec, output_size, **options)
 
 

@@ -28,7 +28,9 @@ class MLP(nn.Module):
             )
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise DltrainError(f"model.dropout must be a number in [0, 1), got {dropout!r}.")
-        sizes = list(hidden_sizes or [])
+        sizes = list(hidden_sizes) if isinstance(hidden_sizes, (list, tuple)) else [None]
+        if hidden_sizes is None:
+            sizes = []
         if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise DltrainError(
                 f"model.hidden_sizes must be a list of positive integers such as [64,32], got {hidden_sizes!r}."

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dltrain.config import check_keywords
 from dltrain.errors import DltrainError
 
 REGRESSION_LOSSES = ("mse", "l1", "huber")
@@ -97,12 +97,7 @@ def build_objective(name: str, options: dict, spec) -> Objective:
             "use loss=mse, l1 or huber (or loss=auto)."
         )
     factory = LOSSES[name]
-    allowed = list(inspect.signature(factory).parameters)
-    for key in options:
-        if key not in allowed:
-            raise DltrainError(
-                f"loss={name} has no setting '{key}'; its settings are: {', '.join(allowed) or 'none'}."
-            )
+    check_keywords(factory, options, f"loss={name}", "loss")
     output_size = spec.num_classes if name == "cross_entropy" else 1
     return Objective(task, name, output_size, factory(**options), spec.target_mean, spec.target_std)
 

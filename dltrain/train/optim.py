@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
 
+from dltrain.config import check_keywords
 from dltrain.errors import DltrainError
 
 OPTIMIZERS = {
@@ -42,12 +42,10 @@ def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimi
     """``settings``: OptimizerSettings; ``regularization``: NamedSettings (none, l2, l1, elastic)."""
     cls = OPTIMIZERS[settings.name]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.options.items()}
-    allowed = [p for p in inspect.signature(cls).parameters if p not in ("params", "lr", "weight_decay")]
-    for key in options:
-        if key not in allowed:
-            raise DltrainError(
-                f"optimizer={settings.name} has no setting '{key}'; its settings are: lr, {', '.join(allowed)}."
-            )
+    if "weight_decay" in options:
+        raise DltrainError("Set weight decay with regularization=l2 regularization.weight_decay=VALUE "
+                           "(it then spares biases and norm parameters), not optimizer.weight_decay.")
+    check_keywords(cls, options, f"optimizer={settings.name}", "optimizer")
     weight_decay = float(regularization.options.get("weight_decay", 0.0))
     if regularization.name not in ("l2", "elastic"):
         weight_decay = 0.0
@@ -56,7 +54,7 @@ def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimi
     groups = [g for g in groups if g["params"]]
     try:
         optimizer = cls(groups, lr=settings.lr, **options)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, IndexError) as error:
         raise DltrainError(f"optimizer={settings.name} rejected its settings: {error}.") from None
     l1 = float(regularization.options.get("l1", 0.0)) if regularization.name in ("l1", "elastic") else 0.0
     return optimizer, Regularizer(l1=l1, weights=decay if l1 else [])
@@ -99,12 +97,7 @@ def build_schedule(optimizer, settings, *, epochs: int, steps_per_epoch: int, mo
             total_steps=epochs * steps_per_epoch, pct_start=pct_start),
     }
     factory = factories[name]
-    allowed = list(inspect.signature(factory).parameters)
-    for key in options:
-        if key not in allowed:
-            raise DltrainError(
-                f"scheduler={name} has no setting '{key}'; its settings are: {', '.join(allowed) or 'none'}."
-            )
+    check_keywords(factory, options, f"scheduler={name}", "scheduler")
     try:
         scheduler = factory(**options)
     except (ValueError, TypeError, ZeroDivisionError) as error:

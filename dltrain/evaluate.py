@@ -1,0 +1,275 @@
+"""Using a trained model: ``dltrain eval`` (metrics on a split) and ``dltrain predict`` (new
+inputs to a CSV), with the preprocessing saved by the run, never refitted."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from dltrain.errors import DltrainError
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    checkpoint: Path
+    cfg: object  # DictConfig of the run (with any overrides applied)
+    spec: object  # DataSpec
+    model: object
+    objective: object
+    preprocessor: object
+
+
+def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
+    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate."""
+    from omegaconf import OmegaConf
+
+    from dltrain.config import read_settings
+    from dltrain.data.spec import DataSpec
+    from dltrain.models import create_model
+    from dltrain.train.checkpoint import load_checkpoint
+    from dltrain.train.objective import build_objective
+
+    path = Path(target).expanduser()
+    if path.is_dir():
+        checkpoint = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), None)
+        if checkpoint is None:
+            raise DltrainError(f"{target!r} holds no best.pt or last.pt; give a run folder under outputs/ or a checkpoint file.")
+    elif path.is_file():
+        checkpoint = path
+    else:
+        raise DltrainError(f"{target!r} does not exist; give a run folder under outputs/ or a checkpoint file.")
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or not {"model", "config", "spec"} <= set(state):
+        raise DltrainError(f"The checkpoint {str(checkpoint)!r} is not a dltrain checkpoint (it lacks model, config or spec).")
+    cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
+    settings = read_settings(cfg)
+    spec_fields = dict(state["spec"])
+    for key in ("input_shape", "class_names", "feature_names"):
+        spec_fields[key] = tuple(spec_fields.get(key, ()))
+    spec = DataSpec(**spec_fields)
+    objective = build_objective(settings.loss.name, settings.loss.options, spec)
+    model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DltrainError(
+            f"The checkpoint {str(checkpoint)!r} does not fit model={settings.model.name} ({first_line}); "
+            f"evaluate it with the settings it was trained with."
+        ) from None
+    preprocessor_path = checkpoint.parent / "preprocessor.pkl"
+    if not preprocessor_path.is_file():
+        raise DltrainError(f"No preprocessor.pkl beside {str(checkpoint)!r}; eval and predict need the run folder the checkpoint came from.")
+    with preprocessor_path.open("rb") as stream:
+        preprocessor = pickle.load(stream)  # written by this run of dltrain itself
+    return TrainedRun(checkpoint.parent, checkpoint, cfg, spec, model, objective, preprocessor)
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """``group=option`` swaps in that group's YAML; ``key=value`` sets a value."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from dltrain.config import GROUPS, config_dir, group_options
+
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        key = key.lstrip("+")
+        if not separator or not key:
+            raise DltrainError(f"Could not read the override {override!r}; write key=value.")
+        if key in GROUPS and key != "recipe":
+            if text not in group_options(key):
+                raise DltrainError(f"Unknown {key} '{text}'; valid options are: {', '.join(group_options(key))}.")
+            cfg[key] = OmegaConf.load(config_dir() / key / f"{text}.yaml")
+            continue
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def _encoded_targets(targets, class_names, spec):
+    """Targets in the trained model's class indices (standardized as in training for regression)."""
+    import numpy as np
+
+    if spec.task == "regression":
+        return (np.asarray(targets, dtype=np.float64) - spec.target_mean) / spec.target_std
+    if tuple(class_names) == tuple(spec.class_names):
+        return np.asarray(targets)
+    unknown = [c for c in class_names if c not in spec.class_names]
+    if unknown:
+        raise DltrainError(
+            f"The data has class {unknown[0]!r}, which the model never saw; it knows: {', '.join(spec.class_names)}."
+        )
+    lookup = np.asarray([spec.class_names.index(c) for c in class_names])
+    return lookup[np.asarray(targets)]
+
+
+def evaluate_run(target: str, overrides: list[str], out) -> dict:
+    import numpy as np
+    import torch
+
+    from dltrain.config import read_settings
+    from dltrain.data import load_source
+    from dltrain.data.split import take, train_val_indices
+    from dltrain.train.checkpoint import write_json
+    from dltrain.train.device import resolve_device
+    from dltrain.train.loop import Trainer
+
+    run = load_run(target, overrides)
+    settings = read_settings(run.cfg)
+    source = load_source(settings.data)
+    if source.test_features is not None:
+        split, features = "test", source.test_features
+        encoded = _encoded_targets(source.test_target, source.class_names, run.spec)
+    elif any(o.lstrip("+").startswith("data") for o in overrides):
+        split, features = "all", source.features
+        encoded = _encoded_targets(source.target, source.class_names, run.spec)
+    else:
+        _, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+        if len(val_index) == 0:
+            raise DltrainError("This run's data has no test split and no validation rows; give a data config to evaluate on, e.g. data.path=NEW.csv.")
+        split, features = "validation", take(source.features, val_index)
+        encoded = _encoded_targets(source.target, source.class_names, run.spec)[val_index]
+    device = resolve_device(settings.trainer.device)
+    x = run.preprocessor.transform(features)
+    dtype = torch.float32 if run.spec.task == "regression" else torch.long
+    y = torch.as_tensor(np.array(encoded), dtype=dtype)
+    trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
+                      device=device, batch_size=0, shuffle=False)
+    from dltrain.train.loop import to_device
+
+    metrics = trainer.evaluate(to_device(x, device), y.to(device))
+    record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
+              "overrides": list(overrides), "metrics": metrics}
+    write_json(run.run_dir / "eval.json", record)
+    from rich.table import Table
+
+    from dltrain.console import fmt
+
+    out.print(f"Evaluating {run.checkpoint} on the {split} rows ({len(y)}).", soft_wrap=True)
+    table = Table(title="eval", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, fmt(value))
+    out.print(table)
+    out.print(f"Saved to {run.run_dir / 'eval.json'}")
+    return record
+
+
+# ------------------------------------------------------------------------------ predict
+
+
+def _read_table(path: Path, cfg, preprocessor):
+    import pandas as pd
+
+    header = cfg.data.get("header", True)
+    try:
+        frame = pd.read_csv(path, header=0 if header else None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        raise DltrainError(f"Could not read {str(path)!r} as CSV: {str(error).strip().splitlines()[0]}") from None
+    if not header:
+        frame.columns = [str(c) for c in frame.columns]
+    needed = [str(c) for c in preprocessor.columns]
+    missing = [c for c in needed if c not in map(str, frame.columns)]
+    if missing:
+        raise DltrainError(
+            f"{str(path)!r} lacks the column {missing[0]!r} the model was trained on; it needs: {', '.join(needed)}."
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    return frame[needed], [str(i) for i in range(len(frame))]
+
+
+def _read_images(path: Path, spec):
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from dltrain.data.vision import IMAGE_SUFFIXES
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    else:
+        files = [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+    if not files:
+        raise DltrainError(f"No images in {str(path)!r}; give a folder of images or a text file listing one image path per line.")
+    channels, height, width = spec.input_shape if len(spec.input_shape) == 3 else (1, *spec.input_shape)
+    mode = "L" if channels == 1 else "RGB"
+    pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
+    for index, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError) as error:
+            raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}).") from None
+        pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
+    return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous(), [str(f) for f in files]
+
+
+def _read_texts(path: Path, cfg):
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(path, header=0 if cfg.data.get("header", True) else None)
+    column = cfg.data.get("text_column", 0)
+    if isinstance(column, str) and column in frame.columns:
+        texts = frame[column]
+    else:
+        texts = frame.iloc[:, 0]
+    return np.asarray(texts.fillna("").astype(str).tolist(), dtype=object), [str(i) for i in range(len(frame))]
+
+
+def predict_run(target: str, input_path: str, output_path: str | None, out) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    from dltrain.train.device import resolve_device
+    from dltrain.train.loop import Trainer, to_device
+
+    run = load_run(target)
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise DltrainError(f"input={input_path!r} does not exist; give a CSV file (tabular or text models) or a folder of images.")
+    kind = run.spec.kind
+    if kind == "tabular":
+        features, names = _read_table(path, run.cfg, run.preprocessor)
+    elif kind == "image" or getattr(run.preprocessor, "as_sequence", False):
+        features, names = _read_images(path, run.spec if kind == "image" else _image_spec(run))
+    elif kind == "tokens":
+        features, names = _read_texts(path, run.cfg)
+    else:
+        raise DltrainError(f"dltrain predict reads tables, images and texts; this model was trained on {kind} data.")
+    from dltrain.config import read_settings
+
+    settings = read_settings(run.cfg)
+    device = resolve_device(settings.trainer.device)
+    trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
+                      device=device, batch_size=0, shuffle=False)
+    scores = trainer.predict_scores(to_device(run.preprocessor.transform(features), device)).numpy()
+    table = pd.DataFrame({"input": names})
+    spec = run.spec
+    if spec.task == "regression":
+        table["prediction"] = scores
+    else:
+        probabilities = np.stack([1 - scores, scores], axis=1) if spec.task == "binary" else scores
+        table["prediction"] = [spec.class_names[i] for i in probabilities.argmax(axis=1)]
+        for index, name in enumerate(spec.class_names):
+            table[f"probability_{name}"] = probabilities[:, index]
+    destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(destination, index=False)
+    out.print(f"{len(table)} predictions written to {destination}")
+    return destination
+
+
+def _image_spec(run):
+    """An image model trained on rows-as-sequence: read images at the trained size."""
+    from dataclasses import replace
+
+    channels, height, width = run.preprocessor._shape
+    return replace(run.spec, input_shape=(channels, height, width))

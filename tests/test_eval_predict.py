@@ -1,0 +1,103 @@
+"""Using trained models: dltrain eval and dltrain predict, and checkpoints that cannot be used."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_folders
+
+
+@pytest.fixture
+def iris_run(cli):
+    assert cli("fit", "data=iris", "trainer.epochs=15", "optimizer.lr=0.01").exit_code == 0
+    (run_dir,) = run_folders()
+    return run_dir
+
+
+def test_eval_on_the_validation_rows_matches_the_run(cli, iris_run):
+    result = cli("eval", str(iris_run))
+    assert result.exit_code == 0, result.output
+    record = json.loads((iris_run / "eval.json").read_text())
+    metrics = json.loads((iris_run / "metrics.json").read_text())
+    assert record["split"] == "validation" and record["rows"] == 30
+    assert record["metrics"]["accuracy"] == pytest.approx(metrics["best"]["val_accuracy"])
+    assert record["metrics"]["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-5)
+
+
+def test_eval_on_another_csv(cli, iris_run, tmp_path):
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame
+    frame["target"] = frame["target"].map({0: "setosa", 1: "versicolor", 2: "virginica"})
+    frame.to_csv(tmp_path / "iris.csv", index=False)
+    result = cli("eval", str(iris_run / "last.pt"), "data=csv", f"data.path={tmp_path / 'iris.csv'}")
+    assert result.exit_code == 0, result.output
+    record = json.loads((iris_run / "eval.json").read_text())
+    assert record["split"] == "all" and record["rows"] == 150
+    assert record["metrics"]["accuracy"] > 0.8
+
+
+def test_predict_writes_classes_and_probabilities(cli, iris_run, tmp_path):
+    from sklearn.datasets import load_iris
+
+    rows = load_iris(as_frame=True).frame.drop(columns="target").iloc[[0, 60, 120]]
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    result = cli("predict", str(iris_run), f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'out.csv'}")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert list(table.columns) == ["input", "prediction", "probability_setosa",
+                                   "probability_versicolor", "probability_virginica"]
+    assert table["prediction"].tolist() == ["setosa", "versicolor", "virginica"]
+    assert table.filter(like="probability").sum(axis=1).tolist() == pytest.approx([1, 1, 1], abs=1e-5)
+
+
+def test_predict_uses_saved_preprocessing_not_refitted(cli, tmp_path):
+    """One row alone would standardize to zeros if the scaler were refitted on it."""
+    assert cli("fit", "data=diabetes", "model=linear", "trainer.epochs=30", "optimizer.lr=0.05").exit_code == 0
+    (run_dir,) = run_folders()
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    frame.drop(columns="target").iloc[:2].to_csv(tmp_path / "two.csv", index=False)
+    assert cli("predict", str(run_dir), f"input={tmp_path / 'two.csv'}").exit_code == 0
+    predictions = pd.read_csv(run_dir / "predictions.csv")["prediction"]
+    assert predictions[0] != pytest.approx(predictions[1], abs=1.0)
+    assert 25 < predictions[0] < 350  # in the target's own units
+
+
+def test_predict_missing_column_and_missing_input(cli, iris_run, tmp_path):
+    pd.DataFrame({"sepal length (cm)": [5.0]}).to_csv(tmp_path / "bad.csv", index=False)
+    result = cli("predict", str(iris_run), f"input={tmp_path / 'bad.csv'}")
+    assert result.exit_code == 2 and "lacks the column 'sepal width (cm)'" in result.output
+    result = cli("predict", str(iris_run))
+    assert result.exit_code == 2 and "dltrain predict needs input=FILE" in result.output
+    result = cli("predict", str(iris_run), "input=nowhere.csv")
+    assert result.exit_code == 2 and "input='nowhere.csv' does not exist" in result.output
+
+
+def test_truncated_and_foreign_checkpoints_are_one_sentence(cli, iris_run):
+    data = (iris_run / "best.pt").read_bytes()
+    (iris_run / "best.pt").write_bytes(data[: len(data) // 2])
+    result = cli("eval", str(iris_run))
+    assert result.exit_code == 2
+    assert "cannot be read" in result.output and "corrupted or not a dltrain checkpoint" in result.output
+    assert "Traceback" not in result.output
+    torch.save({"weights": torch.zeros(3)}, iris_run / "other.pt")
+    result = cli("eval", str(iris_run / "other.pt"))
+    assert result.exit_code == 2 and "is not a dltrain checkpoint" in result.output
+
+
+def test_checkpoint_of_another_shape_is_one_sentence(cli, iris_run):
+    result = cli("eval", str(iris_run / "last.pt"), "model.hidden_sizes=[7]")
+    assert result.exit_code == 2
+    assert "does not fit model=mlp" in result.output and "Traceback" not in result.output
+
+
+def test_resume_with_an_incompatible_model_is_one_sentence(cli, iris_run):
+    result = cli("fit", f"resume={iris_run}", "model.hidden_sizes=[7]")
+    assert result.exit_code == 2
+    assert "does not fit this model and optimizer" in result.output
+    assert json.loads((iris_run / "metrics.json").read_text())["status"] == "finished"
