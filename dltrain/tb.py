@@ -324,7 +324,11 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path |
     folder = Path(run_dir) / CV_MEAN
     writer = _Writer(folder)
     try:
-        writer.session_start({**hparams_of(cfg), "trainer.seed": "mean of folds"})
+        # No trainer.seed: each fold has its own and a mean has none (a placeholder string would
+        # turn every run's seed into text in the HParams dashboard).
+        hparams = hparams_of(cfg)
+        hparams.pop("trainer.seed", None)
+        writer.session_start(hparams)
         writer.summary.add_text("folds", "\n".join(f"- {Path(f).name}" for f in fold_dirs), 0)
         last = max((len(h) for h in histories), default=0)
         for epoch in range(1, last + 1):

@@ -160,7 +160,7 @@ def test_cross_validation_logs_every_fold_and_a_cv_mean_run(cli):
     assert scalars(mean, "loss/val") == [(1, expected[0]), (2, expected[1])]
     assert [v for _, v in scalars(mean, "cv/folds")] == [2, 2]
     hparams, _ = session(mean)
-    assert hparams["data.name"] == "iris"
+    assert hparams["data.name"] == "iris" and "trainer.seed" not in hparams
     assert json.loads(summary_path.read_text())["status"] == "finished"
 
 
