@@ -101,13 +101,13 @@ def _fit(cli, *overrides) -> dict:
 
 def test_lstm_reads_digits_row_by_row(cli):
     # data=digits is tabular by default; its sequence view is 8 steps of 8 pixels.
-    metrics = _fit(cli, "data=digits", "data.as_sequence=true", "trainer.epochs=5",
-                   "optimizer.lr=0.005", "model.hidden_size=64")
+    metrics = _fit(cli, "data=digits", "data.as_sequence=true", "data.batch_size=128", "trainer.epochs=6",
+                   "optimizer.lr=0.01", "model.hidden_size=32")
     assert metrics["best"]["val_accuracy"] >= 0.85  # chance 0.1
 
 
 def test_gru_forecasts_the_generated_series(cli):
     metrics = _fit(cli, "data=time_series", "model.cell=gru", "model.hidden_size=32",
-                   "trainer.epochs=6", "optimizer.lr=0.005")
+                   "data.batch_size=64", "trainer.epochs=6", "optimizer.lr=0.01")
     assert metrics["task"] == "regression"
     assert metrics["best"]["val_r2"] >= 0.9
