@@ -46,10 +46,9 @@ class ImagePreprocessor:
         return x.float() / self.scale
 
     def fit(self, features, target=None) -> "ImagePreprocessor":
-        x = self._unit(features)
-        self._shape = tuple(x.shape[1:])
+        self._shape = tuple(features.shape[1:])
         if self.mean is None or self.std is None:
-            per_channel = x.transpose(0, 1).flatten(1)
+            per_channel = self._unit(features).transpose(0, 1).flatten(1)
             self.mean = tuple(per_channel.mean(dim=1).tolist())
             self.std = tuple(max(s, 1e-6) for s in per_channel.std(dim=1).tolist())
         return self
