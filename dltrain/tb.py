@@ -18,7 +18,7 @@ from pathlib import Path
 from dltrain.console import console
 
 # The hparams recorded are the composed config minus settings that do not change what is learned.
-_NOT_HPARAMS = ("hydra", "logger", "cv", "k", "trainer.progress", "trainer.checkpoint_every_seconds",
+_NOT_HPARAMS = ("hydra", "logger", "cv", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
                 "trainer.device")
 
 
@@ -70,7 +70,8 @@ class _Writer:
     def __init__(self, folder: Path, flush_secs: int = 30):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.summary = SummaryWriter(log_dir=str(folder), flush_secs=flush_secs)
+        # A long queue: the training thread hands events over and never waits for the writer thread.
+        self.summary = SummaryWriter(log_dir=str(folder), max_queue=1000, flush_secs=flush_secs)
         self.closed = False
 
     def session_start(self, hparams: dict) -> None:
