@@ -246,7 +246,7 @@ def table(runs: list[RunInfo], root: Path):
     result.add_column("model / data", overflow="fold")
     result.add_column("best", justify="right")
     result.add_column("epochs", justify="right")
-    result.add_column("time", justify="right")
+    result.add_column("time", justify="right", no_wrap=True)
     result.add_column("command / folder", min_width=14, overflow="fold")
     for run in runs:
         best = Text("-")

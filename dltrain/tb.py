@@ -6,7 +6,7 @@ Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<m
 ``lr``, ``time/epoch_seconds``, ``throughput/samples_per_second``; at the last epoch
 ``loss/test`` and ``<metric>/test`` (best model, when the data has a test split) and
 ``best/<monitor>``. With ``logger.log_every_n_steps`` also ``step/loss_train`` and ``step/lr``,
-one point per N optimizer steps."""
+one point per N optimizer steps (written in batches, see ``RunLogger.step``)."""
 
 from __future__ import annotations
 
@@ -141,6 +141,8 @@ class RunLogger:
         self.train_size = 0
         self.model = None
         self.optimizer = None
+        self._steps: list[tuple[int, object, float]] = []  # per-step points not yet written
+        self._steps_written = time.monotonic()
 
     # ------------------------------------------------------------------ start
 
@@ -200,6 +202,7 @@ class RunLogger:
     def epoch_end(self, epoch: int, row: dict) -> None:
         if not self.enabled:
             return
+        self._write_steps()
         tags = scalar_tags(row)
         if row.get("seconds"):
             tags["throughput/samples_per_second"] = self.train_size / row["seconds"]
@@ -212,10 +215,23 @@ class RunLogger:
                     self.writer.summary.add_histogram(f"gradients/{name}", parameter.grad, epoch)
 
     def step(self, step: int, loss) -> None:
-        """Every ``log_every_n_steps`` optimizer steps: the batch's loss (the one host-device sync
-        logging adds to the loop) and the learning rate."""
-        self.writer.scalars({"step/loss_train": float(loss),
-                             "step/lr": self.optimizer.param_groups[0]["lr"]}, step)
+        """Every ``log_every_n_steps`` optimizer steps: keep the batch's loss (a tensor, still on
+        the device) and the learning rate. They are read and written in batches, at the end of
+        the epoch or every 64 points or 10 seconds: one host-device sync per batch instead of one
+        per point, and the writer thread is woken as seldom."""
+        self._steps.append((step, loss, self.optimizer.param_groups[0]["lr"]))
+        if len(self._steps) >= 64 or time.monotonic() - self._steps_written > 10:
+            self._write_steps()
+
+    def _write_steps(self) -> None:
+        if self._steps:
+            import torch
+
+            losses = torch.stack([loss for _, loss, _ in self._steps]).float().cpu().tolist()
+            for (step, _, lr), loss in zip(self._steps, losses):
+                self.writer.scalars({"step/loss_train": loss, "step/lr": lr}, step)
+            self._steps.clear()
+        self._steps_written = time.monotonic()
 
     def __enter__(self):
         return self
@@ -290,6 +306,7 @@ class RunLogger:
 
     def close(self, status: str) -> None:
         if self.writer is not None and not self.writer.closed:
+            self._write_steps()  # the points of an epoch that did not end
             self.writer.session_end(status)
             self.writer.close()
 
