@@ -261,7 +261,7 @@ def tensorboard(
 
       dltrain tb --port 6006
 
-      ssh -L 6006:127.0.0.1:6006 gpu-box 'dltrain tb --port 6006'   [dim]# from another machine[/dim]
+      ssh -t -L 6006:127.0.0.1:6006 gpu-box dltrain tb --port 6006   [dim]# from another machine[/dim]
     """
     from pathlib import Path
 
