@@ -108,7 +108,6 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     metrics_path = run_dir / "metrics.json"
     record = {"status": "running", "task": spec.task, "monitor": monitor, "mode": mode,
               "model": settings.model.name, "data": settings.data.name}
-    write_json(metrics_path, record)
 
     def checkpoint(epoch: int, row: dict, with_training_state: bool) -> dict:
         payload = {"model": model.state_dict(), "epoch": epoch, "metrics": row,
@@ -139,6 +138,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     )
     if resume_from is not None:
         _resume(resume_from, model, optimizer, schedule, trainer, out)
+    write_json(metrics_path, record)  # after a resume was checked: a failed one changes nothing
     logger.start(model, optimizer, data, device)
     with EpochProgress(trainer_settings.progress, out) as progress, stop_on_signals(trainer), logger:
         trainer.progress = progress
