@@ -267,7 +267,8 @@ def finish(cfg, settings, cv, source, selected: list[int], run_dir: Path, *, out
     summary = aggregate(run_dir, selected, settings, cv, source)
     from dltrain.tb import write_cv_mean  # TensorBoard: the fold-averaged curves as run cv_mean
 
-    write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir)
+    mean_run = write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir)
+    summary["tensorboard_mean_run"] = mean_run.name if mean_run is not None else None
     if cv.refit and cv.fold is None:
         summary["refit"] = refit(cfg, settings, source, run_dir, out=out)
     summary["seconds"] = None if started is None else time.perf_counter() - started

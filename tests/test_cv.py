@@ -13,7 +13,7 @@ import pytest
 
 from conftest import read_metrics
 
-FAST = ["trainer.epochs=2", "trainer.progress=false"]
+FAST = ["trainer.epochs=2", "trainer.progress=false", "logger=none"]
 
 
 def cv_run_dirs(root: Path = Path("outputs")) -> list[Path]:
@@ -100,7 +100,7 @@ def test_stratified_folds_keep_class_ratios():
 
 
 def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
-    result = cli("cv", "k=3", "data=iris", *FAST)
+    result = cli("cv", "k=3", "data=iris", "trainer.epochs=2", "trainer.progress=false")
     assert result.exit_code == 0, result.output
     (run_dir,) = cv_run_dirs()
     summary = summary_of(run_dir)
@@ -109,6 +109,10 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
     records = [read_metrics(folder) for folder in folds]
     assert all(r["status"] == "finished" for r in records)
     assert all((folder / ".hydra" / "config.yaml").is_file() for folder in folds)  # a Hydra job each
+    # one TensorBoard run per fold, plus their average, all under the run folder
+    assert all(list(folder.glob("events.out.tfevents.*")) for folder in folds)
+    assert summary["tensorboard_mean_run"] == "cv_mean"
+    assert list((run_dir / "cv_mean").glob("events.out.tfevents.*"))
 
     # mean and std in the json, the csv and the printed table are those of the folds' metrics
     csv = pd.read_csv(run_dir / "cv_summary.csv").set_index("fold")
@@ -222,7 +226,7 @@ def test_refit_and_the_test_ensemble(tmp_path):
     from dltrain.train.metrics import compute
 
     cfg = compose(["data=iris", "k=3", "cv.refit=true", "trainer.epochs=5", "trainer.progress=false",
-                   "optimizer.lr=0.01"])
+                   "logger=none", "optimizer.lr=0.01"])
     source = load_source(read_settings(cfg).data)
     order = np.random.default_rng(0).permutation(len(source))
     train, test = order[:120], order[120:]
@@ -249,7 +253,7 @@ def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
     from dltrain.crossval import launch_cv
 
     means = launch_cv(["data=iris", "k=2", "trainer.epochs=1", "trainer.progress=false",
-                       "optimizer.lr=0.01,0.05"], multirun=True)
+                       "logger=none", "optimizer.lr=0.01,0.05"], multirun=True)
     runs = cv_run_dirs()
     assert len(means) == len(runs) == 2
     assert sorted(means) == sorted(summary_of(run)["objective"]["mean"] for run in runs)
@@ -258,7 +262,7 @@ def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
 
 def test_repeated_and_group_strategies_end_to_end(cli, small_csvs):
     result = cli("cv", "data=iris", "k=2", "cv=repeated", "cv.repeats=2", "trainer.epochs=1",
-                 "trainer.progress=false", "hydra.run.dir=outputs/repeated")
+                 "trainer.progress=false", "logger=none", "hydra.run.dir=outputs/repeated")
     assert result.exit_code == 0, result.output
     summary = summary_of(Path("outputs/repeated"))
     assert summary["strategy"] == "repeated" and len(summary["folds"]) == 4

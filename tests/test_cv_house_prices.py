@@ -53,7 +53,7 @@ def test_house_prices_recipe_runs_the_textbooks_protocol(cli):
     assert prices.min() > 0 and np.mean(prices) > np.median(prices)  # positive, right-skewed
 
     result = cli("cv", "recipe=house_prices_kfold", "data.path=houses.csv", "trainer.epochs=10",
-                 "hydra.run.dir=outputs/houses")
+                 "logger=none", "hydra.run.dir=outputs/houses")
     assert result.exit_code == 0, result.output
     run_dir = Path("outputs/houses")
     summary = json.loads((run_dir / "cv_summary.json").read_text())
