@@ -186,11 +186,7 @@ def _read_table(path: Path, cfg, preprocessor):
 
 
 def _read_images(path: Path, spec):
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    from dltrain.data.vision import IMAGE_SUFFIXES
+    from dltrain.data.vision import IMAGE_SUFFIXES, read_images
 
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -199,16 +195,7 @@ def _read_images(path: Path, spec):
     if not files:
         raise DltrainError(f"No images in {str(path)!r}; give a folder of images or a text file listing one image path per line.")
     channels, height, width = spec.input_shape if len(spec.input_shape) == 3 else (1, *spec.input_shape)
-    mode = "L" if channels == 1 else "RGB"
-    pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
-    for index, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError) as error:
-            raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}).") from None
-        pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
-    return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous(), [str(f) for f in files]
+    return read_images(files, height, width, channels), [str(f) for f in files]
 
 
 def _read_texts(path: Path, cfg):

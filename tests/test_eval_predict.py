@@ -1,7 +1,6 @@
 """Using trained models: dltrain eval and dltrain predict, and checkpoints that cannot be used."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -101,3 +100,36 @@ def test_resume_with_an_incompatible_model_is_one_sentence(cli, iris_run):
     assert result.exit_code == 2
     assert "does not fit this model and optimizer" in result.output
     assert json.loads((iris_run / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_predict_for_an_image_model_reads_a_folder_of_images(cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    assert cli("fit", "model=cnn", "data=digits_images", "data.batch_size=128", "trainer.epochs=3",
+               "optimizer.lr=0.01").exit_code == 0
+    (run_dir,) = run_folders()
+    digits = load_digits()
+    folder = tmp_path / "new_images"
+    folder.mkdir()
+    for i in range(4):  # the 8x8 digits at 0-16, saved as 0-255 grey PNGs
+        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+    result = cli("predict", str(run_dir), f"input={folder}", f"output={tmp_path / 'labels.csv'}")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "labels.csv")
+    assert len(table) == 4 and table["input"].str.endswith(".png").all()
+    assert table.filter(like="probability_").shape[1] == 10
+    assert (table["prediction"].astype(str) == pd.Series(["0", "1", "2", "3"])).sum() >= 3
+
+
+def test_predict_for_a_text_model_reads_a_csv_of_texts(cli, tmp_path):
+    assert cli("fit", "model=lstm", "data=text_csv", "data.num_samples=400", "trainer.epochs=3").exit_code == 0
+    (run_dir,) = run_folders()
+    pd.DataFrame({"text": ["a great film", "not good at all"]}).to_csv(tmp_path / "texts.csv", index=False)
+    result = cli("predict", str(run_dir), f"input={tmp_path / 'texts.csv'}")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(run_dir / "predictions.csv")
+    assert len(table) == 2 and table["prediction"].notna().all()
+    assert table.filter(like="probability_").sum(axis=1).tolist() == pytest.approx([1, 1], abs=1e-5)

@@ -201,12 +201,26 @@ def load_digits_images(settings) -> Source:
     )
 
 
-def load_image_folder(settings) -> Source:
-    """A user's images, one sub-folder per class (``root/cat/1.png``), resized to
-    ``data.image_size`` and loaded once into memory; mean and std come from the training rows."""
+def read_images(files, height: int, width: int, channels: int):
+    """Image files resized to height x width as a uint8 tensor (N, channels, height, width)."""
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    mode = "L" if channels == 1 else "RGB"
+    pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
+    for index, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError) as error:
+            raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}); remove it or replace it with a valid image.") from None
+        pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
+    return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+def load_image_folder(settings) -> Source:
+    """A user's images, one sub-folder per class (``root/cat/1.png``), resized to
+    ``data.image_size`` and loaded once into memory; mean and std come from the training rows."""
     options = settings.options
     path = options.get("path")
     if not path or path == "???":
@@ -239,21 +253,13 @@ def load_image_folder(settings) -> Source:
             f"images; it needs two or more sub-folders (one per class) holding "
             f"{', '.join(IMAGE_SUFFIXES)} files."
         )
-    mode = "L" if grayscale else "RGB"
-    pixels = np.empty((len(files), height, width, 1 if grayscale else 3), dtype=np.uint8)
-    for index, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError) as error:
-            raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}); remove it or replace it with a valid image.") from None
-        pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, -1)
+    pixels = read_images(files, height, width, 1 if grayscale else 3)
     notes = []
     empty = [name for code, name in enumerate(classes) if code not in set(codes)]
     if empty:
         notes.append(f"class folder(s) without images: {', '.join(empty)}")
     return Source(
-        features=torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous(),
+        features=pixels,
         target=np.asarray(codes, dtype=np.int64),
         task="binary" if len(classes) == 2 else "multiclass",
         class_names=tuple(classes),
