@@ -53,3 +53,15 @@ def test_errors_name_the_setting(tmp_path, options, rows, message):
     path.write_text(rows)
     with pytest.raises(DltrainError, match=message):
         load_source(settings(path=str(path), **options))
+
+
+def test_time_series_validation_is_the_latest_windows_not_a_shuffle():
+    from dltrain.config import DataSettings
+    from dltrain.data import load_source
+    from dltrain.data.split import train_val_indices
+
+    source = load_source(DataSettings(name="time_series", batch_size=8, val_fraction=0.2,
+                                      shuffle=True, options={}))
+    train, val = train_val_indices(source, 0.2, seed=0)
+    assert train.max() < val.min()  # no training window comes after (or overlaps) validation
+    assert len(val) == round(len(source) * 0.2)

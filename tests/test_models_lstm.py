@@ -110,4 +110,5 @@ def test_gru_forecasts_the_generated_series(cli):
     metrics = _fit(cli, "data=time_series", "model.cell=gru", "model.hidden_size=32",
                    "data.batch_size=64", "trainer.epochs=6", "optimizer.lr=0.01")
     assert metrics["task"] == "regression"
-    assert metrics["best"]["val_r2"] >= 0.9
+    # Validated on the series' latest windows (a forecast), not on shuffled neighbours.
+    assert metrics["best"]["val_r2"] >= 0.8

@@ -118,4 +118,5 @@ def load_time_series(settings) -> Source:
         kind="sequence",
         make_preprocessor=SeriesPreprocessor,
         standardize_target=bool(options.get("standardize_target", True)),
+        ordered=True,
     )

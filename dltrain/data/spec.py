@@ -68,6 +68,9 @@ class Source:
     test_target: Any = None
     standardize_target: bool = False
     notes: list[str] = field(default_factory=list)
+    # Rows in time order (overlapping windows of a series): validation takes the last rows,
+    # since a shuffled split would train on windows that overlap the validation ones.
+    ordered: bool = False
     # One value per row, for group k-fold: rows sharing a value never straddle a fold boundary.
     groups: Any = None
 

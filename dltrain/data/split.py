@@ -30,6 +30,8 @@ def train_val_indices(source, val_fraction: float, seed: int) -> tuple[np.ndarra
             f"data.val_fraction={val_fraction} leaves no rows for training or validation out of "
             f"{n}; use a value that gives each at least one row, or 0 for no validation."
         )
+    if source.ordered:
+        return index[: n - val_count], index[n - val_count:]
     stratify = None
     if source.task != "regression":
         counts = np.bincount(np.asarray(source.target, dtype=np.int64))
