@@ -127,8 +127,11 @@ def train_fold(cfg, settings, source, fold: Fold, fold_count: int, run_dir: Path
     from dltrain.train.checkpoint import write_json
 
     seed = fold_seed(settings, fold)
+    # dltrain cv resume=CV_DIR: an unfinished fold goes on from its own last.pt
+    resume_from = run_dir / "last.pt" if cfg.get("resume") and (run_dir / "last.pt").exists() else None
     result = train_split(cfg, settings, source, fold.train_index, fold.val_index, run_dir, out=out,
-                         seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})")
+                         seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
+                         resume_from=resume_from)
     write_json(run_dir / FOLD_INFO, {
         "fold": fold.index, "repeat": fold.repeat, "seed": seed, "task": source.task,
         "class_names": list(source.class_names), "train_size": len(fold.train_index),
@@ -200,23 +203,57 @@ def launch_cv(overrides: list[str], *, multirun: bool = False) -> dict | list:
     if multirun:
         return launch(run_cv, overrides, multirun=True)
     started = time.perf_counter()
+    overrides = _resume_overrides(overrides)
     cfg = compose(overrides)
     settings, cv = read_settings(cfg), read_cv_settings(cfg)
     source = load_cv_source(settings, cv)
     folds = plan_folds(source, cv, settings.data.name)
     selected = [f.index for f in folds] if cv.fold is None else [cv.fold]
     run_dir = _run_dir(overrides)
-    for index in selected:  # a failure noted by an earlier run in the same folder is stale
+    to_run = selected
+    if cfg.get("resume"):  # finished folds stay as they are
+        to_run = [i for i in selected if _status(fold_folder(run_dir, i)) != "finished"]
+        console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
+                      f"{len(selected) - len(to_run)} finished.")
+    for index in to_run:  # a failure noted by an earlier run in the same folder is stale
         _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
+    if not to_run:
+        return finish(cfg, settings, cv, source, selected, run_dir, started=started)
     own = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
     job_overrides = [o for o in overrides if not o.startswith(own)] + [
-        f"cv.fold={','.join(map(str, selected))}",
+        f"cv.fold={','.join(map(str, to_run))}",
         f"hydra.sweep.dir={_quoted(str(run_dir))}",
         "hydra.sweep.subdir=fold_${cv.fold}",
     ]
     launch(run_fold_job, job_overrides, multirun=True)
     _check_finished(run_dir, selected)
     return finish(cfg, settings, cv, source, selected, run_dir, started=started)
+
+
+def _status(fold_dir: Path) -> str:
+    metrics = fold_dir / "metrics.json"
+    return json.loads(metrics.read_text()).get("status", "") if metrics.exists() else ""
+
+
+def _resume_overrides(overrides: list[str]) -> list[str]:
+    """``resume=CV_DIR``: the cross-validation's own overrides (read from a fold's .hydra), then
+    the new ones, in the same folder; unfinished folds then go on from their last.pt."""
+    import yaml
+
+    requested = [o for o in overrides if o.startswith("resume=")]
+    if not requested:
+        return overrides
+    target = requested[-1].split("=", 1)[1].strip()
+    run_dir = Path(target).expanduser()
+    saved = sorted(run_dir.glob("fold_*/.hydra/overrides.yaml"))
+    if not saved:
+        raise DltrainError(f"resume={target}: {str(run_dir)!r} is not a cross-validation folder "
+                           f"(no fold_N/.hydra in it); give the folder dltrain cv printed.")
+    own = ("cv.fold=", "resume=", "hydra.")
+    kept = [o for o in yaml.safe_load(saved[0].read_text()) or [] if not o.startswith(own)]
+    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))]
+    run_dir = run_dir.resolve()
+    return [*kept, *new, f"resume={run_dir}", f"hydra.run.dir={_quoted(str(run_dir))}"]
 
 
 def _run_dir(overrides: list[str]) -> Path:

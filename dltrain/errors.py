@@ -10,9 +10,10 @@ class DltrainError(Exception):
     exit_code = 2
 
 
-class RunInterrupted(Exception):
+class RunInterrupted(BaseException):
     """A run stopped on Ctrl-C (exit 130) or SIGTERM (exit 143) after saving a checkpoint that
-    ``resume=RUN_DIR`` continues from."""
+    ``resume=RUN_DIR`` continues from. A BaseException, like KeyboardInterrupt, so that it stops
+    a whole sweep (Hydra's job runner catches only Exception) and reaches the command line."""
 
     def __init__(self, run_dir, signal_number: int):
         import signal

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.errors import DltrainError
 
 
 def run_folder_overrides(overrides: list[str]) -> list[str]:
@@ -48,8 +48,6 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
             errors.append(error)
             if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
                 _settle_failed(run_dir, "failed", str(error))
-        except RunInterrupted as interrupted:
-            errors.append(interrupted)  # the run marked itself interrupted, checkpoint saved
         except KeyboardInterrupt:
             _settle_failed(run_dir, "interrupted", "interrupted by the user")
             raise

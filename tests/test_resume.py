@@ -106,3 +106,33 @@ def test_resume_can_extend_a_finished_run(cli):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3, 4]
     assert run_folders() == [run_dir]
+
+
+def test_cv_resume_skips_finished_folds_and_finishes_the_rest(cli):
+    assert cli("cv", "k=3", "data=iris", "trainer.epochs=2", "logger=none").exit_code == 0
+    (cv_dir,) = {p.parent for p in Path("outputs").glob("**/cv_summary.json")}
+    finished = {i: (cv_dir / f"fold_{i}" / "last.pt").stat().st_mtime_ns for i in (0, 1)}
+    record = json.loads((cv_dir / "fold_2" / "metrics.json").read_text())
+    record["status"] = "interrupted"  # as a Ctrl-C inside fold 2 leaves it
+    (cv_dir / "fold_2" / "metrics.json").write_text(json.dumps(record))
+    (cv_dir / "cv_summary.json").unlink()
+    result = cli("cv", f"resume={cv_dir}")
+    assert result.exit_code == 0, result.output
+    assert "folds 2 to run, 2 finished" in result.output
+    assert {i: (cv_dir / f"fold_{i}" / "last.pt").stat().st_mtime_ns for i in (0, 1)} == finished
+    assert json.loads((cv_dir / "fold_2" / "metrics.json").read_text())["status"] == "finished"
+    assert len(json.loads((cv_dir / "cv_summary.json").read_text())["folds"]) == 3
+
+
+def test_ctrl_c_inside_a_cv_fold_prints_the_cv_resume_command(tmp_path):
+    process = dltrain("cv", "k=2", *RUN, "logger=none", cwd=tmp_path)
+    wait_for_epoch(tmp_path, 1)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert code == 130, output
+    (cv_dir,) = {p.parent.parent for p in tmp_path.glob("outputs/**/fold_0/.hydra")}
+    assert f"Resume with: dltrain cv resume={cv_dir.resolve()}" in output.replace("\n", "")
+    code, output = finish(dltrain("cv", f"resume={cv_dir}", cwd=tmp_path))
+    assert code == 0, output
+    assert (cv_dir / "cv_summary.json").exists()
