@@ -3,7 +3,6 @@ later) regression samples, from a CSV column or a generated seasonal series."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -60,30 +59,10 @@ def windows(series: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, 
 def _read_series(options) -> np.ndarray:
     import pandas as pd
 
-    file = Path(str(options["path"])).expanduser()
-    if not file.is_file():
-        raise DltrainError(f"The CSV file {str(file)!r} does not exist; set data.path to an existing .csv or .csv.gz file.")
-    header = options.get("header", True)
-    if not isinstance(header, bool):
-        raise DltrainError(f"data.header must be true or false, got {header!r}.")
-    try:
-        frame = pd.read_csv(file, header=0 if header else None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DltrainError(f"Could not read {str(file)!r} as CSV: {first_line}") from None
-    column = options.get("column", -1)
-    columns = list(frame.columns)
-    if isinstance(column, int) and not isinstance(column, bool):
-        if not -len(columns) <= column < len(columns):
-            raise DltrainError(
-                f"data.column={column} is out of range for {len(columns)} columns; use an index from 0 "
-                f"to {len(columns) - 1} (or -1 for the last) or a column name."
-            )
-        name = columns[column]
-    elif str(column) in map(str, columns):
-        name = columns[[str(c) for c in columns].index(str(column))]
-    else:
-        raise DltrainError(f"data.column {column!r} is not a column of the CSV; columns are: {', '.join(map(str, columns))}.")
+    from dltrain.data.tabular import pick_column, read_csv_file
+
+    frame, _ = read_csv_file(options)
+    name = pick_column(frame, options.get("column", -1), "column")
     values = pd.to_numeric(frame[name], errors="coerce")
     if values.isna().any():
         bad = frame[name][values.isna()].iloc[0]

@@ -176,19 +176,17 @@ def with_group_column(source: Source, column: str) -> Source:
     return replace(source, features=features.drop(columns=[name]), groups=groups.to_numpy())
 
 
-def load_csv(settings) -> Source:
-    options = settings.options
-    path = options.get("path")
-    if not path or path == "???":
-        raise DltrainError("data=csv needs a file: set data.path=FILE.csv (or .csv.gz).")
-    file = Path(str(path)).expanduser()
+def read_csv_file(options: dict, **read_options) -> tuple[pd.DataFrame, bool]:
+    """The CSV at ``data.path`` (.csv or .csv.gz; ``data.header`` says whether the first row names
+    the columns) and that header flag, with one sentence for every way reading it can fail."""
+    file = Path(str(options["path"])).expanduser()
     if not file.is_file():
         raise DltrainError(f"The CSV file {str(file)!r} does not exist; set data.path to an existing .csv or .csv.gz file.")
     header = options.get("header", True)
     if not isinstance(header, bool):
         raise DltrainError(f"data.header must be true or false, got {header!r}.")
     try:
-        frame = pd.read_csv(file, header=0 if header else None)
+        frame = pd.read_csv(file, header=0 if header else None, **read_options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DltrainError(f"Could not read {str(file)!r} as CSV: {first_line}") from None
@@ -196,7 +194,33 @@ def load_csv(settings) -> Source:
         frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise DltrainError(f"The CSV file {str(file)!r} has no data rows.")
-    target_name = _target_column(frame, options.get("target", -1))
+    return frame, header
+
+
+def pick_column(frame: pd.DataFrame, key, setting: str):
+    """The column ``data.<setting>`` names: a column name, or a 0-based index (-1: the last)."""
+    columns = list(frame.columns)
+    if isinstance(key, int) and not isinstance(key, bool):
+        if -len(columns) <= key < len(columns):
+            return columns[key]
+        raise DltrainError(
+            f"data.{setting}={key} is out of range for {len(columns)} columns; use an index from "
+            f"0 to {len(columns) - 1} (or -1 for the last) or a column name."
+        )
+    if str(key) in map(str, columns):
+        return columns[[str(c) for c in columns].index(str(key))]
+    raise DltrainError(
+        f"data.{setting} {key!r} is not a column of the CSV; columns are: {', '.join(map(str, columns))}."
+    )
+
+
+def load_csv(settings) -> Source:
+    options = settings.options
+    path = options.get("path")
+    if not path or path == "???":
+        raise DltrainError("data=csv needs a file: set data.path=FILE.csv (or .csv.gz).")
+    frame, _ = read_csv_file(options)
+    target_name = pick_column(frame, options.get("target", -1), "target")
     drop = [str(c) for c in options.get("drop_columns", []) or []]
     unknown = [c for c in drop if c not in frame.columns]
     if unknown:
@@ -207,19 +231,3 @@ def load_csv(settings) -> Source:
     features = frame.drop(columns=[target_name, *drop])
     return frame_source(features, frame[target_name], options, task=options.get("task", "auto"),
                         target_name=str(target_name))
-
-
-def _target_column(frame: pd.DataFrame, target):
-    columns = list(frame.columns)
-    if isinstance(target, int) and not isinstance(target, bool):
-        if -len(columns) <= target < len(columns):
-            return columns[target]
-        raise DltrainError(
-            f"data.target={target} is out of range for {len(columns)} columns; use an index from "
-            f"0 to {len(columns) - 1} (or -1 for the last) or a column name."
-        )
-    if str(target) in map(str, columns):
-        return columns[[str(c) for c in columns].index(str(target))]
-    raise DltrainError(
-        f"data.target {target!r} is not a column of the CSV; columns are: {', '.join(map(str, columns))}."
-    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -105,43 +104,21 @@ def generated_reviews(num_samples: int, seed: int) -> tuple[list[str], list[str]
 
 
 def _column(frame, key, setting: str, header: bool):
-    columns = list(frame.columns)
-    if isinstance(key, int) and not isinstance(key, bool):
-        if -len(columns) <= key < len(columns):
-            return columns[key]
-        raise DltrainError(
-            f"data.{setting}={key} is out of range for {len(columns)} columns; use an index from 0 to "
-            f"{len(columns) - 1} or a column name."
-        )
-    if header and str(key) in map(str, columns):
-        return columns[[str(c) for c in columns].index(str(key))]
-    if not header:
+    if not header and not (isinstance(key, int) and not isinstance(key, bool)):
         raise DltrainError(
             f"data.{setting}={key!r} names a column, but data.header=false gives the columns no names; "
             f"use a 0-based index such as data.{setting}=0."
         )
-    raise DltrainError(
-        f"data.{setting} {key!r} is not a column of the CSV; columns are: {', '.join(map(str, columns))}."
-    )
+    from dltrain.data.tabular import pick_column
+
+    return pick_column(frame, key, setting)
 
 
 def _read_csv(options) -> tuple[list[str], "object", str]:
-    import pandas as pd
+    from dltrain.data.tabular import read_csv_file
 
-    file = Path(str(options["path"])).expanduser()
-    if not file.is_file():
-        raise DltrainError(f"The CSV file {str(file)!r} does not exist; set data.path to an existing .csv or .csv.gz file.")
-    header = options.get("header", True)
-    if not isinstance(header, bool):
-        raise DltrainError(f"data.header must be true or false, got {header!r}.")
-    try:
-        # Text stays text: no "NA" -> NaN guessing inside reviews; pandas handles quoted commas and .gz.
-        frame = pd.read_csv(file, header=0 if header else None, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DltrainError(f"Could not read {str(file)!r} as CSV: {first_line}") from None
-    if frame.empty:
-        raise DltrainError(f"The CSV file {str(file)!r} has no data rows.")
+    # Text stays text: no "NA" -> NaN guessing inside reviews; pandas handles quoted commas and .gz.
+    frame, header = read_csv_file(options, dtype=str, keep_default_na=False)
     text_column = _column(frame, options.get("text_column", "text"), "text_column", header)
     label_column = _column(frame, options.get("label_column", "label"), "label_column", header)
     if text_column == label_column:
