@@ -123,6 +123,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         # metrics.json stays small while running: the whole history is written once, at the end.
         record.update(epochs_run=epoch, final=row, best_epoch=trainer.history.best_epoch)
         write_json(metrics_path, record)
+        logger.flush()
 
     writer = CheckpointWriter(run_dir, trainer_settings.checkpoint_every_seconds, checkpoint,
                               on_write=checkpointed)
@@ -139,7 +140,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     if resume_from is not None:
         _resume(resume_from, model, optimizer, schedule, trainer, out)
     write_json(metrics_path, record)  # after a resume was checked: a failed one changes nothing
-    logger.start(model, optimizer, data, device)
+    first_epoch = trainer.cursor["epoch"] if trainer.cursor else len(trainer.history.rows) + 1
+    logger.start(model, optimizer, data, device, first_epoch=first_epoch)
     with EpochProgress(trainer_settings.progress, out) as progress, stop_on_signals(trainer), logger:
         trainer.progress = progress
         try:

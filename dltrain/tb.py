@@ -67,11 +67,12 @@ class _Writer:
     """A SummaryWriter with the HParams session written into the run's own events file (not a
     sub-run per call, as SummaryWriter.add_hparams does), so every run and fold is one session."""
 
-    def __init__(self, folder: Path, flush_secs: int = 30):
+    def __init__(self, folder: Path, flush_secs: int = 30, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         # A long queue: the training thread hands events over and never waits for the writer thread.
-        self.summary = SummaryWriter(log_dir=str(folder), max_queue=1000, flush_secs=flush_secs)
+        self.summary = SummaryWriter(log_dir=str(folder), max_queue=1000, flush_secs=flush_secs,
+                                     purge_step=purge_step)
         self.closed = False
 
     def session_start(self, hparams: dict) -> None:
@@ -146,16 +147,19 @@ class RunLogger:
 
     # ------------------------------------------------------------------ start
 
-    def start(self, model, optimizer, data, device) -> None:
+    def start(self, model, optimizer, data, device, first_epoch: int = 1) -> None:
         """Open the events file; write the config, the HParams session, and (once) the graph
-        and the sample images."""
+        and the sample images. A resumed run (``first_epoch`` > 1) hides the events a killed
+        run logged past its checkpoint, so every curve goes on without a doubled stretch."""
         if not self.enabled:
             return
         from omegaconf import OmegaConf
 
         self.model, self.optimizer = model, optimizer
         self.train_size = len(data.train)
-        self.writer = _Writer(self.run_dir)
+        # Per-step tags count optimizer steps, not epochs: purging by epoch would hide them all.
+        purge = first_epoch if first_epoch > 1 and not self.step_every else None
+        self.writer = _Writer(self.run_dir, purge_step=purge)
         self.writer.session_start(hparams_of(self.cfg, seed=self.seed))
         text = self.writer.summary.add_text
         text("config", _code_block(OmegaConf.to_yaml(self.cfg, resolve=True)), 0)
@@ -213,6 +217,13 @@ class RunLogger:
                 self.writer.summary.add_histogram(f"weights/{name}", parameter.detach(), epoch)
                 if parameter.grad is not None:
                     self.writer.summary.add_histogram(f"gradients/{name}", parameter.grad, epoch)
+
+    def flush(self) -> None:
+        """Put what is logged so far on disk (called whenever a checkpoint is written, so that a
+        run killed later resumes with its curves intact up to that checkpoint)."""
+        if self.enabled and self.writer is not None:
+            self._write_steps()
+            self.writer.summary.flush()
 
     def step(self, step: int, loss) -> None:
         """Every ``log_every_n_steps`` optimizer steps: keep the batch's loss (a tensor, still on

@@ -69,6 +69,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference
     assert "Resuming from" in output
     assert run_folders(tmp_path / "outputs") == [run_dir]  # continued in its own folder
     assert comparable(run_dir) == reference
+    # TensorBoard goes on too: one point per epoch, none doubled by the restart
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    points = events.Scalars("loss/train")
+    assert [p.step for p in points] == [1, 2]
+    assert [p.value for p in points] == pytest.approx([r["train_loss"] for r in history])
 
 
 @pytest.mark.parametrize("sig,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

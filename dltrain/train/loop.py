@@ -248,12 +248,12 @@ class Trainer:
                 history.waited += 1
             if self.settings.patience and history.waited >= self.settings.patience:
                 history.stopped_early = True
-            if save_last is not None:
-                save_last(epoch, row)
             if self.table is not None:
                 self.table.row(row)
             for callback in self.on_epoch_end:
                 callback(epoch, row)
+            if save_last is not None:  # after the callbacks: a checkpoint covers what they logged
+                save_last(epoch, row)
             if self.stop_requested and epoch < self.settings.epochs and not history.stopped_early:
                 raise StopRequested(self.stop_requested, epoch, 0)
         return history
