@@ -161,10 +161,12 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
 
     test_metrics = test_scores = None
     if data.test is not None:
+        # The test split judges the best model; the last weights are kept in memory meanwhile.
+        last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         test_metrics = trainer.evaluate(to_device(data.test.x, device), data.test.y.to(device))
         test_scores = trainer.predict_scores(to_device(data.test.x, device)).numpy()
-        model.load_state_dict(load_checkpoint(run_dir / "last.pt", map_location=device)["model"])
+        model.load_state_dict(last_weights)
 
     val_scores = trainer.predict_scores(to_device(data.val.x, device)).numpy() if data.val is not None else None
     describe = getattr(model, "describe", None)

@@ -161,8 +161,10 @@ class Trainer:
             optimizer.step()
             self.schedule.after_batch()
             losses.append(loss.detach())
-            if self.step_every and ((epoch - 1) * steps + step + 1) % self.step_every == 0:
-                self.on_step((epoch - 1) * steps + step + 1, losses[-1])
+            if self.step_every:
+                global_step = (epoch - 1) * steps + step + 1
+                if global_step % self.step_every == 0:
+                    self.on_step(global_step, losses[-1])
             outputs.append(batch_outputs.detach())
             if self.progress is not None:
                 self.progress.advance()
