@@ -143,6 +143,12 @@ class TrainerSettings:
     min_delta: float = 0.0
     progress: bool = True
     checkpoint_every_seconds: float = 10.0
+    precision: str = "auto"  # auto | 32 | bf16 | fp16
+    compile: bool = False
+    compile_backend: str = "inductor"
+    channels_last: str = "auto"  # auto | true | false
+    cudnn_benchmark: bool = True
+    device_data_max_mb: float = 2048.0
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,20 @@ def _name(cfg, group: str, registry_group: str | None = None) -> str:
     return name
 
 
+PRECISIONS = ("auto", "32", "bf16", "fp16")
+
+
+def _choice(cfg, key: str, default: str, choices: tuple[str, ...]) -> str:
+    """A setting typed as a word or a number (precision=32, channels_last=true): compared as text."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(cfg, key, default=default)
+    text = str(raw).lower() if isinstance(raw, (bool, int, float, str)) and raw is not None else None
+    if text not in choices:
+        raise DltrainError(f"{key} must be one of {', '.join(choices)}; got {raw!r}.")
+    return text
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -299,6 +319,12 @@ def read_settings(cfg) -> Settings:
         min_delta=value(cfg, "trainer.early_stopping.min_delta", float, 0.0, minimum=0),
         progress=value(cfg, "trainer.progress", bool, True),
         checkpoint_every_seconds=value(cfg, "trainer.checkpoint_every_seconds", float, 10.0, minimum=0),
+        precision=_choice(cfg, "trainer.precision", "auto", PRECISIONS),
+        compile=value(cfg, "trainer.compile", bool, False),
+        compile_backend=value(cfg, "trainer.compile_backend", str, "inductor"),
+        channels_last=_choice(cfg, "trainer.channels_last", "auto", ("auto", "true", "false")),
+        cudnn_benchmark=value(cfg, "trainer.cudnn_benchmark", bool, True),
+        device_data_max_mb=value(cfg, "trainer.device_data_max_mb", float, 2048.0, minimum=0),
     )
     if not _DEVICE.match(trainer.device):
         raise DltrainError(

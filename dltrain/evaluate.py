@@ -141,9 +141,7 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     y = torch.as_tensor(np.array(encoded), dtype=dtype)
     trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
                       device=device, batch_size=0, shuffle=False)
-    from dltrain.train.loop import to_device
-
-    metrics = trainer.evaluate(to_device(x, device), y.to(device))
+    metrics = trainer.evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
     write_json(run.run_dir / "eval.json", record)
@@ -216,7 +214,7 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
     import pandas as pd
 
     from dltrain.train.device import resolve_device
-    from dltrain.train.loop import Trainer, to_device
+    from dltrain.train.loop import Trainer
 
     run = load_run(target)
     path = Path(input_path).expanduser()
@@ -237,7 +235,7 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
     device = resolve_device(settings.trainer.device)
     trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
                       device=device, batch_size=0, shuffle=False)
-    scores = trainer.predict_scores(to_device(run.preprocessor.transform(features), device)).numpy()
+    scores = trainer.predict_scores(run.preprocessor.transform(features)).numpy()
     table = pd.DataFrame({"input": names})
     spec = run.spec
     if spec.task == "regression":

@@ -61,7 +61,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     from dltrain.tb import RunLogger
     from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, save_pickle, write_json
     from dltrain.train.device import resolve_device, seed_everything
-    from dltrain.train.loop import StopRequested, Trainer, batch_count, to_device
+    from dltrain.train.loop import StopRequested, Trainer, batch_count
     from dltrain.train.metrics import check_monitor, monitor_mode
     from dltrain.train.objective import build_objective
     from dltrain.train.optim import build_optimizer, build_schedule
@@ -164,11 +164,11 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         # The test split judges the best model; the last weights are kept in memory meanwhile.
         last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
-        test_metrics = trainer.evaluate(to_device(data.test.x, device), data.test.y.to(device))
-        test_scores = trainer.predict_scores(to_device(data.test.x, device)).numpy()
+        test_metrics = trainer.evaluate(data.test.x, data.test.y)  # in chunks, wherever x lives
+        test_scores = trainer.predict_scores(data.test.x).numpy()
         model.load_state_dict(last_weights)
 
-    val_scores = trainer.predict_scores(to_device(data.val.x, device)).numpy() if data.val is not None else None
+    val_scores = trainer.predict_scores(data.val.x).numpy() if data.val is not None else None
     describe = getattr(model, "describe", None)
     result = FitResult(
         run_dir=run_dir, task=spec.task, monitor=monitor, best_epoch=history.best_epoch,

@@ -172,9 +172,9 @@ class RunLogger:
             self._sample_images(data)
 
     def _graph(self, model, data, device) -> None:
-        from dltrain.train.loop import _rows, to_device
+        from dltrain.train.loop import rows, to_device
 
-        example = to_device(_rows(data.train.x, slice(0, 2)), device)
+        example = to_device(rows(data.train.x, slice(0, 2)), device)
         was_training = model.training
         model.eval()  # tracing runs the model: in eval mode batch norm and dropout are left alone
         try:
@@ -275,12 +275,11 @@ class RunLogger:
         import numpy as np
 
         from dltrain import figures
-        from dltrain.train.loop import to_device
 
         split, name = (data.val, "validation") if data.val is not None else (data.train, "training")
         scores = result.val_scores if data.val is not None else None
         if scores is None:
-            scores = trainer.predict_scores(to_device(split.x, trainer.device)).numpy()
+            scores = trainer.predict_scores(split.x).numpy()
         truth = split.y.cpu().numpy()
         spec = self.spec
         add_image = self.writer.summary.add_image

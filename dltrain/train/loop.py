@@ -13,6 +13,10 @@ import torch
 
 from dltrain.errors import DltrainError
 from dltrain.train import metrics as task_metrics
+from dltrain.train.speed import compiled, configure
+from dltrain.train.staging import Staged, length, rows, to_device
+
+__all__ = ["History", "StopRequested", "Trainer", "batch_count", "rows", "to_device"]
 
 
 @dataclass
@@ -36,21 +40,8 @@ class StopRequested(Exception):
         self.signal_number, self.epoch, self.step = signal_number, epoch, step
 
 
-def _rows(x, index):
-    """Rows of the inputs: a tensor, or a tuple of tensors (such as tokens and lengths)."""
-    return tuple(part[index] for part in x) if isinstance(x, tuple) else x[index]
-
-
-def _length(x) -> int:
-    return len(x[0]) if isinstance(x, tuple) else len(x)
-
-
 def _forward(model, inputs):
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-
-
-def to_device(x, device):
-    return tuple(part.to(device) for part in x) if isinstance(x, tuple) else x.to(device)
 
 
 def batch_count(num_samples: int, batch_size: int) -> int:
@@ -66,6 +57,11 @@ class Trainer:
                  on_epoch_end: list[Callable] | None = None, progress=None, table=None,
                  on_step: Callable | None = None, step_every: int = 0):
         self.model = model.to(device)
+        self.speed = configure(model, settings, device)
+        if self.speed.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # What the steps call: the model, or its torch.compile wrapper sharing its parameters.
+        self.step_model = compiled(model, settings)
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = schedule
@@ -105,6 +101,8 @@ class Trainer:
             "python_rng": random.getstate(),
             "cursor": self.cursor,
         }
+        if self.speed.scaler is not None:
+            state["scaler"] = self.speed.scaler.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -124,13 +122,16 @@ class Trainer:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.cursor = state.get("cursor")
+        if self.speed.scaler is not None and state.get("scaler"):
+            self.speed.scaler.load_state_dict(state["scaler"])
 
     # ------------------------------------------------------------------ one epoch
 
-    def train_epoch(self, x, y: torch.Tensor, epoch: int) -> dict:
-        model, objective, optimizer = self.model, self.objective, self.optimizer
-        model.train()
-        n = len(y)
+    def train_epoch(self, split: Staged, epoch: int) -> dict:
+        model, objective, optimizer = self.step_model, self.objective, self.optimizer
+        autocast, scaler = self.speed.autocast, self.speed.scaler
+        self.model.train()
+        n = len(split)
         size = n if self.batch_size <= 0 or self.batch_size >= n else self.batch_size
         steps = math.ceil(n / size)
         cursor, self.cursor = self.cursor, None
@@ -141,24 +142,33 @@ class Trainer:
         else:
             order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
             first_step, outputs, losses = 0, [], []
-        device_order = order.to(self.device)
+        device_order = order.to(split.index_device)
         if self.progress is not None:
             self.progress.start_epoch(epoch, steps)
         # Per step, only what the step needs: outputs and losses are kept as they are (no sync,
         # no scatter) and summarised once at the end of the epoch.
         for step in range(first_step, steps):
             index = device_order[step * size:(step + 1) * size]
-            inputs, targets = _rows(x, index), y[index]
+            inputs, targets = split.batch(index)
             if self.augment is not None:
                 inputs = self.augment(inputs)
             optimizer.zero_grad(set_to_none=True)
-            batch_outputs = _forward(model, inputs)
-            loss = objective.loss(batch_outputs, targets)
-            total = loss + self.regularizer.penalty() if self.regularizer.l1 else loss
-            total.backward()
-            if self.settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.grad_clip)
-            optimizer.step()
+            with autocast():
+                batch_outputs = _forward(model, inputs)
+                loss = objective.loss(batch_outputs, targets)
+                total = loss + self.regularizer.penalty() if self.regularizer.l1 else loss
+            if scaler is None:
+                total.backward()
+                if self.settings.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+                optimizer.step()
+            else:  # fp16: scale the loss so small gradients survive, unscale before clipping
+                scaler.scale(total).backward()
+                if self.settings.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             self.schedule.after_batch()
             losses.append(loss.detach())
             if self.step_every:
@@ -185,13 +195,15 @@ class Trainer:
                 f"{optimizer.param_groups[0]['lr']:g}) or check the data for extreme values."
             )
         # outputs are in visiting order: compare them with the targets in that order
-        return self._summarise(mean_loss, torch.cat(outputs), y[device_order])
+        return self._summarise(mean_loss, torch.cat(outputs), split.targets(device_order))
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def evaluate(self, x, y: torch.Tensor) -> dict:
+        """Loss and metrics of the model on inputs ``x`` (on the device or in host memory: they
+        go over in chunks) against targets ``y``."""
         self.model.eval()
         outputs = self._outputs(x)
-        loss = self.objective.loss(outputs, y).item()
+        loss = self.objective.loss(outputs, y.to(outputs.device)).item()
         return self._summarise(loss, outputs, y)
 
     @torch.no_grad()
@@ -200,9 +212,16 @@ class Trainer:
         return self.objective.scores(self._outputs(x)).cpu()
 
     def _outputs(self, x) -> torch.Tensor:
-        n = _length(x)
-        return torch.cat([_forward(self.model, _rows(x, slice(i, i + self.eval_batch_size)))
-                          for i in range(0, n, self.eval_batch_size)])
+        model, device, size = self.step_model, self.device, self.eval_batch_size
+        layout = self.speed.channels_last
+        chunks = []
+        with self.speed.autocast():
+            for i in range(0, length(x), size):
+                inputs = to_device(rows(x, slice(i, i + size)), device)
+                if layout and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                chunks.append(_forward(model, inputs).float())
+        return torch.cat(chunks)
 
     def _summarise(self, loss: float, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
         scores = self.objective.scores(outputs).float().cpu().numpy()
@@ -217,8 +236,12 @@ class Trainer:
         request (raises StopRequested after finishing the step it was in)."""
         device = self.device
         self.augment = data.train.augment
-        train_x, train_y = to_device(data.train.x, device), data.train.y.to(device)
-        val = (to_device(data.val.x, device), data.val.y.to(device)) if data.val is not None else None
+        max_bytes = self.settings.device_data_max_mb * 2**20
+        train = Staged(data.train.x, data.train.y, device, max_bytes, self.speed.channels_last)
+        val = None
+        if data.val is not None:
+            staged = Staged(data.val.x, data.val.y, device, max_bytes, self.speed.channels_last)
+            val = (staged.x, staged.y)
         key = f"{'val' if val else 'train'}_{monitor}"
         history = self.history
         first_epoch = self.cursor["epoch"] if self.cursor else len(history.rows) + 1
@@ -228,7 +251,7 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch}
-            row.update({f"train_{k}": v for k, v in self.train_epoch(train_x, train_y, epoch).items()})
+            row.update({f"train_{k}": v for k, v in self.train_epoch(train, epoch).items()})
             if val:
                 row.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
             row["lr"] = lr

@@ -1,4 +1,6 @@
-"""Metrics per task, computed once per epoch from all scores of a split (scikit-learn)."""
+"""Metrics per task, computed once per epoch from all scores of a split. Macro F1 and R² are
+computed from counts here (scikit-learn's input validation costs more than an epoch of a small
+model; tests/test_metrics.py checks they equal scikit-learn's); ROC AUC is scikit-learn's."""
 
 from __future__ import annotations
 
@@ -24,8 +26,6 @@ def compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, flo
 
 
 def _compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    from sklearn import metrics
-
     if not np.all(np.isfinite(scores)):
         return {name: math.nan for name in METRICS[task]}
     if task == "regression":
@@ -33,20 +33,49 @@ def _compute(task: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, fl
             "mse": float(np.mean((scores - targets) ** 2)),
             "mae": float(np.mean(np.abs(scores - targets))),
         }
-        result["r2"] = float(metrics.r2_score(targets, scores)) if len(targets) > 1 else math.nan
+        result["r2"] = r2(scores, targets) if len(targets) > 1 else math.nan
         result["log_rmse"] = log_rmse(scores, targets)
         return result
     if task == "binary":
         predicted = (scores >= 0.5).astype(np.int64)
         auc = math.nan
         if len(np.unique(targets)) == 2:
+            from sklearn import metrics
+
             auc = float(metrics.roc_auc_score(targets, scores))
         return {"accuracy": float(np.mean(predicted == targets)), "roc_auc": auc}
     predicted = scores.argmax(axis=1)
     return {
         "accuracy": float(np.mean(predicted == targets)),
-        "macro_f1": float(metrics.f1_score(targets, predicted, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(predicted, targets),
     }
+
+
+def macro_f1(predicted: np.ndarray, targets: np.ndarray) -> float:
+    """The unweighted mean F1 over the classes present in targets or predictions (scikit-learn's
+    ``f1_score(average="macro", zero_division=0)``)."""
+    targets = np.asarray(targets, dtype=np.int64).ravel()
+    predicted = np.asarray(predicted, dtype=np.int64).ravel()
+    size = int(max(targets.max(initial=0), predicted.max(initial=0))) + 1
+    true_positive = np.bincount(targets[predicted == targets], minlength=size)
+    actual = np.bincount(targets, minlength=size)
+    guessed = np.bincount(predicted, minlength=size)
+    present = (actual + guessed) > 0
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (actual + guessed); 0 where a class was never right
+    f1 = 2 * true_positive[present] / (actual[present] + guessed[present])
+    return float(f1.mean()) if len(f1) else 0.0
+
+
+def r2(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """The coefficient of determination (scikit-learn's ``r2_score``: 1.0 for a perfect fit of
+    constant targets, 0.0 for an imperfect one)."""
+    targets = np.asarray(targets, dtype=np.float64).ravel()
+    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    residual = float(np.sum((targets - predictions) ** 2))
+    total = float(np.sum((targets - targets.mean()) ** 2))
+    if total == 0:
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / total
 
 
 def log_rmse(predictions: np.ndarray, targets: np.ndarray) -> float:

@@ -50,8 +50,11 @@ def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimi
     if regularization.name not in ("l2", "elastic"):
         weight_decay = 0.0
     decay, no_decay = weights_and_others(model)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    if weight_decay:
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+    else:  # one group: one fused update per step instead of two
+        groups = [{"params": decay + no_decay, "weight_decay": 0.0}]
     try:
         optimizer = cls(groups, lr=settings.lr, **options)
     except (ValueError, TypeError, IndexError) as error:
