@@ -112,6 +112,10 @@ def compose(overrides: list[str], *, validate: bool = True):
 
 def _explain_hydra_error(error: Exception) -> str:
     message = " ".join(str(error).split())
+    from dltrain.sweep import missing_plugin
+
+    if missing_plugin(message):  # hydra/sweeper=optuna, hydra/launcher=submitit_slurm, ...
+        return missing_plugin(message)
     match = re.search(r"input_line='([^']*)'", message)
     if match:
         reason = message.split(" : ")[0].split(": Override(")[0]
