@@ -73,7 +73,18 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
         from dltrain.crossval import run_cv as task
     else:
         from dltrain.run import run_fit as task
-    launch(task, overrides, multirun=True, sweep=True)
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage imports it, chattily
+    try:
+        launch(task, overrides, multirun=True, sweep=True)
+    except (Exception, SystemExit):
+        # A sweeper may give up when no point finished (Optuna: "No trials are completed yet"):
+        # then the points' own reasons are the story; anything else is a bug, shown as it is.
+        if any(p.status == "finished" for p in collect(sweep_dir, kind, overrides)):
+            raise
+        if not collect(sweep_dir, kind, overrides):
+            raise
     points = report(sweep_dir, kind, overrides, out=out)
     if not points:
         raise DltrainError(f"The sweep ran no job; nothing is in {sweep_dir}.")
@@ -153,6 +164,7 @@ def check_points(overrides: list[str]) -> None:
                 continue
             if number == 0:
                 _check_direction(cfg, settings)
+                _check_slurm(cfg)
     if invalid and len(invalid) == len(grid):
         raise invalid[0]
 
@@ -179,6 +191,18 @@ def missing_plugin(message: str) -> str | None:
                 f"install it with: {_PLUGINS[group, option]}.")
     valid = ", ".join((available or "basic").split())
     return f"Unknown hydra/{group} '{option}'; valid options are: {valid}."
+
+
+def _check_slurm(cfg) -> None:
+    """The SLURM launcher submits with sbatch and srun: without them it could only fail later."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
+        raise DltrainError("hydra/launcher=slurm submits SLURM jobs, but this machine has no srun; run "
+                           "the command on the cluster's login node, or try hydra/launcher=submitit_local here.")
 
 
 def _check_direction(cfg, settings) -> None:
@@ -314,8 +338,8 @@ def report(sweep_dir: Path, kind: str, overrides: list[str], *, out=console) -> 
     out.print(table(sweep_dir, kind, points))
     if isinstance(optuna, dict) and "best_value" in optuna:
         params = ", ".join(f"{k}={v}" for k, v in (optuna.get("best_params") or {}).items())
-        out.print(f"Optuna's best trial: {fmt(_number(optuna['best_value']))} with {params} "
-                  f"({OPTUNA_RESULTS}).", soft_wrap=True)
+        out.print(f"Optuna's best trial: {fmt(_number(optuna['best_value']))}"
+                  + (f" with {params}" if params else "") + f" ({OPTUNA_RESULTS}).", soft_wrap=True)
     failed = [p for p in points if p.status != "finished"]
     if failed:
         out.print(f"[yellow]{len(failed)} of {len(points)} points did not finish; the table gives "
@@ -358,6 +382,8 @@ def write(sweep_dir: Path, kind: str, points: list[Point], optuna) -> None:
 
 
 def table(sweep_dir: Path, kind: str, points: list[Point]):
+    """The ranked table. Cells never wrap (each column is at least as wide as its widest
+    value); headers and a failed point's reason fold instead, so it fits 80 columns."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -371,30 +397,47 @@ def table(sweep_dir: Path, kind: str, points: list[Point]):
     what = f"mean {monitor} over folds" if kind == "cv" else f"{monitor} at its best epoch"
     result = Table(title=f"Sweep of {len(points)} {'cross-validations' if kind == 'cv' else 'runs'}, "
                          f"ranked by {what} ({order})", title_justify="left", header_style="bold",
-                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+                   box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     keys = list(dict.fromkeys(k for p in points for k in p.swept))
-    result.add_column("rank", justify="right", no_wrap=True)
-    for key in keys:
-        result.add_column(key, overflow="fold")
-    result.add_column(f"{monitor}\nmean ± std" if kind == "cv" else monitor, justify="right", no_wrap=True)
+    last = [key.rsplit(".", 1)[-1] for key in keys]  # lr, not optimizer.lr, when that is unambiguous
     show_test = any(p.test is not None for p in points)
-    if show_test:
-        name = monitor.split("_", 1)[-1]
-        result.add_column(f"test_{name}" + ("\nmean" if kind == "cv" else ""), justify="right")
-    result.add_column("epochs", justify="right")
-    result.add_column("time", justify="right", no_wrap=True)
-    result.add_column("run folder", overflow="fold", min_width=24)
+    rows = []
     for p in points:
         if p.rank is not None:
-            value = fmt(p.value) + (f" ± {fmt(p.std)}" if kind == "cv" else "")
-            value_cell = Text(value, style="bold green" if p.rank == 1 else "")
+            value = Text(fmt(p.value) + (f" ± {fmt(p.std)}" if kind == "cv" else ""),
+                         style="bold green" if p.rank == 1 else "")
             folder = Text(p.folder)
         else:
-            value_cell = Text(p.status, style="red")
-            folder = Text.assemble(p.folder, "\n", (p.error or f"status {p.status}", "red"),
-                                   overflow="fold")
-        result.add_row(str(p.rank) if p.rank is not None else "-",
-                       *(p.swept.get(k, "") for k in keys), value_cell,
-                       *([fmt(p.test)] if show_test else []),
-                       "-" if p.epochs is None else str(p.epochs), duration(p.seconds), folder)
+            value = Text(p.status, style="red")
+            folder = Text.assemble(p.folder, "\n", (p.error or f"status {p.status}", "red"))
+        rows.append([Text(str(p.rank) if p.rank is not None else "-"),
+                     *(Text(_short(p.swept.get(k, ""))) for k in keys), value,
+                     *([Text(fmt(p.test))] if show_test else []),
+                     Text("-" if p.epochs is None else str(p.epochs)), Text(duration(p.seconds)), folder])
+    name = monitor.split("_", 1)[-1]
+    headers = [("rank", "right"),
+               *((short if last.count(short) == 1 else key, "left") for key, short in zip(keys, last)),
+               (f"{monitor}\nmean ± std" if kind == "cv" else monitor, "right"),
+               *([(f"test_{name}" + ("\nmean" if kind == "cv" else ""), "right")] if show_test else []),
+               ("epochs", "right"), ("time", "right"), ("run folder", "left")]
+    for column, (header, justify) in enumerate(headers):
+        widest = max(len(row[column].plain.split("\n")[0]) for row in rows)
+        swept = 0 < column <= len(keys)  # their headers may fold down to their values' width
+        folds = swept or column in (0, len(headers) - 1)  # as may rank and the folder (a failure's reason)
+        result.add_column(header, justify=justify, overflow="fold", no_wrap=not folds, min_width=widest)
+    for row in rows:
+        result.add_row(*row)
     return result
+
+
+def _short(text: str) -> str:
+    """A sampled float (Optuna's 0.004430375245218269) shown with 4 significant digits; the
+    exact value stays in sweep.json and sweep.csv."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if "." not in text and "e" not in text.lower():
+        return text  # an integer, as typed
+    short = f"{number:.4g}"
+    return short if len(short) < len(text) else text
