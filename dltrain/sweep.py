@@ -150,7 +150,7 @@ def check_points(overrides: list[str]) -> None:
 
     check_overrides(overrides)
     grid = _points(overrides)
-    invalid = []
+    invalid, monitors = [], set()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
         for number, point in enumerate(grid):
             try:
@@ -162,11 +162,15 @@ def check_points(overrides: list[str]) -> None:
             except DltrainError as error:
                 invalid.append(error)
                 continue
+            monitors.add((settings.trainer.monitor, settings.trainer.mode))
             if number == 0:
                 _check_direction(cfg, settings)
                 _check_slurm(cfg)
     if invalid and len(invalid) == len(grid):
         raise invalid[0]
+    if len(monitors) > 1:
+        raise DltrainError("A sweep ranks its points by one metric, but trainer.monitor (or trainer.mode) "
+                           "differs between them; sweep other settings with one trainer.monitor.")
 
 
 def _explain(error: Exception, point: list[str]) -> str:

@@ -112,6 +112,7 @@ def test_a_sweep_whose_every_point_fails_exits_2_with_the_first_reason(cli):
     (["optimizer.foo=1,2"], "There is no setting 'optimizer.foo'"),
     (["model=mlp,nosuch"], "Unknown model 'nosuch'"),
     (["trainer.epochs=0,-1"], "trainer.epochs must be at least 1, got 0."),
+    (["trainer.monitor=loss,accuracy"], "A sweep ranks its points by one metric"),
     (["hydra/launcher=nosuch", "optimizer.lr=0.1,0.01"], "Unknown hydra/launcher 'nosuch'; valid options are: basic, joblib, slurm"),
     (["recipe=search_mlp_digits", "trainer.monitor=accuracy"],
      "hydra.sweeper.direction is minimize, but trainer.monitor=accuracy is better when higher; "
