@@ -197,6 +197,26 @@ def missing_plugin(message: str) -> str | None:
     return f"Unknown hydra/{group} '{option}'; valid options are: {valid}."
 
 
+def refuse_search_without_multirun(overrides: list[str]) -> None:
+    """``dltrain cv`` hands its folds to Hydra's sweeper as a sweep over cv.fold; a search
+    sweeper (a recipe such as search_mlp_digits selects Optuna) would sample them instead."""
+    if not any(o.startswith(("recipe=", "hydra/sweeper=", "override hydra/sweeper=")) for o in overrides):
+        return
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dltrain.config import VERSION_BASE, config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if target and not target.endswith("BasicSweeper"):
+        typed = " ".join(overrides)
+        raise DltrainError(f"This config searches with a sweeper ({target.rsplit('.', 1)[-1]}), which needs -m: "
+                           f"dltrain cv -m {typed} runs the search, each trial a whole cross-validation.")
+
+
 def _check_slurm(cfg) -> None:
     """The SLURM launcher submits with sbatch and srun: without them it could only fail later."""
     import shutil

@@ -156,6 +156,15 @@ def test_optuna_search_recipe_runs_its_trials_and_reports_the_best(cli):
     assert "Optuna's best trial" in out and "mean val_loss over folds" in out
 
 
+def test_the_search_recipe_without_m_is_refused_rather_than_sampling_folds(cli):
+    """dltrain cv hands its folds to Hydra's sweeper; Optuna would sample cv.fold like a parameter."""
+    result = cli("cv", "recipe=search_mlp_digits", "k=2", *QUIET)
+    assert result.exit_code == 2
+    assert ("This config searches with a sweeper (OptunaSweeper), which needs -m: dltrain cv -m "
+            "recipe=search_mlp_digits k=2") in " ".join(result.output.split())
+    assert not Path("outputs").exists()
+
+
 def test_optuna_over_fit_runs_gets_the_monitored_value_as_a_float(cli):
     result = cli("fit", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
                  "hydra.sweeper.direction=maximize", "trainer.monitor=accuracy", "data=iris",
