@@ -197,10 +197,11 @@ def missing_plugin(message: str) -> str | None:
     return f"Unknown hydra/{group} '{option}'; valid options are: {valid}."
 
 
-def refuse_search_without_multirun(overrides: list[str]) -> None:
-    """``dltrain cv`` hands its folds to Hydra's sweeper as a sweep over cv.fold; a search
-    sweeper (a recipe such as search_mlp_digits selects Optuna) would sample them instead."""
-    if not any(o.startswith(("recipe=", "hydra/sweeper=", "override hydra/sweeper=")) for o in overrides):
+def check_fold_launch(overrides: list[str]) -> None:
+    """``dltrain cv`` hands its folds to Hydra's sweeper and launcher as a sweep over cv.fold:
+    refuse a search sweeper (a recipe such as search_mlp_digits selects Optuna, which would
+    sample the folds like a parameter) and a SLURM launcher on a machine without SLURM."""
+    if not any(o.startswith(("recipe=", "hydra/sweeper=", "hydra/launcher=")) for o in overrides):
         return
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -215,6 +216,7 @@ def refuse_search_without_multirun(overrides: list[str]) -> None:
         typed = " ".join(overrides)
         raise DltrainError(f"This config searches with a sweeper ({target.rsplit('.', 1)[-1]}), which needs -m: "
                            f"dltrain cv -m {typed} runs the search, each trial a whole cross-validation.")
+    _check_slurm(cfg)
 
 
 def _check_slurm(cfg) -> None:

@@ -127,10 +127,11 @@ def test_a_mistake_every_point_shares_is_one_sentence_before_any_folder(cli, ove
 
 def test_the_slurm_launcher_without_slurm_is_one_sentence(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun on it
-    result = cli("fit", "-m", "hydra/launcher=slurm", "optimizer.lr=0.1,0.01", "data=iris", *QUIET)
-    assert result.exit_code == 2
-    assert "hydra/launcher=slurm submits SLURM jobs, but this machine has no srun" in " ".join(result.output.split())
-    assert not Path("outputs").exists()
+    for command in (["fit", "-m", "optimizer.lr=0.1,0.01"], ["cv", "k=2"]):  # a sweep's jobs, a CV's folds
+        result = cli(*command, "hydra/launcher=slurm", "data=iris", *QUIET)
+        assert result.exit_code == 2
+        assert "hydra/launcher=slurm submits SLURM jobs, but this machine has no srun" in " ".join(result.output.split())
+        assert not Path("outputs").exists()
 
 
 def test_optuna_search_recipe_runs_its_trials_and_reports_the_best(cli):
