@@ -50,7 +50,9 @@ def _user_errors(command):
                 raise
             from dltrain.console import error_console
 
-            error_console.print(f"[bold red]Error:[/bold red] {error}", soft_wrap=True)
+            from rich.markup import escape  # a sentence may hold brackets: pip install 'dltrain[search]'
+
+            error_console.print(f"[bold red]Error:[/bold red] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except RunInterrupted as stopped:
             from dltrain.console import error_console
@@ -95,15 +97,21 @@ def fit(
 
       dltrain fit 'model.hidden_sizes=[64,32]' regularization=l2 scheduler=cosine
 
-      dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep[/dim]
+      dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep, ranked in one table[/dim]
+
+      dltrain fit -m hydra/launcher=joblib optimizer.lr=0.1,0.01 model=mlp,softmax   [dim]# in parallel[/dim]
     """
     from dltrain.config import compose
     from dltrain.launch import launch_fit, resume_overrides
 
     overrides = resume_overrides(list(overrides or []))
-    if not multirun:
-        compose(overrides)  # every config error is one sentence before a run folder exists
-    launch_fit(overrides, multirun=multirun)
+    if multirun:
+        from dltrain.sweep import run_sweep
+
+        run_sweep("fit", overrides)  # every point in its own folder, then one ranked table
+        return
+    compose(overrides)  # every config error is one sentence before a run folder exists
+    launch_fit(overrides)
 
 
 @app.command(context_settings=_OVERRIDE_CONTEXT)
@@ -137,10 +145,17 @@ def cv(
       dltrain cv hydra/launcher=joblib              [dim]# folds in parallel processes[/dim]
 
       dltrain cv -m optimizer.lr=0.1,0.01           [dim]# a sweep of cross-validations[/dim]
+
+      dltrain cv -m recipe=search_mlp_digits        [dim]# Optuna search, each trial a CV[/dim]
     """
+    if multirun:  # each point a whole cross-validation (its folds inside its folder), ranked by its mean
+        from dltrain.sweep import run_sweep
+
+        run_sweep("cv", list(overrides or []))
+        return
     from dltrain.crossval import launch_cv
 
-    launch_cv(list(overrides or []), multirun=multirun)
+    launch_cv(list(overrides or []))
 
 
 @app.command("config", context_settings=_OVERRIDE_CONTEXT)

@@ -112,6 +112,11 @@ def compose(overrides: list[str], *, validate: bool = True):
 
 def _explain_hydra_error(error: Exception) -> str:
     message = " ".join(str(error).split())
+    from dltrain.sweep import missing_plugin
+
+    hint = missing_plugin(message)  # hydra/sweeper=optuna, hydra/launcher=submitit_slurm, ...
+    if hint:
+        return hint
     match = re.search(r"input_line='([^']*)'", message)
     if match:
         reason = message.split(" : ")[0].split(": Override(")[0]

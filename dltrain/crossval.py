@@ -205,6 +205,9 @@ def launch_cv(overrides: list[str], *, multirun: bool = False) -> dict | list:
     started = time.perf_counter()
     overrides = _resume_overrides(overrides)
     cfg = compose(overrides)
+    from dltrain.sweep import check_fold_launch
+
+    check_fold_launch(overrides)  # the folds go to Hydra's sweeper and launcher
     settings, cv = read_settings(cfg), read_cv_settings(cfg)
     source = load_cv_source(settings, cv)
     folds = plan_folds(source, cv, settings.data.name)

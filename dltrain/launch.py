@@ -27,10 +27,13 @@ def run_folder_overrides(overrides: list[str]) -> list[str]:
     return extra
 
 
-def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
+def launch(task: Callable, overrides: list[str], *, multirun: bool = False, sweep: bool = False):
     """Run ``task(cfg, run_dir)`` under Hydra (``-m`` sweeps when multirun); return its result
     (a list of results for a sweep). A DltrainError in the task is raised here after its run
-    folder is removed (nothing trained yet) or marked failed."""
+    folder is removed (nothing trained yet) or marked failed. ``sweep``: the jobs are the points
+    of a user's sweep (dltrain fit/cv -m): each returns its monitored value as a float to Hydra
+    (what a sweeper such as Optuna optimises), and a failed point is not raised but stays as a
+    folder marked failed with its reason, for the sweep's ranked table."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -43,11 +46,15 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
         try:
             result = task(cfg, run_dir)
             results.append(result)
+            if sweep:
+                from dltrain.sweep import objective_value
+
+                return objective_value(result)
             return result  # Hydra keeps it as the job's return value: what a sweeper optimises
         except DltrainError as error:
             errors.append(error)
             if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
-                _settle_failed(run_dir, "failed", str(error))
+                _settle_failed(run_dir, "failed", str(error), keep=sweep)
         except KeyboardInterrupt:
             _settle_failed(run_dir, "interrupted", "interrupted by the user")
             raise
@@ -60,7 +67,7 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False):
         main()
     finally:
         sys.argv = saved_argv
-    if errors and (not multirun or not results):
+    if errors and not sweep and (not multirun or not results):
         raise errors[0]
     return results if multirun else results[0]
 
@@ -97,11 +104,11 @@ def resume_overrides(overrides: list[str]) -> list[str]:
     return [*keep, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
-def _settle_failed(run_dir: Path, status: str, message: str) -> None:
+def _settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = False) -> None:
     """Remove a run folder where nothing was trained (no checkpoint in it, nor in a fold
-    sub-folder of a cross-validation); otherwise record why the run ended."""
+    sub-folder of a cross-validation) unless ``keep``; otherwise record why the run ended."""
     metrics_path = run_dir / "metrics.json"
-    if not any(run_dir.glob("**/last.pt")) and not any(run_dir.glob("**/best.pt")):
+    if not keep and not any(run_dir.glob("**/last.pt")) and not any(run_dir.glob("**/best.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir.parent
         if parent.exists() and not any(parent.iterdir()):
@@ -111,6 +118,7 @@ def _settle_failed(run_dir: Path, status: str, message: str) -> None:
     record.update(status=status, error=message)
     from dltrain.train.checkpoint import write_json
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, record)
 
 
