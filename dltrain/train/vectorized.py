@@ -17,8 +17,8 @@ per fold (each fold's own norm).
 
 What cannot be stacked is refused up front (``refusal``): batch norm and other running
 statistics, lstm's packed sequences, token inputs, augmentation, scheduler=plateau and early
-stopping (a per-fold learning rate or stopping epoch), folds whose row counts give different
-numbers of batches per epoch, and resuming.
+stopping (a per-fold learning rate or stopping epoch), and folds whose row counts give different
+numbers of batches per epoch. ``resume`` continues the unfinished folds one by one.
 
 Every fold folder ends up as the sequential path writes it (metrics.json with the same keys and
 history, best.pt/last.pt holding that fold's own state_dict, optimizer and trainer state,
@@ -52,6 +52,11 @@ def use_vectorized(cfg, settings, cv, source, folds, *, out=console) -> bool:
     mode = cv.vectorize
     if mode == "false" or len(folds) < 2:  # one fold (cv.fold=N): nothing to stack
         return False
+    if cfg.get("resume"):  # also for a vectorised run, whose fold folders are ordinary ones
+        if mode == "true":
+            out.print("[yellow]note:[/yellow] resume continues each unfinished fold from its own "
+                      "last.pt, one by one (cv.vectorize applies to fresh cross-validations).")
+        return False
     if mode == "auto" and resolve_device(settings.trainer.device).type != "cuda":
         return False  # measured slower on the CPU: one process's cores are already busy
     reason = refusal(cfg, settings, source, folds)
@@ -69,8 +74,6 @@ def refusal(cfg, settings, source, folds) -> str | None:
     checked first; then the first fold's data is prepared and its model built, once, to see
     what the settings alone cannot tell (running statistics, augmentation, input kinds)."""
     trainer = settings.trainer
-    if cfg.get("resume"):
-        return "resume continues each unfinished fold from its own last.pt"
     if settings.scheduler.name == "plateau":
         return "scheduler=plateau lowers each fold's learning rate on its own validation metric"
     if trainer.patience > 0:
