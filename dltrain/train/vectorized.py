@@ -151,7 +151,7 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
     from dltrain.crossval import fold_folder, fold_seed
     from dltrain.data import prepare
     from dltrain.models import count_parameters, create_model
-    from dltrain.run import _columns, stop_on_signals
+    from dltrain.run import stop_on_signals
     from dltrain.train.device import resolve_device, seed_everything
     from dltrain.train.loop import Trainer
     from dltrain.train.metrics import check_monitor, monitor_mode
@@ -303,16 +303,18 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                                              for i in range(0, val_x.shape[1], 1024)], dim=1)
                     base.train()
                 stacked_outputs = torch.stack(outputs)
-                seconds = time.perf_counter() - began
                 rows = []
                 for f, part in enumerate(parts):
                     visited = stacked_outputs[:, f][weight[:, f] > 0]
-                    train = part.trainer._summarise(rows_seen[f], visited, part.data.train.y.to(device)[orders[f]])
+                    train = part.trainer._summarise(rows_seen[f], visited, train_y[f, :part.rows][orders[f]])
                     val_out = val_outputs[f, :len(val_y[f])]
                     val = part.trainer._summarise(part.objective.loss(val_out, val_y[f]).item(), val_out, val_y[f])
                     row = {"epoch": epoch, **{f"train_{key}": v for key, v in train.items()},
-                           **{f"val_{key}": v for key, v in val.items()}, "lr": lr, "seconds": seconds}
+                           **{f"val_{key}": v for key, v in val.items()}, "lr": lr}
                     rows.append(row)
+                seconds = time.perf_counter() - began  # the epoch of every fold, metrics included
+                for row in rows:
+                    row["seconds"] = seconds
                 schedule.after_epoch(rows[0][monitor])  # plateau (per fold) is refused
                 for part, row in zip(parts, rows):
                     _end_epoch(part, epoch, row, monitor, mode, settings.trainer.min_delta)
