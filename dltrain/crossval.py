@@ -260,9 +260,9 @@ def launch_cv(overrides: list[str], *, multirun: bool = False) -> dict | list:
     from dltrain.train.vectorized import use_vectorized
 
     if use_vectorized(cfg, settings, cv, source, [folds[i] for i in to_run]):  # cv.vectorize
-        # One job in the cross-validation's folder trains every fold at once.
-        launch(run_vectorized_job, [o for o in overrides if not o.startswith(own)] + [
-            f"hydra.run.dir={_quoted(str(run_dir))}", "hydra.output_subdir=null"])
+        # One job in the cross-validation's folder (its .hydra/ there) trains every fold at once.
+        launch(run_vectorized_job, [o for o in overrides if not o.startswith(own)]
+               + [f"hydra.run.dir={_quoted(str(run_dir))}"])
         _check_finished(run_dir, selected)
         return finish(cfg, settings, cv, source, selected, run_dir, started=started)
     job_overrides = [o for o in overrides if not o.startswith(own)] + [

@@ -80,6 +80,11 @@ def test_vectorized_folds_equal_the_sequential_folds(runs):
         abs=TOLERANCE)
     oof = pd.read_csv(vectorized / "oof_predictions.csv")
     assert sorted(oof["index"]) == list(range(150))
+    from dltrain.runs import find_runs
+
+    (listed,) = find_runs(vectorized)  # dltrain runs: one cross-validation, as typed
+    assert listed.kind == "cv" and listed.status == "finished" and listed.folds == 4
+    assert listed.command.startswith("dltrain cv data=iris k=4") and "cv.vectorize=true" in listed.command
 
 
 def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):

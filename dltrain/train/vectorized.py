@@ -328,10 +328,13 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                         part.record.update(status="interrupted", history=part.trainer.history.rows)
                         write_json(part.folder / "metrics.json", part.record)
                     raise RunInterrupted(run_dir, flag.stop_requested)
-        except DltrainError as error:
+        except (DltrainError, KeyboardInterrupt) as error:  # a second Ctrl-C stops at once
+            failed = isinstance(error, DltrainError)
             for part in parts:
                 part.writer.flush(include_last=False)
-                part.record.update(status="failed", error=str(error), history=part.trainer.history.rows)
+                part.record.update(status="failed" if failed else "interrupted",
+                                   error=str(error) if failed else "interrupted by the user",
+                                   history=part.trainer.history.rows)
                 write_json(part.folder / "metrics.json", part.record)
             raise
         for part in parts:
