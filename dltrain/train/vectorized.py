@@ -38,9 +38,6 @@ import torch
 from dltrain.console import EpochProgress, EpochTable, console, fmt
 from dltrain.errors import DltrainError, RunInterrupted
 
-CHOICES = ("auto", "true", "false")
-
-
 # --------------------------------------------------------------------------- the decision
 
 
@@ -58,7 +55,7 @@ def use_vectorized(cfg, settings, cv, source, folds, *, out=console) -> bool:
                       "last.pt, one by one (cv.vectorize applies to fresh cross-validations).")
         return False
     if mode == "auto" and resolve_device(settings.trainer.device).type != "cuda":
-        return False  # measured slower on the CPU: one process's cores are already busy
+        return False  # off on the CPU, where issue 7 measured it slower (bench/cv_vectorize.py)
     reason = refusal(cfg, settings, source, folds)
     if reason is None:
         return True
@@ -80,7 +77,8 @@ def refusal(cfg, settings, source, folds) -> str | None:
         return (f"trainer.early_stopping.patience={trainer.patience} stops each fold at its own "
                 f"epoch, but stacked folds train for the same epochs")
     if settings.model.name == "lstm":
-        return "model=lstm packs variable-length sequences, which torch.vmap cannot batch"
+        return ("model=lstm's recurrent layer (aten::lstm) and packed sequences have no torch.vmap "
+                "batching rule")
     steps = {_steps(len(fold.train_index), settings.data.batch_size) for fold in folds}
     if len(steps) > 1:
         sizes = sorted({len(fold.train_index) for fold in folds})
