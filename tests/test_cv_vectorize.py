@@ -12,7 +12,6 @@ relative). Dropout is turned off here: under vmap its masks are drawn differentl
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -116,9 +115,8 @@ def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
         assert_rows_close(relative, expected)
 
 
-def test_eval_reads_a_vectorized_fold_and_resume_continues_it_alone(runs, cli):
-    """best.pt holds the fold's own state_dict; last.pt its own optimizer and trainer state, so an
-    interrupted vectorised fold continues one by one to the numbers it would have reached."""
+def test_eval_reads_a_vectorized_fold(runs, cli):
+    """best.pt and last.pt hold the fold's own state_dict, loaded as eval and predict load it."""
     import numpy as np
     import pandas as pd
     import torch
@@ -146,17 +144,39 @@ def test_eval_reads_a_vectorized_fold_and_resume_continues_it_alone(runs, cli):
     columns = [c for c in predictions if c.startswith("prob_")]
     assert np.abs(last_scores - predictions[columns].to_numpy()).max() < TOLERANCE
 
-    copy = Path("outputs/resumed")
-    shutil.copytree(runs["vectorized"], copy)
-    record = read_metrics(copy / "fold_1")
-    record["status"] = "interrupted"  # as Ctrl-C after epoch 2 leaves it
-    (copy / "fold_1" / "metrics.json").write_text(json.dumps(record))
-    result = cli("cv", f"resume={copy}", "trainer.epochs=3")
+
+def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cli, monkeypatch):
+    """Ctrl-C during a vectorised run: every fold saves last.pt (its own optimizer and trainer
+    state) at the end of the epoch; resume then continues the folds one by one to the numbers
+    the sequential run reached."""
+    import os
+    import signal
+
+    from dltrain.train import vectorized
+
+    end_epoch = vectorized._end_epoch
+
+    def interrupted(part, epoch, *args):
+        if epoch == 1 and part.position == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the first epoch
+        end_epoch(part, epoch, *args)
+
+    monkeypatch.setattr(vectorized, "_end_epoch", interrupted)
+    run = Path("outputs/stopped").resolve()
+    result = cli("cv", *IRIS, "cv.vectorize=true", "trainer.epochs=3", f"hydra.run.dir={run}")
+    assert result.exit_code == 130, result.output
+    assert "Resume with: dltrain cv resume=" in " ".join(result.output.split())
+    for fold in range(4):
+        record = read_metrics(run / f"fold_{fold}")
+        assert record["status"] == "interrupted" and len(record["history"]) == 1
+    monkeypatch.setattr(vectorized, "_end_epoch", end_epoch)
+    result = cli("cv", f"resume={run}")
     assert result.exit_code == 0, result.output
-    assert "folds 1 to run" in result.output
-    resumed = read_metrics(copy / "fold_1")
-    assert "vectorized" not in resumed  # cv.vectorize=auto on the CPU: the fold went on alone
-    assert_rows_close(resumed["history"], read_metrics(runs["sequential"] / "fold_1")["history"])
+    assert "folds 0, 1, 2, 3 to run" in result.output
+    for fold in range(4):
+        resumed = read_metrics(run / f"fold_{fold}")
+        assert resumed["status"] == "finished" and "vectorized" not in resumed  # went on alone
+        assert_rows_close(resumed["history"], read_metrics(runs["sequential"] / f"fold_{fold}")["history"])
 
 
 def test_auto_is_off_on_the_cpu_and_on_for_cuda_when_allowed(monkeypatch):
