@@ -115,6 +115,24 @@ def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
         assert_rows_close(relative, expected)
 
 
+def test_early_stopping_stops_each_fold_on_its_own(cli):
+    """A fold that stops keeps its weights while the others go on, as if it had trained alone."""
+    common = ["data=iris", "k=3", "model=mlp", "model.hidden_sizes=[16]", "model.dropout=0",
+              "optimizer.lr=0.02", "trainer.monitor=accuracy", "trainer.early_stopping.patience=1",
+              "trainer.epochs=6", "trainer.progress=false", "logger=none"]
+    for mode in ("true", "false"):
+        result = cli("cv", *common, f"cv.vectorize={mode}", f"hydra.run.dir=outputs/{mode}")
+        assert result.exit_code == 0, result.output
+    epochs = set()
+    for fold in range(3):
+        together, alone = (read_metrics(Path(f"outputs/{m}/fold_{fold}")) for m in ("true", "false"))
+        assert together["vectorized"] is True and together["stopped_early"] == alone["stopped_early"]
+        assert (together["epochs_run"], together["best_epoch"]) == (alone["epochs_run"], alone["best_epoch"])
+        assert_rows_close(together["history"], alone["history"])
+        epochs.add(together["epochs_run"])
+    assert len(epochs) > 1  # the folds stopped at different epochs (2 and 5 when written)
+
+
 def test_eval_reads_a_vectorized_fold(runs, cli):
     """best.pt and last.pt hold the fold's own state_dict, loaded as eval and predict load it."""
     import numpy as np
@@ -212,7 +230,6 @@ def cv_default_is_auto() -> bool:
 @pytest.mark.parametrize("overrides, words", [
     (["data=iris", "model.batch_norm=true"], "running statistics (batch norm)"),
     (["data=iris", "scheduler=plateau"], "scheduler=plateau"),
-    (["data=iris", "trainer.early_stopping.patience=2"], "trainer.early_stopping.patience=2"),
     (["data=digits", "data.as_sequence=true", "model=lstm"], "model=lstm's recurrent layer"),
     (["data=digits_images", "data.random_crop=2", "model=cnn"], "data.random_crop and data.horizontal_flip"),
     (["data=iris", "k=4"], "112 and 113 training rows make 7 and 8 batches per epoch"),

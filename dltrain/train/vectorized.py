@@ -13,12 +13,13 @@ steps over the stacked leaf tensors: SGD (with momentum), Adam, AdamW, RMSprop a
 element by element, so each fold's update is the one it would get alone; the decay/no-decay
 groups and the L1 penalty are those of ``train/optim.py``; step, cosine and onecycle schedules
 change the one learning rate every fold shares, as they would for each; gradient clipping is
-per fold (each fold's own norm).
+per fold (each fold's own norm). Early stopping is per fold: a fold that stops keeps its weights
+(restored after every later step of the others) and the training state it had then.
 
 What cannot be stacked is refused up front (``refusal``): batch norm and other running
-statistics, lstm's packed sequences, token inputs, augmentation, scheduler=plateau and early
-stopping (a per-fold learning rate or stopping epoch), and folds whose row counts give different
-numbers of batches per epoch. ``resume`` continues the unfinished folds one by one.
+statistics, lstm (no vmap batching rule; packed sequences), token inputs, augmentation,
+scheduler=plateau (a per-fold learning rate), and folds whose row counts give different numbers
+of batches per epoch. ``resume`` continues the unfinished folds one by one.
 
 Every fold folder ends up as the sequential path writes it (metrics.json with the same keys and
 history, best.pt/last.pt holding that fold's own state_dict, optimizer and trainer state,
@@ -70,12 +71,8 @@ def refusal(cfg, settings, source, folds) -> str | None:
     """Why these folds cannot train as one stacked model (None when they can). The settings are
     checked first; then the first fold's data is prepared and its model built, once, to see
     what the settings alone cannot tell (running statistics, augmentation, input kinds)."""
-    trainer = settings.trainer
     if settings.scheduler.name == "plateau":
         return "scheduler=plateau lowers each fold's learning rate on its own validation metric"
-    if trainer.patience > 0:
-        return (f"trainer.early_stopping.patience={trainer.patience} stops each fold at its own "
-                f"epoch, but stacked folds train for the same epochs")
     if settings.model.name == "lstm":
         return ("model=lstm's recurrent layer (aten::lstm) and packed sequences have no torch.vmap "
                 "batching rule")
@@ -133,6 +130,10 @@ class _Fold:
     logger: object = None
     record: dict | None = None
     config: dict | None = None
+    # Early stopping: once the fold stopped, its weights (restored after every later step of
+    # the others) and its optimizer and scheduler state as they were then.
+    frozen: dict | None = None
+    frozen_state: dict | None = None
 
 
 class _StopFlag:
@@ -256,9 +257,11 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
 
     # ---- the epochs
     table_columns = ["epoch", "train_loss", "val_loss",
-                     *([monitor] if monitor != "val_loss" else []), "lr", "seconds"]
+                     *([monitor] if monitor != "val_loss" else []), "lr", "seconds",
+                     *(["folds"] if settings.trainer.patience else [])]
     table = EpochTable(table_columns, out)
-    out.print(f"Each row: the mean over the {k} folds.")
+    out.print(f"Each row: the mean over the {k} folds"
+              + (" still training (early stopping)." if settings.trainer.patience else "."))
     flag = _StopFlag()
     step_every = first.logger.step_every
     with ExitStack() as stack:
@@ -268,6 +271,9 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
             stack.enter_context(part.logger)
         try:
             for epoch in range(1, settings.trainer.epochs + 1):
+                active = [part for part in parts if part.frozen is None]
+                if not active:  # every fold stopped early
+                    break
                 began = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]
                 index, weight, orders = _epoch_batches(parts, steps, device)
@@ -285,16 +291,18 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                     if settings.trainer.grad_clip > 0:
                         _clip_per_fold(list(params.values()), settings.trainer.grad_clip)
                     optimizer.step()
+                    if len(active) < k:
+                        _restore_stopped(parts, params)
                     schedule.after_batch()
                     losses.append(step_loss.detach())
                     outputs.append(step_outputs.detach())
                     if step_every:
                         global_step = (epoch - 1) * steps + step + 1
                         if global_step % step_every == 0:
-                            for f, part in enumerate(parts):
-                                part.logger.step(global_step, losses[-1][f])
+                            for part in active:
+                                part.logger.step(global_step, losses[-1][part.position])
                     progress.advance()
-                rows_seen = _train_rows(parts, epoch, steps, torch.stack(losses), weight, optimizer)
+                rows_seen = _train_rows(parts, active, epoch, steps, torch.stack(losses), weight, optimizer)
                 with torch.no_grad():
                     base.eval()
                     val_outputs = torch.cat([forward(params, val_x[:, i:i + 1024])
@@ -302,7 +310,8 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                     base.train()
                 stacked_outputs = torch.stack(outputs)
                 rows = []
-                for f, part in enumerate(parts):
+                for part in active:
+                    f = part.position
                     visited = stacked_outputs[:, f][weight[:, f] > 0]
                     train = part.trainer._summarise(rows_seen[f], visited, train_y[f, :part.rows][orders[f]])
                     val_out = val_outputs[f, :len(val_y[f])]
@@ -314,12 +323,15 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                 for row in rows:
                     row["seconds"] = seconds
                 schedule.after_epoch(rows[0][monitor])  # plateau (per fold) is refused
-                for part, row in zip(parts, rows):
-                    _end_epoch(part, epoch, row, monitor, mode, settings.trainer.min_delta)
-                table.row({c: (epoch if c == "epoch" else sum(r[c] for r in rows) / k) for c in table_columns})
-                for part, row in zip(parts, rows):
+                for part, row in zip(active, rows):
+                    _end_epoch(part, epoch, row, monitor, mode, settings.trainer)
+                mean = {c: sum(r[c] for r in rows) / len(rows) for c in table_columns if c in rows[0]}
+                table.row({**mean, "epoch": epoch, "folds": len(rows)})
+                for part, row in zip(active, rows):
                     part.logger.epoch_end(epoch, row)
                     part.writer.last(epoch, row)
+                    if part.trainer.history.stopped_early:
+                        _freeze(part, params, optimizer, schedule)
                 if flag.stop_requested and epoch < settings.trainer.epochs:
                     for part in parts:
                         part.writer.flush()
@@ -341,7 +353,7 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
     for part, result in zip(parts, results):
         out.print(f"fold_{part.fold.index}: best {monitor} {fmt(result.best[monitor])} at epoch "
                   f"{result.best_epoch}, final {fmt(result.final[monitor])}")
-    out.print(f"{k} folds x {settings.trainer.epochs} epochs together in {time.perf_counter() - started:.1f} s.")
+    out.print(f"{k} folds trained together in {time.perf_counter() - started:.1f} s.")
     return results
 
 
@@ -369,8 +381,7 @@ def _open_fold(part, cfg, settings, optimizer, schedule, device, monitor, mode, 
         state = {"model": {key: v.detach().clone() for key, v in model.state_dict().items()},
                  "epoch": epoch, "metrics": row, "config": part.config, "spec": spec_record}
         if with_training_state:
-            state["optimizer"] = fold_optimizer_state(optimizer, part.position)
-            state["scheduler"] = schedule.scheduler.state_dict() if schedule.scheduler is not None else None
+            state.update(part.frozen_state or _training_state(part, optimizer, schedule))
             state["trainer"] = trainer.state_dict()
         return state
 
@@ -417,7 +428,9 @@ def _epoch_batches(parts, steps: int, device):
     orders = []
     for f, part in enumerate(parts):
         trainer = part.trainer
-        order = torch.randperm(part.rows, generator=trainer.generator) if trainer.shuffle else torch.arange(part.rows)
+        # a fold that stopped early draws nothing: its generator stays where its last.pt has it
+        shuffled = trainer.shuffle and part.frozen is None
+        order = torch.randperm(part.rows, generator=trainer.generator) if shuffled else torch.arange(part.rows)
         orders.append(order.to(device))
         positions = torch.arange(steps)[:, None] * part.size + torch.arange(width)[None, :]
         valid = (torch.arange(width)[None, :] < part.size) & (positions < part.rows)
@@ -426,12 +439,13 @@ def _epoch_batches(parts, steps: int, device):
     return index.to(device), weight.to(device), orders
 
 
-def _train_rows(parts, epoch: int, steps: int, losses, weight, optimizer) -> list[float]:
+def _train_rows(parts, active, epoch: int, steps: int, losses, weight, optimizer) -> list[float]:
     """Each fold's mean training loss over the epoch (its batches' means weighted by their
-    rows), or one sentence when a fold's loss stopped being finite."""
+    rows), or one sentence when a training fold's loss stopped being finite."""
     counts = weight.sum(-1)  # [steps, k]
     means = ((losses * counts).sum(0) / torch.tensor([p.rows for p in parts], device=losses.device)).tolist()
-    for f, (part, mean) in enumerate(zip(parts, means)):
+    for part in active:
+        f, mean = part.position, means[part.position]
         if not math.isfinite(mean):
             bad = torch.nonzero(~torch.isfinite(losses[:, f])).flatten()
             step = int(bad[0]) + 1 if len(bad) else steps
@@ -456,19 +470,41 @@ def _clip_per_fold(stacked: list, max_norm: float) -> None:
         g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
 
-def _end_epoch(part, epoch: int, row: dict, monitor: str, mode: str, min_delta: float) -> None:
-    """The history and best.pt bookkeeping of Trainer.fit, for one fold."""
+def _end_epoch(part, epoch: int, row: dict, monitor: str, mode: str, settings) -> None:
+    """The history, best.pt and early-stopping bookkeeping of Trainer.fit, for one fold."""
     history = part.trainer.history
     history.rows.append(row)
     value, best = row[monitor], history.best_value
     improved = best is None or math.isnan(best) or (
-        value < best - min_delta if mode == "min" else value > best + min_delta)
+        value < best - settings.min_delta if mode == "min" else value > best + settings.min_delta)
     if improved:
         history.best_value, history.waited = value, 0
         history.best, history.best_epoch = row, epoch
         part.writer.best(epoch, row)
     else:
         history.waited += 1
+    if settings.patience and history.waited >= settings.patience:
+        history.stopped_early = True
+
+
+def _training_state(part, optimizer, schedule) -> dict:
+    return {"optimizer": fold_optimizer_state(optimizer, part.position),
+            "scheduler": schedule.scheduler.state_dict() if schedule.scheduler is not None else None}
+
+
+def _freeze(part, params: dict, optimizer, schedule) -> None:
+    """A fold that stopped early keeps its weights and training state from now on; the other
+    folds go on (its rows still pass through the stacked model, their updates are undone)."""
+    part.frozen = {name: stacked.detach()[part.position].clone() for name, stacked in params.items()}
+    part.frozen_state = _training_state(part, optimizer, schedule)
+
+
+@torch.no_grad()
+def _restore_stopped(parts, params: dict) -> None:
+    for part in parts:
+        if part.frozen is not None:
+            for name, value in part.frozen.items():
+                params[name][part.position].copy_(value)
 
 
 def _finish_fold(part, source, monitor: str, device, started: float):
@@ -492,14 +528,14 @@ def _finish_fold(part, source, monitor: str, device, started: float):
     result = FitResult(
         run_dir=part.folder, task=data.spec.task, monitor=monitor, best_epoch=history.best_epoch,
         best=history.best, final=history.rows[-1], test=test_metrics, epochs_run=len(history.rows),
-        stopped_early=False, seconds=time.perf_counter() - started,
+        stopped_early=history.stopped_early, seconds=time.perf_counter() - started,
         model_summary=describe() if callable(describe) else None,
         model=model, val_scores=val_scores, test_scores=test_scores,
     )
     part.logger.finish(result, data, trainer)
     part.record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
                        final=result.final, test=test_metrics, epochs_run=result.epochs_run,
-                       stopped_early=False, seconds=result.seconds,
+                       stopped_early=result.stopped_early, seconds=result.seconds,
                        model_summary=result.model_summary, history=history.rows)
     write_json(part.folder / "metrics.json", part.record)
     write_fold_files(part.folder, source, part.fold, part.seed, result)
