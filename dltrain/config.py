@@ -389,7 +389,8 @@ def read_cv_settings(cfg) -> CVSettings:
                          "cv.group_column", str, None)
     refit = value(cfg, "cv.refit", bool, False)
     vectorize = OmegaConf.select(cfg, "cv.vectorize", default="auto")
-    vectorize = {True: "true", False: "false"}.get(vectorize, vectorize) if isinstance(vectorize, bool) else vectorize
+    if isinstance(vectorize, bool):  # YAML reads true/false as booleans
+        vectorize = "true" if vectorize else "false"
     if vectorize not in ("auto", "true", "false"):
         raise DltrainError(f"cv.vectorize must be auto, true or false, got {vectorize!r}.")
     if strategy == "group" and group_column is None:

@@ -332,7 +332,8 @@ def train_folds(cfg, settings, source, folds, fold_count: int, run_dir: Path, *,
                     part.writer.last(epoch, row)
                     if part.trainer.history.stopped_early:
                         _freeze(part, params, optimizer, schedule)
-                if flag.stop_requested and epoch < settings.trainer.epochs:
+                still = any(part.frozen is None for part in parts)
+                if flag.stop_requested and epoch < settings.trainer.epochs and still:
                     for part in parts:
                         part.writer.flush()
                         part.record.update(status="interrupted", history=part.trainer.history.rows)
