@@ -18,11 +18,11 @@ import pytest
 
 from conftest import read_metrics
 
-# iris with k=4: folds of 112 and 113 training rows, batches of 32: the last batch of each epoch
-# has 16 rows in some folds and 17 in others (the padded, weighted path).
+# wine with k=3: folds of 118 and 119 training rows, batches of 32: the last batch of each epoch
+# has 22 rows in one fold and 23 in the others (the padded, weighted path).
 # Adam, weight decay on weights only plus the L1 penalty (regularization=elastic), per-fold
 # gradient clipping.
-IRIS = ["data=iris", "k=4", "data.batch_size=32", "model=mlp", "model.hidden_sizes=[16]",
+WINE = ["data=wine", "k=3", "data.batch_size=32", "model=mlp", "model.hidden_sizes=[16]",
         "model.dropout=0", "regularization=elastic", "regularization.l1=0.001", "trainer.grad_clip=0.3",
         "trainer.progress=false", "logger=none"]
 TOLERANCE = 1e-4
@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
     for name, extra in (("vectorized", ["cv.vectorize=true", "trainer.epochs=2"]),
                         ("sequential", ["trainer.epochs=3"])):  # cv.vectorize=auto: off on the CPU
         folders[name] = root / name
-        result = CliRunner().invoke(app, ["cv", *IRIS, *extra, f"hydra.run.dir={folders[name]}"],
+        result = CliRunner().invoke(app, ["cv", *WINE, *extra, f"hydra.run.dir={folders[name]}"],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
     return folders
@@ -59,7 +59,7 @@ def assert_rows_close(rows, expected, tolerance=TOLERANCE):
 def test_vectorized_folds_equal_the_sequential_folds(runs):
     vectorized, sequential = runs["vectorized"], runs["sequential"]
     assert (sequential / "multirun.yaml").exists()  # auto on the CPU: Hydra jobs, one by one
-    for fold in range(4):
+    for fold in range(3):
         together, alone = read_metrics(vectorized / f"fold_{fold}"), read_metrics(sequential / f"fold_{fold}")
         assert together["vectorized"] is True and "vectorized" not in alone
         assert together.keys() - {"vectorized"} == alone.keys()
@@ -69,21 +69,21 @@ def test_vectorized_folds_equal_the_sequential_folds(runs):
             assert (vectorized / f"fold_{fold}" / name).exists()
         assert json.loads((vectorized / f"fold_{fold}" / "fold.json").read_text()) == \
             json.loads((sequential / f"fold_{fold}" / "fold.json").read_text())
-    sizes = {json.loads((vectorized / f"fold_{f}" / "fold.json").read_text())["train_size"] for f in range(4)}
-    assert sizes == {112, 113}
+    sizes = {json.loads((vectorized / f"fold_{f}" / "fold.json").read_text())["train_size"] for f in range(3)}
+    assert sizes == {118, 119}
     import pandas as pd
 
     summary = json.loads((vectorized / "cv_summary.json").read_text())
     assert summary["objective"]["mean"] == pytest.approx(
-        sum(read_metrics(sequential / f"fold_{f}")["history"][1]["val_loss"] for f in range(4)) / 4,
+        sum(read_metrics(sequential / f"fold_{f}")["history"][1]["val_loss"] for f in range(3)) / 3,
         abs=TOLERANCE)
     oof = pd.read_csv(vectorized / "oof_predictions.csv")
-    assert sorted(oof["index"]) == list(range(150))
+    assert sorted(oof["index"]) == list(range(178))
     from dltrain.runs import find_runs
 
     (listed,) = find_runs(vectorized)  # dltrain runs: one cross-validation, as typed
-    assert listed.kind == "cv" and listed.status == "finished" and listed.folds == 4
-    assert listed.command.startswith("dltrain cv data=iris k=4") and "cv.vectorize=true" in listed.command
+    assert listed.kind == "cv" and listed.status == "finished" and listed.folds == 3
+    assert listed.command.startswith("dltrain cv data=wine k=3") and "cv.vectorize=true" in listed.command
 
 
 def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
@@ -181,17 +181,17 @@ def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cl
 
     monkeypatch.setattr(vectorized, "_end_epoch", interrupted)
     run = Path("outputs/stopped").resolve()
-    result = cli("cv", *IRIS, "cv.vectorize=true", "trainer.epochs=3", f"hydra.run.dir={run}")
+    result = cli("cv", *WINE, "cv.vectorize=true", "trainer.epochs=3", f"hydra.run.dir={run}")
     assert result.exit_code == 130, result.output
     assert "Resume with: dltrain cv resume=" in " ".join(result.output.split())
-    for fold in range(4):
+    for fold in range(3):
         record = read_metrics(run / f"fold_{fold}")
         assert record["status"] == "interrupted" and len(record["history"]) == 1
     monkeypatch.setattr(vectorized, "_end_epoch", end_epoch)
     result = cli("cv", f"resume={run}")
     assert result.exit_code == 0, result.output
-    assert "folds 0, 1, 2, 3 to run" in result.output
-    for fold in range(4):
+    assert "folds 0, 1, 2 to run" in result.output
+    for fold in range(3):
         resumed = read_metrics(run / f"fold_{fold}")
         assert resumed["status"] == "finished" and "vectorized" not in resumed  # went on alone
         assert_rows_close(resumed["history"], read_metrics(runs["sequential"] / f"fold_{fold}")["history"])
