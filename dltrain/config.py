@@ -397,6 +397,7 @@ class CVSettings:
     group_column: str | None = None
     fold: int | None = None
     refit: bool = False
+    vectorize: str = "auto"  # auto | true | false: train the folds at once (train/vectorized.py)
 
     @property
     def fold_count(self) -> int:
@@ -418,6 +419,11 @@ def read_cv_settings(cfg) -> CVSettings:
     group_column = value(OmegaConf.create({"cv": {"group_column": group_column}}),
                          "cv.group_column", str, None)
     refit = value(cfg, "cv.refit", bool, False)
+    vectorize = OmegaConf.select(cfg, "cv.vectorize", default="auto")
+    if isinstance(vectorize, bool):  # YAML reads true/false as booleans
+        vectorize = "true" if vectorize else "false"
+    if vectorize not in ("auto", "true", "false"):
+        raise DltrainError(f"cv.vectorize must be auto, true or false, got {vectorize!r}.")
     if strategy == "group" and group_column is None:
         raise DltrainError("cv.strategy=group needs cv.group_column=COLUMN, the column whose "
                            "values must never be split across folds (a patient, a site, a user).")
@@ -430,7 +436,7 @@ def read_cv_settings(cfg) -> CVSettings:
     if strategy != "repeated":
         repeats = 1
     settings = CVSettings(k=k, strategy=strategy, shuffle=shuffle, seed=seed, repeats=repeats,
-                          group_column=group_column, refit=refit)
+                          group_column=group_column, refit=refit, vectorize=vectorize)
     fold = value(cfg, "cv.fold", int, None)
     if fold is not None and not 0 <= fold < settings.fold_count:
         raise DltrainError(f"cv.fold={fold} is out of range for {settings.fold_count} folds; use "

@@ -124,7 +124,6 @@ def fold_seed(settings, fold: Fold) -> int:
 def train_fold(cfg, settings, source, fold: Fold, fold_count: int, run_dir: Path, *, out=console):
     """Train fold ``fold`` in ``run_dir`` (its fold_N folder) and write its predictions there."""
     from dltrain.run import train_split
-    from dltrain.train.checkpoint import write_json
 
     seed = fold_seed(settings, fold)
     # dltrain cv resume=CV_DIR: an unfinished fold goes on from its own last.pt
@@ -132,6 +131,14 @@ def train_fold(cfg, settings, source, fold: Fold, fold_count: int, run_dir: Path
     result = train_split(cfg, settings, source, fold.train_index, fold.val_index, run_dir, out=out,
                          seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
                          resume_from=resume_from)
+    write_fold_files(run_dir, source, fold, seed, result)
+    return result
+
+
+def write_fold_files(run_dir: Path, source, fold: Fold, seed: int, result) -> None:
+    """fold.json and the fold's validation (and test) predictions, beside its metrics.json."""
+    from dltrain.train.checkpoint import write_json
+
     write_json(run_dir / FOLD_INFO, {
         "fold": fold.index, "repeat": fold.repeat, "seed": seed, "task": source.task,
         "class_names": list(source.class_names), "train_size": len(fold.train_index),
@@ -145,7 +152,6 @@ def train_fold(cfg, settings, source, fold: Fold, fold_count: int, run_dir: Path
         _prediction_frame(source.task, source.class_names, np.arange(len(source.test_target)),
                           np.asarray(source.test_target), result.test_scores
                           ).to_csv(run_dir / TEST_PREDICTIONS, index=False)
-    return result
 
 
 def run_fold_job(cfg, run_dir: Path) -> float:
@@ -168,6 +174,32 @@ def run_fold_job(cfg, run_dir: Path) -> float:
     return result.final.get(objective_key(settings))
 
 
+def run_vectorized_job(cfg, run_dir: Path) -> None:
+    """Hydra task for ``cv.vectorize``: every fold at once in this process (train/vectorized.py),
+    each fold folder with a .hydra/ of its own as a fold job would have (config with its cv.fold,
+    the overrides), for ``dltrain runs`` and ``resume``."""
+    import yaml
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from dltrain.config import read_cv_settings, read_settings
+    from dltrain.train.vectorized import train_folds
+
+    settings, cv = read_settings(cfg), read_cv_settings(cfg)
+    source = load_cv_source(settings, cv)
+    folds = plan_folds(source, cv, settings.data.name)
+    task_overrides = list(HydraConfig.get().overrides.task)
+    for fold in folds:
+        hydra_dir = fold_folder(run_dir, fold.index) / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+        OmegaConf.update(fold_cfg, "cv.fold", fold.index, force_add=True)
+        (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(fold_cfg))
+        (hydra_dir / "overrides.yaml").write_text(
+            yaml.safe_dump([*task_overrides, f"cv.fold={fold.index}"], default_flow_style=False))
+    train_folds(cfg, settings, source, folds, len(folds), run_dir)
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
@@ -186,8 +218,13 @@ def cross_validate(cfg, run_dir: Path, *, out=console, source=None) -> dict:
     source = load_cv_source(settings, cv) if source is None else source
     folds = plan_folds(source, cv, settings.data.name)
     selected = folds if cv.fold is None else [folds[cv.fold]]
-    for fold in selected:
-        train_fold(cfg, settings, source, fold, len(folds), fold_folder(run_dir, fold.index), out=out)
+    from dltrain.train.vectorized import train_folds, use_vectorized
+
+    if use_vectorized(cfg, settings, cv, source, selected, out=out):  # cv.vectorize
+        train_folds(cfg, settings, source, selected, len(folds), run_dir, out=out)
+    else:
+        for fold in selected:
+            train_fold(cfg, settings, source, fold, len(folds), fold_folder(run_dir, fold.index), out=out)
     return finish(cfg, settings, cv, source, [f.index for f in selected], run_dir, out=out,
                   started=started)
 
@@ -223,6 +260,14 @@ def launch_cv(overrides: list[str], *, multirun: bool = False) -> dict | list:
     if not to_run:
         return finish(cfg, settings, cv, source, selected, run_dir, started=started)
     own = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
+    from dltrain.train.vectorized import use_vectorized
+
+    if use_vectorized(cfg, settings, cv, source, [folds[i] for i in to_run]):  # cv.vectorize
+        # One job in the cross-validation's folder (its .hydra/ there) trains every fold at once.
+        launch(run_vectorized_job, [o for o in overrides if not o.startswith(own)]
+               + [f"hydra.run.dir={_quoted(str(run_dir))}"])
+        _check_finished(run_dir, selected)
+        return finish(cfg, settings, cv, source, selected, run_dir, started=started)
     job_overrides = [o for o in overrides if not o.startswith(own)] + [
         f"cv.fold={','.join(map(str, to_run))}",
         f"hydra.sweep.dir={_quoted(str(run_dir))}",
