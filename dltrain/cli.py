@@ -96,13 +96,20 @@ def fit(
       dltrain fit 'model.hidden_sizes=[64,32]' regularization=l2 scheduler=cosine
 
       dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep[/dim]
+
+      dltrain fit trainer.devices=4                 [dim]# data-parallel: 4 GPUs (DDP)[/dim]
     """
     from dltrain.config import compose
     from dltrain.launch import launch_fit, resume_overrides
 
-    overrides = resume_overrides(list(overrides or []))
+    given = list(overrides or [])
+    overrides = resume_overrides(given)
     if not multirun:
-        compose(overrides)  # every config error is one sentence before a run folder exists
+        cfg = compose(overrides)  # every config error is one sentence before a run folder exists
+        from dltrain.distributed import fit_data_parallel
+
+        if fit_data_parallel(cfg, given, overrides):  # trainer.strategy=ddp / devices=N / torchrun
+            return
     launch_fit(overrides, multirun=multirun)
 
 

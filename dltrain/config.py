@@ -143,6 +143,8 @@ class TrainerSettings:
     min_delta: float = 0.0
     progress: bool = True
     checkpoint_every_seconds: float = 10.0
+    strategy: str = "auto"  # auto | ddp: data-parallel processes (see dltrain.distributed)
+    devices: int | str = "auto"  # processes on this machine: a number, or auto
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,18 @@ def _name(cfg, group: str, registry_group: str | None = None) -> str:
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def _devices(cfg) -> int | str:
+    """trainer.devices: auto, or how many processes (one per GPU, or CPU processes) to train with."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    if raw is None or raw == "auto":
+        return "auto"
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise DltrainError(f"trainer.devices must be auto or a number of processes of at least 1, got {raw!r}.")
+    return raw
+
+
 def read_settings(cfg) -> Settings:
     """Validate a composed config and return it as plain settings (DltrainError if it is wrong)."""
     trainer = TrainerSettings(
@@ -299,6 +313,8 @@ def read_settings(cfg) -> Settings:
         min_delta=value(cfg, "trainer.early_stopping.min_delta", float, 0.0, minimum=0),
         progress=value(cfg, "trainer.progress", bool, True),
         checkpoint_every_seconds=value(cfg, "trainer.checkpoint_every_seconds", float, 10.0, minimum=0),
+        strategy=value(cfg, "trainer.strategy", str, "auto", choices=("auto", "ddp")),
+        devices=_devices(cfg),
     )
     if not _DEVICE.match(trainer.device):
         raise DltrainError(

@@ -64,8 +64,12 @@ class Trainer:
     def __init__(self, model, objective, optimizer, schedule, regularizer, *, settings, device,
                  batch_size: int, shuffle: bool, eval_batch_size: int = 1024,
                  on_epoch_end: list[Callable] | None = None, progress=None, table=None,
-                 on_step: Callable | None = None, step_every: int = 0):
+                 on_step: Callable | None = None, step_every: int = 0, shard=None):
         self.model = model.to(device)
+        # Data-parallel (dltrain.distributed.Shard): training steps go through the DDP wrapper,
+        # evaluation through the plain model; None for a single process.
+        self.shard = shard
+        self.train_model = shard.wrap(self.model) if shard is not None else self.model
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = schedule
@@ -128,7 +132,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, x, y: torch.Tensor, epoch: int) -> dict:
-        model, objective, optimizer = self.model, self.objective, self.optimizer
+        model, objective, optimizer, shard = self.train_model, self.objective, self.optimizer, self.shard
         model.train()
         n = len(y)
         size = n if self.batch_size <= 0 or self.batch_size >= n else self.batch_size
@@ -142,19 +146,25 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
             first_step, outputs, losses = 0, [], []
         device_order = order.to(self.device)
+        spans = shard.spans(n, size, steps) if shard is not None else None
         if self.progress is not None:
             self.progress.start_epoch(epoch, steps)
         # Per step, only what the step needs: outputs and losses are kept as they are (no sync,
         # no scatter) and summarised once at the end of the epoch.
         for step in range(first_step, steps):
-            index = device_order[step * size:(step + 1) * size]
+            if spans is None:
+                index = device_order[step * size:(step + 1) * size]
+            else:  # this rank's part of the step's global batch, its loss weighted by its share
+                start, stop, weight = spans[step]
+                index = device_order[start:stop]
             inputs, targets = _rows(x, index), y[index]
             if self.augment is not None:
                 inputs = self.augment(inputs)
             optimizer.zero_grad(set_to_none=True)
             batch_outputs = _forward(model, inputs)
             loss = objective.loss(batch_outputs, targets)
-            total = loss + self.regularizer.penalty() if self.regularizer.l1 else loss
+            total = loss if spans is None else loss * weight
+            total = total + self.regularizer.penalty() if self.regularizer.l1 else total
             total.backward()
             if self.settings.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.settings.grad_clip)
@@ -165,17 +175,22 @@ class Trainer:
                 global_step = (epoch - 1) * steps + step + 1
                 if global_step % self.step_every == 0:
                     self.on_step(global_step, losses[-1])
-            outputs.append(batch_outputs.detach())
+            if spans is None or weight:
+                outputs.append(batch_outputs.detach())
             if self.progress is not None:
                 self.progress.advance()
-            if self.stop_requested and step + 1 < steps:
+            # Data-parallel ranks stop only at an epoch's end, where they agree on it (fit).
+            if self.stop_requested and step + 1 < steps and shard is None:
                 self.cursor = {"epoch": epoch, "step": step + 1, "order": order,
                                "outputs": torch.cat(outputs).cpu(), "losses": torch.stack(losses).cpu()}
                 raise StopRequested(self.stop_requested, epoch, step + 1)
         step_losses = torch.stack(losses)
-        sizes = torch.full((steps,), float(size), device=step_losses.device)
-        sizes[-1] = n - size * (steps - 1)
-        mean_loss = float((step_losses * sizes).sum() / n)
+        if shard is None:
+            sizes = torch.full((steps,), float(size), device=step_losses.device)
+            sizes[-1] = n - size * (steps - 1)
+            mean_loss = float((step_losses * sizes).sum() / n)
+        else:
+            mean_loss = shard.epoch_loss(step_losses, spans, n)
         if not math.isfinite(mean_loss):
             bad = torch.nonzero(~torch.isfinite(step_losses)).flatten()
             bad_step = int(bad[0]) + 1 if len(bad) else steps
@@ -185,6 +200,9 @@ class Trainer:
                 f"{optimizer.param_groups[0]['lr']:g}) or check the data for extreme values."
             )
         # outputs are in visiting order: compare them with the targets in that order
+        if shard is not None:
+            everything, visited = shard.gather(torch.cat(outputs), device_order, n, size, steps)
+            return self._summarise(mean_loss, everything, y[visited])
         return self._summarise(mean_loss, torch.cat(outputs), y[device_order])
 
     @torch.no_grad()
@@ -233,6 +251,9 @@ class Trainer:
                 row.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
             row["lr"] = lr
             row["seconds"] = time.perf_counter() - started
+            stop = self.stop_requested
+            if self.shard is not None:
+                row, stop = self.shard.agree(row, stop)
             value = row[key]
             self.schedule.after_epoch(value)
             history.rows.append(row)
@@ -256,6 +277,6 @@ class Trainer:
                 callback(epoch, row)
             if save_last is not None:  # after the callbacks: a checkpoint covers what they logged
                 save_last(epoch, row)
-            if self.stop_requested and epoch < self.settings.epochs and not history.stopped_early:
-                raise StopRequested(self.stop_requested, epoch, 0)
+            if stop and epoch < self.settings.epochs and not history.stopped_early:
+                raise StopRequested(stop, epoch, 0)
         return history
