@@ -104,7 +104,11 @@ def fit(
 
     given = list(overrides or [])
     overrides = resume_overrides(given)
-    if not multirun:
+    if multirun:
+        from dltrain.distributed import refuse_data_parallel
+
+        refuse_data_parallel("dltrain fit -m", overrides)
+    else:
         cfg = compose(overrides)  # every config error is one sentence before a run folder exists
         from dltrain.distributed import fit_data_parallel
 
@@ -146,7 +150,9 @@ def cv(
       dltrain cv -m optimizer.lr=0.1,0.01           [dim]# a sweep of cross-validations[/dim]
     """
     from dltrain.crossval import launch_cv
+    from dltrain.distributed import refuse_data_parallel
 
+    refuse_data_parallel("dltrain cv", list(overrides or []))
     launch_cv(list(overrides or []), multirun=multirun)
 
 

@@ -74,6 +74,22 @@ def check(trainer) -> int:
     return processes
 
 
+def refuse_data_parallel(command: str, overrides: list[str]) -> None:
+    """One sentence, before any run folder, for data-parallel settings where they cannot run:
+    ``dltrain cv`` and sweeps train one process per run (a setting that a recipe brings in is
+    refused by train_split instead)."""
+    asked = world_size() > 1 or any(
+        (key.lstrip("+") == "trainer.strategy" and "ddp" in value)
+        or (key.lstrip("+") == "trainer.devices" and value.strip() not in ("auto", "1", "null"))
+        for key, _, value in (o.partition("=") for o in overrides)
+    )
+    if asked:
+        raise DltrainError(
+            f"{command} does not run data-parallel (trainer.strategy=ddp, trainer.devices above 1, or "
+            f"torchrun): it trains one process per run; drop those settings, or train with dltrain fit alone."
+        )
+
+
 # --------------------------------------------------------------------------- starting ranks
 
 
@@ -180,15 +196,10 @@ class Shard:
         device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def check_sizes(self, train_rows: int, batch_size: int) -> None:
+    def check_rows(self, train_rows: int) -> None:
         if train_rows < self.world_size:
             raise DltrainError(f"The training split has {train_rows} rows, fewer than the {self.world_size} "
                                f"data-parallel processes; use fewer trainer.devices.")
-        if 0 < batch_size < self.world_size:
-            raise DltrainError(
-                f"data.batch_size={batch_size} is smaller than the {self.world_size} data-parallel processes; "
-                f"it is the global batch, split across them: use at least {self.world_size} (or 0 for all rows)."
-            )
 
     def _parts(self, rank: int, n: int, size: int, steps: int) -> list[tuple[int, int, int]]:
         """(start, rows, batch rows) of ``rank``'s part of every step."""
@@ -260,8 +271,15 @@ def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
     from dltrain.config import read_settings
     from dltrain.launch import launch_fit
 
-    trainer = read_settings(cfg).trainer
+    settings = read_settings(cfg)
+    trainer = settings.trainer
     processes = check(trainer)
+    ranks = max(world_size(), processes)
+    if ranks > 1 and 0 < settings.data.batch_size < ranks:
+        raise DltrainError(
+            f"data.batch_size={settings.data.batch_size} is smaller than the {ranks} data-parallel processes; "
+            f"it is the global batch, split across them: use at least {ranks} (or 0 for all rows)."
+        )
     if world_size() > 1:
         with process_group(trainer):
             launch_fit(overrides)

@@ -86,7 +86,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
 
     data = prepare(source, train_index, val_index)
     if shard is not None:
-        shard.check_sizes(len(data.train), settings.data.batch_size)
+        shard.check_rows(len(data.train))
     spec = data.spec
     objective = build_objective(settings.loss.name, settings.loss.options, spec)
     check_monitor(trainer_settings.monitor, spec.task)
