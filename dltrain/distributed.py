@@ -161,6 +161,22 @@ def shared(value):
     return box[0]
 
 
+@contextmanager
+def rank_zero_first():
+    """Rank 0 runs the block (loading data, which may download it) before the other ranks do,
+    so that they read finished files; a plain process just runs it."""
+    shard = current_shard()
+    if shard is not None and shard.rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()
+    yield
+    if shard is not None and shard.rank == 0:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def current_shard():
     """This process's Shard when it is a rank of an initialized process group, else None."""
     if world_size() == 1:
@@ -239,17 +255,22 @@ class Shard:
         import torch
         import torch.distributed as dist
 
-        counts, positions = [], []
+        starts, rows = [], []  # every rank's parts, rank by rank
         for rank in range(self.world_size):
-            parts = [(start, rows) for start, rows, _ in self._parts(rank, n, size, steps) if rows]
-            counts.append(sum(rows for _, rows in parts))
-            positions.extend(torch.arange(start, start + rows) for start, rows in parts)
-        padded = outputs.new_zeros((max(counts), *outputs.shape[1:]))
+            for start, count, _ in self._parts(rank, n, size, steps):
+                starts.append(start)
+                rows.append(count)
+        rows_per_rank = torch.tensor(rows).view(self.world_size, steps).sum(dim=1).tolist()
+        padded = outputs.new_zeros((max(rows_per_rank), *outputs.shape[1:]))
         padded[:len(outputs)] = outputs
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(gathered, padded)
-        everything = torch.cat([part[:count] for part, count in zip(gathered, counts)])
-        return everything, order[torch.cat(positions).to(order.device)]
+        everything = torch.cat([part[:count] for part, count in zip(gathered, rows_per_rank)])
+        # position i of a part that starts at s is s + i: one arange shifted part by part
+        starts, rows = torch.tensor(starts), torch.tensor(rows)
+        shift = torch.repeat_interleave(starts - (torch.cumsum(rows, 0) - rows), rows)
+        positions = shift + torch.arange(int(rows.sum()))
+        return everything, order[positions.to(order.device)]
 
     def agree(self, row: dict, stop: int) -> tuple[dict, int]:
         """Rank 0's epoch row (so every rank takes the same best/early-stopping/scheduler

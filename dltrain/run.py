@@ -34,12 +34,14 @@ def run_fit(cfg, run_dir: Path, out=console) -> FitResult:
     from dltrain.config import read_settings
     from dltrain.data import load_source
     from dltrain.data.split import train_val_indices
+    from dltrain.distributed import rank_zero_first
     from dltrain.train.device import seed_everything
 
     started = time.perf_counter()
     settings = read_settings(cfg)
     seed_everything(settings.trainer.seed)
-    source = load_source(settings.data)
+    with rank_zero_first():  # data-parallel ranks: no two downloads into one folder
+        source = load_source(settings.data)
     train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
     resume = cfg.get("resume")
     return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out,
@@ -57,7 +59,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     from omegaconf import OmegaConf
 
     from dltrain.data import prepare
-    from dltrain.distributed import current_shard, local_processes
+    from dltrain.distributed import current_shard, local_processes, world_size
     from dltrain.models import count_parameters, create_model
     from dltrain.tb import RunLogger
     from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, save_pickle, write_json
@@ -73,7 +75,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         trainer_settings = replace(trainer_settings, seed=seed)
     device = resolve_device(trainer_settings.device)
     shard = current_shard()  # a rank of a data-parallel fit, or None
-    if shard is None and local_processes(trainer_settings) > 1:
+    if shard is None and (world_size() > 1 or local_processes(trainer_settings) > 1):
         raise DltrainError(
             "Data-parallel training (trainer.strategy=ddp, trainer.devices above 1, or torchrun) runs "
             "only as dltrain fit without -m; dltrain cv and sweeps train one process per run, so drop "
