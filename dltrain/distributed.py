@@ -106,7 +106,6 @@ def spawn(overrides: list[str], processes: int) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: N processes, not N x all cores
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     # The ranks already said what went wrong, in one sentence; the launcher's own report of a
@@ -114,6 +113,9 @@ def spawn(overrides: list[str], processes: int) -> None:
     for name in list(logging.Logger.manager.loggerDict):
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # as torchrun: N processes of one thread each, not N x all cores
+        os.environ["OMP_NUM_THREADS"] = "1"  # the ranks inherit this process's environment
     try:
         elastic_launch(config, sys.executable)("-m", "dltrain", "fit", *overrides)
     except ChildFailedError as failed:
@@ -122,6 +124,9 @@ def spawn(overrides: list[str], processes: int) -> None:
         raise SystemExit(code if code > 0 else 128 - code) from None
     except SignalException as stopped:
         raise SystemExit(128 + int(stopped.sigval)) from None
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
 
 
 @contextmanager
@@ -131,8 +136,6 @@ def process_group(trainer):
     import torch
     import torch.distributed as dist
 
-    from dltrain.console import console, error_console
-
     if _uses_cuda(trainer.device):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "nccl"
@@ -140,11 +143,17 @@ def process_group(trainer):
         backend = "gloo"
     dist.init_process_group(backend=backend)
     if dist.get_rank() != 0:
-        console.quiet = error_console.quiet = True
+        _quiet()
     try:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _quiet() -> None:
+    from dltrain.console import console, error_console
+
+    console.quiet = error_console.quiet = True
 
 
 def shared(value):
@@ -202,9 +211,11 @@ class Shard:
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
 
     def device(self, device):
+        """cuda:LOCAL_RANK on CUDA; the CPU otherwise (trainer.device=auto on a Mac means the CPU
+        here: gloo does not reduce MPS tensors)."""
         import torch
 
-        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" else torch.device("cpu")
 
     def wrap(self, model):
         from torch.nn.parallel import DistributedDataParallel
@@ -292,6 +303,8 @@ def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
     from dltrain.config import read_settings
     from dltrain.launch import launch_fit
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        _quiet()  # rank 0 tells torchrun's user about a bad setting, once
     settings = read_settings(cfg)
     trainer = settings.trainer
     processes = check(trainer)
