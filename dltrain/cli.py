@@ -100,17 +100,26 @@ def fit(
       dltrain fit -m optimizer.lr=0.1,0.01,0.001    [dim]# a sweep, ranked in one table[/dim]
 
       dltrain fit -m hydra/launcher=joblib optimizer.lr=0.1,0.01 model=mlp,softmax   [dim]# in parallel[/dim]
+
+      dltrain fit trainer.devices=4                 [dim]# data-parallel: 4 GPUs (DDP)[/dim]
     """
     from dltrain.config import compose
     from dltrain.launch import launch_fit, resume_overrides
 
-    overrides = resume_overrides(list(overrides or []))
+    given = list(overrides or [])
+    overrides = resume_overrides(given)
     if multirun:
+        from dltrain.distributed import refuse_data_parallel
         from dltrain.sweep import run_sweep
 
+        refuse_data_parallel("dltrain fit -m", overrides)
         run_sweep("fit", overrides)  # every point in its own folder, then one ranked table
         return
-    compose(overrides)  # every config error is one sentence before a run folder exists
+    cfg = compose(overrides)  # every config error is one sentence before a run folder exists
+    from dltrain.distributed import fit_data_parallel
+
+    if fit_data_parallel(cfg, given, overrides):  # trainer.strategy=ddp / devices=N / torchrun
+        return
     launch_fit(overrides)
 
 
@@ -148,6 +157,9 @@ def cv(
 
       dltrain cv -m recipe=search_mlp_digits        [dim]# Optuna search, each trial a CV[/dim]
     """
+    from dltrain.distributed import refuse_data_parallel
+
+    refuse_data_parallel("dltrain cv", list(overrides or []))
     if multirun:  # each point a whole cross-validation (its folds inside its folder), ranked by its mean
         from dltrain.sweep import run_sweep
 

@@ -154,6 +154,8 @@ class TrainerSettings:
     channels_last: str = "auto"  # auto | true | false
     cudnn_benchmark: bool = True
     device_data_max_mb: float = 2048.0
+    strategy: str = "auto"  # auto | ddp: data-parallel processes (see dltrain.distributed)
+    devices: int | str = "auto"  # processes on this machine: a number, or auto
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,18 @@ def _choice(cfg, key: str, default: str, choices: tuple[str, ...]) -> str:
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def _devices(cfg) -> int | str:
+    """trainer.devices: auto, or how many processes (one per GPU, or CPU processes) to train with."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    if raw is None or raw == "auto":
+        return "auto"
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise DltrainError(f"trainer.devices must be auto or a number of processes of at least 1, got {raw!r}.")
+    return raw
+
+
 def read_settings(cfg) -> Settings:
     """Validate a composed config and return it as plain settings (DltrainError if it is wrong)."""
     trainer = TrainerSettings(
@@ -330,6 +344,8 @@ def read_settings(cfg) -> Settings:
         channels_last=_choice(cfg, "trainer.channels_last", "auto", ("auto", "true", "false")),
         cudnn_benchmark=value(cfg, "trainer.cudnn_benchmark", bool, True),
         device_data_max_mb=value(cfg, "trainer.device_data_max_mb", float, 2048.0, minimum=0),
+        strategy=value(cfg, "trainer.strategy", str, "auto", choices=("auto", "ddp")),
+        devices=_devices(cfg),
     )
     if not _DEVICE.match(trainer.device):
         raise DltrainError(

@@ -17,13 +17,18 @@ from dltrain.errors import DltrainError
 
 def run_folder_overrides(overrides: list[str]) -> list[str]:
     """hydra.run.dir / hydra.sweep.dir under outputs/, unique even for runs started in the same
-    second (a random suffix), unless the user set them."""
-    stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S") + "_" + secrets.token_hex(3)
+    second (a random suffix), unless the user set them. The ranks of a data-parallel fit all take
+    rank 0's folder, and only rank 0 writes .hydra/ and the job log there."""
+    from dltrain.distributed import secondary_rank, shared
+
+    stamp = shared(datetime.now().strftime("%Y-%m-%d/%H-%M-%S") + "_" + secrets.token_hex(3))
     extra = []
     if not any(o.startswith("hydra.run.dir=") for o in overrides):
         extra.append(f"hydra.run.dir=outputs/{stamp}")
     if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
         extra.append(f"hydra.sweep.dir=outputs/multirun/{stamp}")
+    if secondary_rank():
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
     return extra
 
 
@@ -106,7 +111,12 @@ def resume_overrides(overrides: list[str]) -> list[str]:
 
 def _settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = False) -> None:
     """Remove a run folder where nothing was trained (no checkpoint in it, nor in a fold
-    sub-folder of a cross-validation) unless ``keep``; otherwise record why the run ended."""
+    sub-folder of a cross-validation) unless ``keep``; otherwise record why the run ended (rank
+    0's job in a data-parallel fit)."""
+    from dltrain.distributed import secondary_rank
+
+    if secondary_rank():
+        return
     metrics_path = run_dir / "metrics.json"
     if not keep and not any(run_dir.glob("**/last.pt")) and not any(run_dir.glob("**/best.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)

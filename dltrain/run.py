@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dltrain.console import EpochProgress, EpochTable, console, fmt
@@ -34,12 +34,14 @@ def run_fit(cfg, run_dir: Path, out=console) -> FitResult:
     from dltrain.config import read_settings
     from dltrain.data import load_source
     from dltrain.data.split import train_val_indices
+    from dltrain.distributed import rank_zero_first
     from dltrain.train.device import seed_everything
 
     started = time.perf_counter()
     settings = read_settings(cfg)
     seed_everything(settings.trainer.seed)
-    source = load_source(settings.data)
+    with rank_zero_first():  # data-parallel ranks: no two downloads into one folder
+        source = load_source(settings.data)
     train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
     resume = cfg.get("resume")
     return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out,
@@ -57,6 +59,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     from omegaconf import OmegaConf
 
     from dltrain.data import prepare
+    from dltrain.distributed import current_shard, local_processes, world_size
     from dltrain.models import count_parameters, create_model
     from dltrain.tb import RunLogger
     from dltrain.train.checkpoint import CheckpointWriter, load_checkpoint, save_pickle, write_json
@@ -69,13 +72,23 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     started = time.perf_counter() if started is None else started
     trainer_settings = settings.trainer
     if seed is not None:
-        from dataclasses import replace
-
         trainer_settings = replace(trainer_settings, seed=seed)
     device = resolve_device(trainer_settings.device)
+    shard = current_shard()  # a rank of a data-parallel fit, or None
+    if shard is None and (world_size() > 1 or local_processes(trainer_settings) > 1):
+        raise DltrainError(
+            "Data-parallel training (trainer.strategy=ddp, trainer.devices above 1, or torchrun) runs "
+            "only as dltrain fit without -m; dltrain cv and sweeps train one process per run, so drop "
+            "trainer.strategy and trainer.devices there."
+        )
+    main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
+    if shard is not None:
+        device = shard.device(device)
     seed_everything(trainer_settings.seed)
 
     data = prepare(source, train_index, val_index)
+    if shard is not None:
+        shard.check_rows(len(data.train))
     spec = data.spec
     objective = build_objective(settings.loss.name, settings.loss.options, spec)
     check_monitor(trainer_settings.monitor, spec.task)
@@ -90,7 +103,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
 
     run_dir.mkdir(parents=True, exist_ok=True)
     # The fitted preprocessing travels with the run: eval and predict apply it, never refit it.
-    save_pickle(run_dir / "preprocessor.pkl", data.preprocessor)
+    if main:
+        save_pickle(run_dir / "preprocessor.pkl", data.preprocessor)
     for note in source.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
     sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
@@ -100,6 +114,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         f"data={settings.data.name} ({sizes}, {spec.task}"
         + (f", {spec.num_classes} classes" if spec.num_classes else "")
         + f")  loss={objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
+        + (f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else "")
     )
     out.print(f"run folder: {run_dir}")
 
@@ -125,24 +140,33 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         write_json(metrics_path, record)
         logger.flush()
 
-    writer = CheckpointWriter(run_dir, trainer_settings.checkpoint_every_seconds, checkpoint,
-                              on_write=checkpointed)
+    if not main:  # the other ranks of a data-parallel fit write nothing
+        write_json = _discard
+    writer = (CheckpointWriter(run_dir, trainer_settings.checkpoint_every_seconds, checkpoint,
+                               on_write=checkpointed) if main else _NoCheckpoints())
 
     # TensorBoard events in run_dir (logger=none: every call is a no-op).
-    logger = RunLogger(settings.logger, run_dir, cfg, spec, monitor=monitor, seed=trainer_settings.seed, out=out)
+    logger = RunLogger(settings.logger if main else replace(settings.logger, name="none"), run_dir, cfg,
+                       spec, monitor=monitor, seed=trainer_settings.seed, out=out)
     columns = ["epoch", *(c for c in _columns(objective.task, data.val is not None)), "lr", "seconds"]
     trainer = Trainer(
         model, objective, optimizer, schedule, regularizer, settings=trainer_settings, device=device,
         batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
         table=EpochTable(columns, out), on_epoch_end=[*callbacks, logger.epoch_end],
-        on_step=logger.step, step_every=logger.step_every,
+        on_step=logger.step, step_every=logger.step_every, shard=shard,
     )
     if resume_from is not None:
         _resume(resume_from, model, optimizer, schedule, trainer, out)
+        if shard is not None and trainer.cursor is not None:
+            raise DltrainError(
+                f"resume={resume_from.parent}: its last.pt was saved inside epoch {trainer.cursor['epoch']} "
+                f"by a single-process run, which only a single process continues exactly; resume it "
+                f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
+            )
     write_json(metrics_path, record)  # after a resume was checked: a failed one changes nothing
     first_epoch = trainer.cursor["epoch"] if trainer.cursor else len(trainer.history.rows) + 1
     logger.start(model, optimizer, data, device, first_epoch=first_epoch)
-    with EpochProgress(trainer_settings.progress, out) as progress, stop_on_signals(trainer), logger:
+    with EpochProgress(trainer_settings.progress and main, out) as progress, stop_on_signals(trainer), logger:
         trainer.progress = progress
         try:
             history = trainer.fit(data, monitor=trainer_settings.monitor, mode=mode,
@@ -160,7 +184,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     writer.flush()
 
     test_metrics = test_scores = None
-    if data.test is not None:
+    if data.test is not None and main:  # best.pt is rank 0's file
         # The test split judges the best model; the last weights are kept in memory meanwhile.
         last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
@@ -210,6 +234,23 @@ def stop_on_signals(trainer):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _NoCheckpoints:
+    """The checkpoint writer of a data-parallel rank other than 0: rank 0 writes for all."""
+
+    def best(self, epoch: int, row: dict) -> None:
+        pass
+
+    def last(self, epoch: int, row: dict) -> None:
+        pass
+
+    def flush(self, include_last: bool = True) -> None:
+        pass
+
+
+def _discard(path, data) -> None:
+    pass
 
 
 def _resume(path: Path, model, optimizer, schedule, trainer, out) -> None:

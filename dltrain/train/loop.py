@@ -55,13 +55,18 @@ class Trainer:
     def __init__(self, model, objective, optimizer, schedule, regularizer, *, settings, device,
                  batch_size: int, shuffle: bool, eval_batch_size: int = 1024,
                  on_epoch_end: list[Callable] | None = None, progress=None, table=None,
-                 on_step: Callable | None = None, step_every: int = 0):
+                 on_step: Callable | None = None, step_every: int = 0, shard=None):
         self.model = model.to(device)
         self.speed = configure(model, settings, device)
         if self.speed.channels_last:
             model.to(memory_format=torch.channels_last)
-        # What the steps call: the model, or its torch.compile wrapper sharing its parameters.
-        self.step_model = compiled(model, settings)
+        # Data-parallel (dltrain.distributed.Shard): training steps go through the DDP wrapper,
+        # evaluation through the plain model; None for a single process.
+        self.shard = shard
+        trained = shard.wrap(self.model) if shard is not None else self.model
+        # What the steps call: that module, or its torch.compile wrapper sharing its parameters.
+        self.step_model = compiled(trained, settings)
+        self.eval_model = self.step_model if shard is None else self.model
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = schedule
@@ -128,7 +133,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, split: Staged, epoch: int) -> dict:
-        model, objective, optimizer = self.step_model, self.objective, self.optimizer
+        model, objective, optimizer, shard = self.step_model, self.objective, self.optimizer, self.shard
         autocast, scaler = self.speed.autocast, self.speed.scaler
         self.model.train()
         n = len(split)
@@ -143,12 +148,17 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
             first_step, outputs, losses = 0, [], []
         device_order = order.to(split.index_device)
+        spans = shard.spans(n, size, steps) if shard is not None else None
         if self.progress is not None:
             self.progress.start_epoch(epoch, steps)
         # Per step, only what the step needs: outputs and losses are kept as they are (no sync,
         # no scatter) and summarised once at the end of the epoch.
         for step in range(first_step, steps):
-            index = device_order[step * size:(step + 1) * size]
+            if spans is None:
+                index = device_order[step * size:(step + 1) * size]
+            else:  # this rank's part of the step's global batch, its loss weighted by its share
+                start, stop, weight = spans[step]
+                index = device_order[start:stop]
             inputs, targets = split.batch(index)
             if self.augment is not None:
                 inputs = self.augment(inputs)
@@ -156,7 +166,8 @@ class Trainer:
             with autocast():
                 batch_outputs = _forward(model, inputs)
                 loss = objective.loss(batch_outputs, targets)
-                total = loss + self.regularizer.penalty() if self.regularizer.l1 else loss
+                total = loss if spans is None else loss * weight
+                total = total + self.regularizer.penalty() if self.regularizer.l1 else total
             if scaler is None:
                 total.backward()
                 if self.settings.grad_clip > 0:
@@ -175,17 +186,22 @@ class Trainer:
                 global_step = (epoch - 1) * steps + step + 1
                 if global_step % self.step_every == 0:
                     self.on_step(global_step, losses[-1])
-            outputs.append(batch_outputs.detach())
+            if spans is None or weight:
+                outputs.append(batch_outputs.detach())
             if self.progress is not None:
                 self.progress.advance()
-            if self.stop_requested and step + 1 < steps:
+            # Data-parallel ranks stop only at an epoch's end, where they agree on it (fit).
+            if self.stop_requested and step + 1 < steps and shard is None:
                 self.cursor = {"epoch": epoch, "step": step + 1, "order": order,
                                "outputs": torch.cat(outputs).cpu(), "losses": torch.stack(losses).cpu()}
                 raise StopRequested(self.stop_requested, epoch, step + 1)
         step_losses = torch.stack(losses)
-        sizes = torch.full((steps,), float(size), device=step_losses.device)
-        sizes[-1] = n - size * (steps - 1)
-        mean_loss = float((step_losses * sizes).sum() / n)
+        if shard is None:
+            sizes = torch.full((steps,), float(size), device=step_losses.device)
+            sizes[-1] = n - size * (steps - 1)
+            mean_loss = float((step_losses * sizes).sum() / n)
+        else:
+            mean_loss = shard.epoch_loss(step_losses, spans, n)
         if not math.isfinite(mean_loss):
             bad = torch.nonzero(~torch.isfinite(step_losses)).flatten()
             bad_step = int(bad[0]) + 1 if len(bad) else steps
@@ -195,6 +211,9 @@ class Trainer:
                 f"{optimizer.param_groups[0]['lr']:g}) or check the data for extreme values."
             )
         # outputs are in visiting order: compare them with the targets in that order
+        if shard is not None:
+            everything, visited = shard.gather(torch.cat(outputs), device_order, n, size, steps)
+            return self._summarise(mean_loss, everything, split.targets(visited))
         return self._summarise(mean_loss, torch.cat(outputs), split.targets(device_order))
 
     @torch.no_grad()
@@ -212,7 +231,7 @@ class Trainer:
         return self.objective.scores(self._outputs(x)).cpu()
 
     def _outputs(self, x) -> torch.Tensor:
-        model, device, size = self.step_model, self.device, self.eval_batch_size
+        model, device, size = self.eval_model, self.device, self.eval_batch_size
         layout = self.speed.channels_last
         chunks = []
         with self.speed.autocast():
@@ -256,6 +275,9 @@ class Trainer:
                 row.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
             row["lr"] = lr
             row["seconds"] = time.perf_counter() - started
+            stop = self.stop_requested
+            if self.shard is not None:
+                row, stop = self.shard.agree(row, stop)
             value = row[key]
             self.schedule.after_epoch(value)
             history.rows.append(row)
@@ -279,6 +301,6 @@ class Trainer:
                 callback(epoch, row)
             if save_last is not None:  # after the callbacks: a checkpoint covers what they logged
                 save_last(epoch, row)
-            if self.stop_requested and epoch < self.settings.epochs and not history.stopped_early:
-                raise StopRequested(self.stop_requested, epoch, 0)
+            if stop and epoch < self.settings.epochs and not history.stopped_early:
+                raise StopRequested(stop, epoch, 0)
         return history
