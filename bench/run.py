@@ -57,12 +57,21 @@ def wall_times(args: list[str], runs: int) -> list[float]:
     return times
 
 
-def summarise(runs: list[dict]) -> dict:
-    steady = [statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"]) for r in runs]
-    seconds = statistics.median(steady)
+def steady(run: dict) -> float:
+    """A run's median epoch, the first (warm-up) left out."""
+    return statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+
+
+def summarise(runs: list[dict], reference: list[dict] | None = None) -> dict:
+    steady_seconds = [steady(r) for r in runs]
+    seconds = statistics.median(steady_seconds)
+    paired = None
+    if reference:  # each repeat against dltrain's run just before it: robust to a machine that drifts
+        paired = statistics.median(steady(r) / steady(d) for r, d in zip(runs, reference))
     return {
+        "paired_ratio": paired,
         "epoch_seconds": seconds,
-        "epoch_seconds_all": steady,
+        "epoch_seconds_all": steady_seconds,
         "first_epoch_seconds": statistics.median(r["epoch_seconds"][0] for r in runs),
         "samples_per_second": runs[0]["train_samples"] / seconds,
         "peak_memory_mib": statistics.median(r["peak_memory_mib"] for r in runs),
@@ -98,7 +107,7 @@ def table(results: dict, startup: dict, args, header: str) -> str:
             if "skipped" in row:
                 lines.append(f"| {workload} | {LABELS[contender]} | skipped: {row['skipped']} | | | | |")
                 continue
-            ratio = row["epoch_seconds"] / ours["epoch_seconds"] if ours else float("nan")
+            ratio = row.get("paired_ratio") or (row["epoch_seconds"] / ours["epoch_seconds"] if ours else float("nan"))
             lines.append(
                 f"| {workload} | {LABELS[contender]} | {row['epoch_seconds']:.3f} | "
                 f"{row['samples_per_second']:,.0f} | {row['first_epoch_seconds']:.2f} | "
@@ -110,7 +119,8 @@ def table(results: dict, startup: dict, args, header: str) -> str:
         lines.append(f"| `{command}` | {statistics.median(times):.2f} | "
                      f"{', '.join(f'{t:.2f}' for t in times)} |")
     lines.append("")
-    lines.append("dltrain speed-up: the contender's seconds per epoch divided by dltrain's (above 1: "
+    lines.append("dltrain speed-up: the contender's seconds per epoch divided by dltrain's, taken "
+                 "per repeat against the dltrain run just before it and then the median (above 1: "
                  "dltrain is faster; 0.95 means dltrain takes 5% longer).")
     return "\n".join(lines)
 
@@ -149,7 +159,8 @@ def main() -> None:
                 raw[workload][contender].append(run)
                 shown = run.get("skipped") or " ".join(f"{s:.3f}" for s in run["epoch_seconds"])
                 print(f"{workload:11s} {contender:9s} repeat {repeat + 1}/{args.repeats}: {shown}", flush=True)
-    results = {w: {c: (summarise(runs) if "skipped" not in runs[0] else runs[0])
+    results = {w: {c: (summarise(runs, by.get("dltrain") if c != "dltrain" else None)
+                       if "skipped" not in runs[0] else runs[0])
                    for c, runs in by.items()} for w, by in raw.items()}
 
     startup = {"dltrain --help": wall_times(["--help"], args.startup_runs),
