@@ -7,13 +7,13 @@ processes or on other machines (joblib, submitit) as well as in this one."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dltrain.console import console, fmt
 from dltrain.errors import DltrainError
+from dltrain.runs import _read_json, _read_yaml  # run folders are read as dltrain runs reads them
 
 SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
@@ -252,22 +252,6 @@ def _check_direction(cfg, settings) -> None:
 
 
 # --------------------------------------------------------------------------- reading back
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_yaml(path: Path):
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 def _fixed_keys(overrides: list[str]) -> set[str]:
