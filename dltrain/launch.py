@@ -5,6 +5,7 @@ never left looking finished."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import sys
@@ -26,7 +27,11 @@ def run_folder_overrides(overrides: list[str]) -> list[str]:
     if not any(o.startswith("hydra.run.dir=") for o in overrides):
         extra.append(f"hydra.run.dir=outputs/{stamp}")
     if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
-        extra.append(f"hydra.sweep.dir=outputs/multirun/{stamp}")
+        # Absolute: a launcher's workers (joblib's reused processes, SLURM jobs) may start
+        # elsewhere than this process's working folder.
+        folder = str(Path.cwd() / "outputs" / "multirun" / stamp)
+        plain = re.fullmatch(r"[\w./-]+", folder)
+        extra.append(f"hydra.sweep.dir={folder if plain else repr(folder)}")
     if secondary_rank():
         extra += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
     return extra

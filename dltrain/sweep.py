@@ -107,7 +107,7 @@ def with_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:
                                f"table; leave out interpolations such as ${{now:...}}.")
         return overrides, Path(text)
     extra = next(o for o in run_folder_overrides([]) if o.startswith("hydra.sweep.dir="))
-    return [*overrides, extra], Path(extra.split("=", 1)[1])
+    return [*overrides, extra], Path(extra.split("=", 1)[1].strip("'\""))
 
 
 def _points(overrides: list[str]) -> list[list[str]]:
