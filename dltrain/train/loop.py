@@ -14,7 +14,7 @@ import torch
 from dltrain.errors import DltrainError
 from dltrain.train import metrics as task_metrics
 from dltrain.train.speed import compiled, configure
-from dltrain.train.staging import Staged, length, rows, to_device
+from dltrain.train.staging import Staged, length, rows, to_channels_last, to_device
 
 __all__ = ["History", "StopRequested", "Trainer", "batch_count", "rows", "to_device"]
 
@@ -237,9 +237,7 @@ class Trainer:
         with self.speed.autocast():
             for i in range(0, length(x), size):
                 inputs = to_device(rows(x, slice(i, i + size)), device)
-                if layout and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                chunks.append(_forward(model, inputs).float())
+                chunks.append(_forward(model, to_channels_last(inputs) if layout else inputs).float())
         return torch.cat(chunks)
 
     def _summarise(self, loss: float, outputs: torch.Tensor, targets: torch.Tensor) -> dict:

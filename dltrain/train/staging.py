@@ -32,7 +32,8 @@ def _pinned(x):
     return tuple(_pinned(p) for p in x) if isinstance(x, tuple) else x.pin_memory()
 
 
-def _channels_last(x):
+def to_channels_last(x):
+    """A float image batch (N, C, H, W) in channels_last layout; anything else as it is."""
     if isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point():
         return x.contiguous(memory_format=torch.channels_last)
     return x
@@ -45,7 +46,7 @@ class Staged:
     def __init__(self, x, y, device: torch.device, max_bytes: float, channels_last: bool = False):
         self.device = device
         self.resident = nbytes(x) + nbytes(y) <= max_bytes
-        self.layout = _channels_last if channels_last else None
+        self.layout = to_channels_last if channels_last else None
         if self.resident:
             x, y = to_device(x, device), y.to(device)
             # Indexing rows keeps the channels_last layout, so the batches come out in it.
