@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dltrain.checks import _first_line, check_keywords, value  # noqa: F401 (re-exported)
 from dltrain.errors import DltrainError
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
@@ -210,42 +211,6 @@ class Settings:
     logger: LoggerSettings = field(default_factory=LoggerSettings)
 
 
-_MISSING = object()
-_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def value(cfg, key: str, kind: type, default: Any = _MISSING, *, minimum=None, above=None,
-          below=None, choices=None) -> Any:
-    """Read ``key`` from cfg as ``kind``; raise one sentence naming the key when it does not fit."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-    try:
-        raw = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
-    except MissingMandatoryValue:
-        raise DltrainError(f"{key} is required: set it with {key}=VALUE.") from None
-    except OmegaConfBaseException as error:
-        raise DltrainError(f"{key} could not be read: {_first_line(error)}.") from None
-    if raw is _MISSING or raw is None:
-        if default is _MISSING:
-            raise DltrainError(f"{key} is missing: set it with {key}=VALUE.")
-        return default
-    ok = isinstance(raw, kind) and not (kind is not bool and isinstance(raw, bool))
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw, ok = float(raw), True
-    if not ok:
-        raise DltrainError(f"{key} must be {_KINDS[kind]}, got {raw!r}.")
-    if choices is not None and raw not in choices:
-        raise DltrainError(f"{key} must be one of {', '.join(map(str, choices))}; got {raw!r}.")
-    if minimum is not None and raw < minimum:
-        raise DltrainError(f"{key} must be at least {minimum}, got {raw!r}.")
-    if above is not None and raw <= above:
-        raise DltrainError(f"{key} must be greater than {above}, got {raw!r}.")
-    if below is not None and raw >= below:
-        raise DltrainError(f"{key} must be less than {below}, got {raw!r}.")
-    return raw
-
-
 def _options(cfg, group: str, skip: tuple[str, ...] = ("name",)) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
@@ -261,31 +226,6 @@ def _options(cfg, group: str, skip: tuple[str, ...] = ("name",)) -> dict[str, An
     if not isinstance(container, dict):
         raise DltrainError(f"{group} must be a group of settings, got {container!r}.")
     return {k: v for k, v in container.items() if k not in skip}
-
-
-def check_keywords(function, options: dict, label: str, group: str) -> None:
-    """Refuse settings ``function`` does not take, and numbers or booleans of the wrong kind
-    (judged by the parameter's default), naming the key: ``label`` is e.g. "scheduler=step"."""
-    import inspect
-
-    parameters = {name: p for name, p in inspect.signature(function).parameters.items()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for key, given in options.items():
-        if key not in parameters:
-            names = ", ".join(n for n in parameters if n not in ("spec", "output_size", "params"))
-            raise DltrainError(f"{label} has no setting '{key}'; its settings are: {names or 'none'}.")
-        default = parameters[key].default
-        if isinstance(default, bool):
-            if not isinstance(given, bool):
-                raise DltrainError(f"{group}.{key} must be true or false, got {given!r}.")
-        elif isinstance(default, (int, float)):
-            if isinstance(given, bool) or not isinstance(given, (int, float)):
-                raise DltrainError(f"{group}.{key} must be a number, got {given!r}.")
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 def _name(cfg, group: str, registry_group: str | None = None) -> str:

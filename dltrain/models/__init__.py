@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from dltrain.config import check_keywords
+from dltrain.checks import check_keywords
 from dltrain.errors import DltrainError
 
 MODELS = {

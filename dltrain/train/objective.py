@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dltrain.config import check_keywords
+from dltrain.checks import check_keywords
 from dltrain.errors import DltrainError
 
 REGRESSION_LOSSES = ("mse", "l1", "huber")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dltrain.config import check_keywords
+from dltrain.checks import check_keywords
 from dltrain.errors import DltrainError
 
 OPTIMIZERS = {
