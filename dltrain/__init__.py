@@ -16,13 +16,13 @@ def compose(*overrides: str):
 
 def fit(*overrides: str):
     """Train as ``dltrain fit OVERRIDES`` does, in a new run folder; returns the FitResult."""
-    from dltrain.launch import launch_fit
+    from dltrain.commands.fit import fit as run
 
-    return launch_fit(list(overrides))
+    return run(list(overrides))
 
 
 def cv(*overrides: str):
     """Cross-validate as ``dltrain cv OVERRIDES`` does; returns the summary (cv_summary.json)."""
-    from dltrain.crossval import launch_cv
+    from dltrain.commands.cv import cv as run
 
-    return launch_cv(list(overrides))
+    return run(list(overrides))

@@ -103,24 +103,14 @@ def fit(
 
       dltrain fit trainer.devices=4                 [dim]# data-parallel: 4 GPUs (DDP)[/dim]
     """
-    from dltrain.config import compose
-    from dltrain.launch import launch_fit, resume_overrides
-
-    given = list(overrides or [])
-    overrides = resume_overrides(given)
     if multirun:
-        from dltrain.distributed import refuse_data_parallel
-        from dltrain.sweep import run_sweep
+        from dltrain.commands.sweep import run_sweep
 
-        refuse_data_parallel("dltrain fit -m", overrides)
-        run_sweep("fit", overrides)  # every point in its own folder, then one ranked table
+        run_sweep("fit", list(overrides or []))  # every point in its own folder, then one ranked table
         return
-    cfg = compose(overrides)  # every config error is one sentence before a run folder exists
-    from dltrain.distributed import fit_data_parallel
+    from dltrain.commands.fit import fit as run
 
-    if fit_data_parallel(cfg, given, overrides):  # trainer.strategy=ddp / devices=N / torchrun
-        return
-    launch_fit(overrides)
+    run(list(overrides or []))
 
 
 @app.command(context_settings=_OVERRIDE_CONTEXT)
@@ -157,17 +147,14 @@ def cv(
 
       dltrain cv -m recipe=search_mlp_digits        [dim]# Optuna search, each trial a CV[/dim]
     """
-    from dltrain.distributed import refuse_data_parallel
-
-    refuse_data_parallel("dltrain cv", list(overrides or []))
     if multirun:  # each point a whole cross-validation (its folds inside its folder), ranked by its mean
-        from dltrain.sweep import run_sweep
+        from dltrain.commands.sweep import run_sweep
 
         run_sweep("cv", list(overrides or []))
         return
-    from dltrain.crossval import launch_cv
+    from dltrain.commands.cv import cv as run
 
-    launch_cv(list(overrides or []))
+    run(list(overrides or []))
 
 
 @app.command("config", context_settings=_OVERRIDE_CONTEXT)
@@ -255,7 +242,7 @@ def runs(
     """
     from pathlib import Path
 
-    from dltrain.runs import find_runs, table
+    from dltrain.commands.runs import find_runs, table
 
     found = find_runs(Path(path))
     if as_json:
@@ -295,7 +282,7 @@ def tensorboard(
     """
     from pathlib import Path
 
-    from dltrain.tb import serve
+    from dltrain.commands.tb import serve
 
     if not 0 <= port <= 65535:
         raise DltrainError(f"--port must be 0 (a free port) or from 1 to 65535, got {port}.")
@@ -321,7 +308,7 @@ def evaluate(
       dltrain eval RUN_DIR data.path=new_houses.csv       [dim]# every row of another CSV[/dim]
     """
     from dltrain.console import console
-    from dltrain.evaluate import evaluate_run
+    from dltrain.commands.evaluate import evaluate_run
 
     evaluate_run(run, list(overrides or []), console)
 
@@ -345,7 +332,7 @@ def predict(
       dltrain predict RUN_DIR input=photos/ output=labels.csv
     """
     from dltrain.console import console
-    from dltrain.evaluate import predict_run
+    from dltrain.commands.evaluate import predict_run
 
     given = dict(option.split("=", 1) for option in options or [] if "=" in option)
     unknown = [o for o in options or [] if "=" not in o or o.split("=", 1)[0] not in ("input", "output")]

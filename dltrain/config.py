@@ -113,7 +113,7 @@ def compose(overrides: list[str], *, validate: bool = True):
 
 def _explain_hydra_error(error: Exception) -> str:
     message = " ".join(str(error).split())
-    from dltrain.sweep import missing_plugin
+    from dltrain.commands.sweep import missing_plugin
 
     hint = missing_plugin(message)  # hydra/sweeper=optuna, hydra/launcher=submitit_slurm, ...
     if hint:

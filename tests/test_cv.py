@@ -49,7 +49,7 @@ def table_source(n=60, classes=None, groups=None, seed=0):
     ("group", True), ("group", False), ("repeated", True),
 ])
 def test_every_strategy_gives_disjoint_folds_that_cover_the_data(strategy, shuffle):
-    from dltrain.crossval import plan_folds
+    from dltrain.data.folds import plan_folds
     from dltrain.data.tabular import with_group_column
 
     n = 61
@@ -76,7 +76,7 @@ def test_every_strategy_gives_disjoint_folds_that_cover_the_data(strategy, shuff
 
 
 def test_kfold_without_shuffle_gives_the_textbooks_contiguous_folds():
-    from dltrain.crossval import plan_folds
+    from dltrain.data.folds import plan_folds
 
     folds = plan_folds(table_source(1460), cv_settings(k=5, strategy="kfold", shuffle=False))
     for i, fold in enumerate(folds):  # d2l's get_k_fold_data: slice(i * fold_size, (i + 1) * fold_size)
@@ -84,7 +84,7 @@ def test_kfold_without_shuffle_gives_the_textbooks_contiguous_folds():
 
 
 def test_stratified_folds_keep_class_ratios():
-    from dltrain.crossval import plan_folds
+    from dltrain.data.folds import plan_folds
 
     classes = ["common"] * 70 + ["middle"] * 20 + ["rare"] * 10  # sorted: contiguous folds would fail
     source = table_source(100, classes=classes)
@@ -132,12 +132,12 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
     # every sample predicted exactly once, by the fold that did not train on it
     oof = pd.read_csv(run_dir / "oof_predictions.csv")
     assert list(oof["index"]) == list(range(150))
-    assert set(oof.columns) >= {"index", "fold", "target", "predicted", "prob_setosa", "prob_virginica"}
-    assert np.allclose(oof.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
+    assert set(oof.columns) >= {"index", "fold", "target", "prediction", "probability_setosa", "probability_virginica"}
+    assert np.allclose(oof.filter(like="probability_").sum(axis=1), 1.0, atol=1e-5)
     for i, folder in enumerate(folds):
         val = pd.read_csv(folder / "val_predictions.csv")
         assert set(oof[oof["fold"] == i]["index"]) == set(val["index"])
-        accuracy = float(np.mean(val["predicted"] == val["target"]))
+        accuracy = float(np.mean(val["prediction"] == val["target"]))
         assert accuracy == pytest.approx(records[i]["final"]["val_accuracy"])
 
     # k distinct models, from distinct seeds
@@ -221,7 +221,8 @@ def test_no_statistic_of_a_validation_fold_reaches_its_training(cli, monkeypatch
 
 def test_refit_and_the_test_ensemble(tmp_path):
     from dltrain.config import compose, read_settings
-    from dltrain.crossval import _scores, cross_validate
+    from dltrain.commands.cv import cross_validate
+    from dltrain.train.predictions import read_predictions, scores_of
     from dltrain.data import load_source
     from dltrain.train.metrics import compute
 
@@ -240,9 +241,8 @@ def test_refit_and_the_test_ensemble(tmp_path):
     assert refit["status"] == "finished" and "val_loss" not in refit["final"]  # trained on every row
     assert summary["refit"]["test"]["accuracy"] == refit["test"]["accuracy"]
     assert all("test_accuracy" in row for row in summary["folds"])
-    frames = [pd.read_csv(tmp_path / "run" / f"fold_{i}" / "test_predictions.csv",
-                          dtype={"target": object, "predicted": object}) for i in range(3)]
-    stacked = [_scores(frame, "multiclass", source.class_names) for frame in frames]
+    frames = [read_predictions(tmp_path / "run" / f"fold_{i}" / "test_predictions.csv") for i in range(3)]
+    stacked = [scores_of(frame, "multiclass", source.class_names) for frame in frames]
     expected = compute("multiclass", np.mean([s for s, _ in stacked], axis=0), source.test_target)
     assert summary["test_ensemble"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert summary["test_ensemble"]["models"] == 3
@@ -250,10 +250,11 @@ def test_refit_and_the_test_ensemble(tmp_path):
 
 
 def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
-    from dltrain.crossval import launch_cv
+    from dltrain.commands.cv import run_cv
+    from dltrain.commands.launch import launch
 
-    means = launch_cv(["data=iris", "k=2", "trainer.epochs=1", "trainer.progress=false",
-                       "logger=none", "optimizer.lr=0.01,0.05"], multirun=True)
+    means = launch(run_cv, ["data=iris", "k=2", "trainer.epochs=1", "trainer.progress=false",
+                            "logger=none", "optimizer.lr=0.01,0.05"], multirun=True, sweep=True)
     runs = cv_run_dirs()
     assert len(means) == len(runs) == 2
     assert sorted(means) == sorted(summary_of(run)["objective"]["mean"] for run in runs)

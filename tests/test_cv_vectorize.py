@@ -58,7 +58,8 @@ def assert_rows_close(rows, expected, tolerance=TOLERANCE):
 
 def test_vectorized_folds_equal_the_sequential_folds(runs):
     vectorized, sequential = runs["vectorized"], runs["sequential"]
-    assert (sequential / "multirun.yaml").exists()  # auto on the CPU: Hydra jobs, one by one
+    assert not (sequential / "multirun.yaml").exists()  # auto on the CPU: one by one, in this process
+    assert (sequential / "fold_0" / ".hydra" / "overrides.yaml").exists()
     for fold in range(3):
         together, alone = read_metrics(vectorized / f"fold_{fold}"), read_metrics(sequential / f"fold_{fold}")
         assert together["vectorized"] is True and "vectorized" not in alone
@@ -79,7 +80,7 @@ def test_vectorized_folds_equal_the_sequential_folds(runs):
         abs=TOLERANCE)
     oof = pd.read_csv(vectorized / "oof_predictions.csv")
     assert sorted(oof["index"]) == list(range(178))
-    from dltrain.runs import find_runs
+    from dltrain.commands.runs import find_runs
 
     (listed,) = find_runs(vectorized)  # dltrain runs: one cross-validation, as typed
     assert listed.kind == "cv" and listed.status == "finished" and listed.folds == 3
@@ -142,7 +143,7 @@ def test_eval_reads_a_vectorized_fold(runs, cli):
     from dltrain.config import read_settings
     from dltrain.data import load_source
     from dltrain.data.split import take
-    from dltrain.evaluate import load_run
+    from dltrain.commands.evaluate import load_run
 
     fold = runs["vectorized"] / "fold_1"
     result = cli("eval", str(fold))
@@ -159,7 +160,7 @@ def test_eval_reads_a_vectorized_fold(runs, cli):
         best_loss = best.objective.loss(best.model.eval()(x), y).item()
         last_scores = last.objective.scores(last.model.eval()(x)).numpy()
     assert best_loss == pytest.approx(read_metrics(fold)["best"]["val_loss"], abs=TOLERANCE)
-    columns = [c for c in predictions if c.startswith("prob_")]
+    columns = [c for c in predictions if c.startswith("probability_")]
     assert np.abs(last_scores - predictions[columns].to_numpy()).max() < TOLERANCE
 
 
@@ -170,16 +171,18 @@ def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cl
     import os
     import signal
 
-    from dltrain.train import vectorized
+    from dltrain.train.stopping import EarlyStopping
 
-    end_epoch = vectorized._end_epoch
+    update = EarlyStopping.update
+    calls = []
 
-    def interrupted(part, epoch, *args):
-        if epoch == 1 and part.position == 0:
-            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the first epoch
-        end_epoch(part, epoch, *args)
+    def interrupted(stopping, epoch, row):
+        calls.append(epoch)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C at the end of the first epoch
+        return update(stopping, epoch, row)
 
-    monkeypatch.setattr(vectorized, "_end_epoch", interrupted)
+    monkeypatch.setattr(EarlyStopping, "update", interrupted)
     run = Path("outputs/stopped").resolve()
     result = cli("cv", *WINE, "cv.vectorize=true", "trainer.epochs=3", f"hydra.run.dir={run}")
     assert result.exit_code == 130, result.output
@@ -187,7 +190,7 @@ def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cl
     for fold in range(3):
         record = read_metrics(run / f"fold_{fold}")
         assert record["status"] == "interrupted" and len(record["history"]) == 1
-    monkeypatch.setattr(vectorized, "_end_epoch", end_epoch)
+    monkeypatch.setattr(EarlyStopping, "update", update)
     result = cli("cv", f"resume={run}")
     assert result.exit_code == 0, result.output
     assert "folds 0, 1, 2 to run" in result.output
@@ -198,25 +201,30 @@ def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cl
 
 
 def test_auto_is_off_on_the_cpu_and_on_for_cuda_when_allowed(monkeypatch):
+    from dltrain.commands import cv as cv_command
     from dltrain.config import compose, read_cv_settings, read_settings
-    from dltrain.crossval import load_cv_source, plan_folds
-    from dltrain.train import device, vectorized
+    from dltrain.data.folds import load_cv_source, plan_folds
 
     def decide(*overrides):
         cfg = compose(["data=iris", "k=3", *overrides])
-        settings, cv = read_settings(cfg), read_cv_settings(cfg)
-        source = load_cv_source(settings, cv)
-        folds = plan_folds(source, cv)
-        selected = folds if cv.fold is None else [folds[cv.fold]]
-        return vectorized.use_vectorized(cfg, settings, cv, source, selected)
+        settings, plan = read_settings(cfg), read_cv_settings(cfg)
+        source = load_cv_source(settings, plan)
+        folds = plan_folds(source, plan)
+        selected = folds if plan.fold is None else [folds[plan.fold]]
+        members = cv_command._stacked_members(cfg, settings, plan, source, selected, Path("unused"),
+                                              cv_command.console)
+        return members is not None
 
     assert cv_default_is_auto()
     assert decide() is False  # the CPU
     import torch
 
-    monkeypatch.setattr(device, "resolve_device", lambda requested: torch.device("cuda"))
+    monkeypatch.setattr(cv_command, "resolve_device", lambda requested: torch.device("cuda"))
+    monkeypatch.setattr("dltrain.train.population.resolve_device", lambda requested: torch.device("cpu"),
+                        raising=False)
     assert decide() is True
     assert decide("model=softmax") is True
+    assert decide("scheduler=plateau") is True  # each member steps its own scheduler
     assert decide("model=mlp", "model.batch_norm=true") is False  # auto falls back, with a note
     assert decide("cv.fold=1") is False  # one fold: nothing to stack
 
@@ -229,7 +237,6 @@ def cv_default_is_auto() -> bool:
 
 @pytest.mark.parametrize("overrides, words", [
     (["data=iris", "model.batch_norm=true"], "running statistics (batch norm)"),
-    (["data=iris", "scheduler=plateau"], "scheduler=plateau"),
     (["data=digits", "data.as_sequence=true", "model=lstm"], "model=lstm's recurrent layer"),
     (["data=digits_images", "data.random_crop=2", "model=cnn"], "data.random_crop and data.horizontal_flip"),
     (["data=iris", "k=4"], "112 and 113 training rows make 7 and 8 batches per epoch"),

@@ -183,7 +183,7 @@ def _get_json(url: str):
 
 
 def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch):
-    import dltrain.tb
+    import dltrain.commands.tb
 
     assert cli("fit", "data=iris", "trainer.epochs=2", *FAST).exit_code == 0
     (run_dir,) = run_folders()
@@ -202,7 +202,7 @@ def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, mon
         answers["url"] = url
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dltrain.tb, "wait_for_interrupt", query_then_ctrl_c)
+    monkeypatch.setattr(dltrain.commands.tb, "wait_for_interrupt", query_then_ctrl_c)
     result = cli("tb", "--port", "0")
     assert result.exit_code == 0, result.output
     assert answers["url"].startswith("http://127.0.0.1:")

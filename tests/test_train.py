@@ -149,19 +149,23 @@ def test_gradient_clipping_bounds_each_update():
     from dltrain.config import NamedSettings, OptimizerSettings, TrainerSettings
     from dltrain.data import Prepared, Split
     from dltrain.data.spec import DataSpec
-    from dltrain.train.loop import Trainer
+    from dltrain.train.build import Parts
+    from dltrain.train.engine import Trainer
+    from dltrain.train.member import Member
     from dltrain.train.objective import build_objective
     from dltrain.train.optim import Schedule, build_optimizer
+    from dltrain.train.stopping import EarlyStopping
 
     spec = DataSpec(task="regression", input_shape=(3,))
     model = torch.nn.Linear(3, 1)
     before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
     optimizer, regularizer = build_optimizer(model, OptimizerSettings("sgd", 1.0), NamedSettings("none"))
-    trainer = Trainer(model, build_objective("mse", {}, spec), optimizer, Schedule(), regularizer,
-                      settings=TrainerSettings(epochs=1, grad_clip=0.01), device=torch.device("cpu"),
-                      batch_size=0, shuffle=False)
+    parts = Parts(build_objective("mse", {}, spec), model, optimizer, regularizer, Schedule())
     data = Prepared(spec, Split(torch.randn(64, 3) * 100, torch.randn(64) * 100), None, None, None)
-    trainer.fit(data, monitor="loss", mode="min")
+    member = Member("", 0, data, parts, EarlyStopping("train_loss", "min"))
+    trainer = Trainer([member], settings=TrainerSettings(epochs=1, grad_clip=0.01),
+                      device=torch.device("cpu"), batch_size=0, shuffle=False)
+    trainer.fit()
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)
 

@@ -69,5 +69,14 @@ def _suggest(task: str) -> str:
     }[task]
 
 
+def stacking_refusal(name: str) -> str | None:
+    """Why copies of model ``name`` cannot be stacked with torch.func and trained under
+    torch.vmap (None when they can)."""
+    if name == "lstm":
+        return ("model=lstm's recurrent layer (aten::lstm) and packed sequences have no torch.vmap "
+                "batching rule")
+    return None
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

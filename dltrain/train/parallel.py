@@ -1,7 +1,7 @@
 """Data-parallel training (torch.distributed, DistributedDataParallel): how many processes a fit
-runs as, starting them with torch's elastic launcher (what torchrun does), each rank's process
-group, and the split of every step's global batch across ranks with the reductions that make
-the epoch's metrics whole again. Nothing here runs in a plain single-process fit."""
+runs as, each rank's process group, and the split of every step's global batch across ranks with
+the reductions that make the epoch's metrics whole again. Nothing here runs in a plain
+single-process fit; starting the ranks is ``dltrain fit``'s job (commands/fit.py)."""
 
 from __future__ import annotations
 
@@ -74,59 +74,18 @@ def check(trainer) -> int:
     return processes
 
 
-def refuse_data_parallel(command: str, overrides: list[str]) -> None:
-    """One sentence, before any run folder, for data-parallel settings where they cannot run:
-    ``dltrain cv`` and sweeps train one process per run (a setting that a recipe brings in is
-    refused by train_split instead)."""
-    asked = world_size() > 1 or any(
-        (key.lstrip("+") == "trainer.strategy" and "ddp" in value)
-        or (key.lstrip("+") == "trainer.devices" and value.strip() not in ("auto", "1", "null"))
-        for key, _, value in (o.partition("=") for o in overrides)
-    )
-    if asked:
+def refuse_in_one_process(trainer) -> None:
+    """Data-parallel settings reaching a run that trains in one process (a fold of dltrain cv, a
+    point of a sweep, e.g. from a recipe): one sentence instead of a run that ignores them."""
+    if current_shard() is None and (world_size() > 1 or local_processes(trainer) > 1):
         raise DltrainError(
-            f"{command} does not run data-parallel (trainer.strategy=ddp, trainer.devices above 1, or "
-            f"torchrun): it trains one process per run; drop those settings, or train with dltrain fit alone."
+            "Data-parallel training (trainer.strategy=ddp, trainer.devices above 1, or torchrun) runs "
+            "only as dltrain fit without -m; dltrain cv and sweeps train one process per run, so drop "
+            "trainer.strategy and trainer.devices there."
         )
 
 
-# --------------------------------------------------------------------------- starting ranks
-
-
-def spawn(overrides: list[str], processes: int) -> None:
-    """Run ``python -m dltrain fit OVERRIDES`` as ``processes`` ranks on this machine with torch's
-    elastic launcher, as ``torchrun --standalone --nproc_per_node=N`` would, and wait for them.
-    The ranks print for themselves (rank 0 only); a failed rank ends this process with its exit
-    code, a Ctrl-C is passed on to the ranks (they stop at the end of their epoch)."""
-    import logging
-    import sys
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
-    # The ranks already said what went wrong, in one sentence; the launcher's own report of a
-    # failed child (a page of text) would bury it.
-    for name in list(logging.Logger.manager.loggerDict):
-        if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads is None:  # as torchrun: N processes of one thread each, not N x all cores
-        os.environ["OMP_NUM_THREADS"] = "1"  # the ranks inherit this process's environment
-    try:
-        elastic_launch(config, sys.executable)("-m", "dltrain", "fit", *overrides)
-    except ChildFailedError as failed:
-        failure = failed.failures.get(0) or failed.get_first_failure()[1]
-        code = failure.exitcode
-        raise SystemExit(code if code > 0 else 128 - code) from None
-    except SignalException as stopped:
-        raise SystemExit(128 + int(stopped.sigval)) from None
-    finally:
-        if threads is None:
-            del os.environ["OMP_NUM_THREADS"]
+# --------------------------------------------------------------------------- the process group
 
 
 @contextmanager
@@ -143,14 +102,14 @@ def process_group(trainer):
         backend = "gloo"
     dist.init_process_group(backend=backend)
     if dist.get_rank() != 0:
-        _quiet()
+        quiet()
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def _quiet() -> None:
+def quiet() -> None:
     from dltrain.console import console, error_console
 
     console.quiet = error_console.quiet = True
@@ -291,35 +250,3 @@ class Shard:
         everyone = [None] * self.world_size
         dist.all_gather_object(everyone, (row, int(stop)))
         return everyone[0][0], max(signal_number for _, signal_number in everyone)
-
-
-# --------------------------------------------------------------------------- dltrain fit
-
-
-def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
-    """``dltrain fit`` as data-parallel processes when the config (or torchrun) asks for them:
-    in a rank started by torchrun, join the process group and train; otherwise start the ranks
-    here (``given``: the user's own overrides, with ``resume=`` resolved). False: a plain fit."""
-    from dltrain.config import read_settings
-    from dltrain.launch import launch_fit
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        _quiet()  # rank 0 tells torchrun's user about a bad setting, once
-    settings = read_settings(cfg)
-    trainer = settings.trainer
-    processes = check(trainer)
-    ranks = max(world_size(), processes)
-    if ranks > 1 and 0 < settings.data.batch_size < ranks:
-        raise DltrainError(
-            f"data.batch_size={settings.data.batch_size} is smaller than the {ranks} data-parallel processes; "
-            f"it is the global batch, split across them: use at least {ranks} (or 0 for all rows)."
-        )
-    if world_size() > 1:
-        with process_group(trainer):
-            launch_fit(overrides)
-        return True
-    if processes == 1:
-        return False
-    resume = [o for o in overrides if o.startswith("resume=")]
-    spawn([o for o in given if not o.startswith("resume=")] + resume[-1:], processes)
-    return True

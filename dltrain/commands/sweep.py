@@ -11,9 +11,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dltrain.commands.cv import run_cv
+from dltrain.commands.fit import refuse_data_parallel, resume_overrides, run_fit
+from dltrain.commands.launch import check_slurm, launch, run_folder_overrides
 from dltrain.console import console, fmt
 from dltrain.errors import DltrainError
-from dltrain.runs import _read_json, _read_yaml  # run folders are read as dltrain runs reads them
+from dltrain.commands.runs import _read_json, _read_yaml  # run folders are read as dltrain runs reads them
 
 SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
@@ -49,30 +52,18 @@ class Point:
     extra: dict = field(default_factory=dict, repr=False)
 
 
-def objective_value(result) -> float | None:
-    """The float a sweeper optimises, from a task's result: a fit's monitored metric at its best
-    epoch, a cross-validation's mean (run_cv already returns it)."""
-    if result is None or isinstance(result, (int, float)):
-        return None if result is None else float(result)
-    if isinstance(result, dict):  # a cv summary
-        return float(result["objective"]["mean"])
-    return float(result.best[result.monitor])
-
-
 # --------------------------------------------------------------------------- running
 
 
 def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
     """``dltrain fit -m`` / ``dltrain cv -m``: every point in its own folder under one sweep
     folder, then the ranked table. Exits with a sentence when every point failed."""
-    from dltrain.launch import launch
-
+    refuse_data_parallel(f"dltrain {kind} -m", overrides)
+    if kind == "fit":
+        overrides = resume_overrides(overrides)
     overrides, sweep_dir = with_sweep_dir(overrides)
     check_points(overrides)
-    if kind == "cv":
-        from dltrain.crossval import run_cv as task
-    else:
-        from dltrain.run import run_fit as task
+    task = run_cv if kind == "cv" else run_fit
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage imports it, chattily
@@ -97,8 +88,6 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
 def with_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:
     """The overrides with ``hydra.sweep.dir`` set (a new unique folder under outputs/multirun
     unless the user gave one), and that folder."""
-    from dltrain.launch import run_folder_overrides
-
     given = [o for o in overrides if o.startswith("hydra.sweep.dir=")]
     if given:
         text = given[-1].split("=", 1)[1].strip("'\"")
@@ -165,7 +154,7 @@ def check_points(overrides: list[str]) -> None:
             monitors.add((settings.trainer.monitor, settings.trainer.mode))
             if number == 0:
                 _check_direction(cfg, settings)
-                _check_slurm(cfg)
+                check_slurm(cfg)
     if invalid and len(invalid) == len(grid):
         raise invalid[0]
     if len(monitors) > 1:
@@ -195,40 +184,6 @@ def missing_plugin(message: str) -> str | None:
                 f"install it with: {_PLUGINS[group, option]}.")
     valid = ", ".join((available or "basic").split())
     return f"Unknown hydra/{group} '{option}'; valid options are: {valid}."
-
-
-def check_fold_launch(overrides: list[str]) -> None:
-    """``dltrain cv`` hands its folds to Hydra's sweeper and launcher as a sweep over cv.fold:
-    refuse a search sweeper (a recipe such as search_mlp_digits selects Optuna, which would
-    sample the folds like a parameter) and a SLURM launcher on a machine without SLURM."""
-    if not any(o.startswith(("recipe=", "hydra/sweeper=", "hydra/launcher=")) for o in overrides):
-        return
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from dltrain.config import VERSION_BASE, config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
-    if target and not target.endswith("BasicSweeper"):
-        typed = " ".join(overrides)
-        raise DltrainError(f"This config searches with a sweeper ({target.rsplit('.', 1)[-1]}), which needs -m: "
-                           f"dltrain cv -m {typed} runs the search, each trial a whole cross-validation.")
-    _check_slurm(cfg)
-
-
-def _check_slurm(cfg) -> None:
-    """The SLURM launcher submits with sbatch and srun: without them it could only fail later."""
-    import shutil
-
-    from omegaconf import OmegaConf
-
-    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
-    if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
-        raise DltrainError("hydra/launcher=slurm submits SLURM jobs, but this machine has no srun; run "
-                           "the command on the cluster's login node, or try hydra/launcher=submitit_local here.")
 
 
 def _check_direction(cfg, settings) -> None:
@@ -398,7 +353,7 @@ def table(sweep_dir: Path, kind: str, points: list[Point]):
     from rich.table import Table
     from rich.text import Text
 
-    from dltrain.runs import duration
+    from dltrain.commands.runs import duration
 
     finished = [p for p in points if p.rank is not None]
     monitor = next((p.monitor for p in finished if p.monitor), "the monitored metric")

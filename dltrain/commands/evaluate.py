@@ -7,7 +7,16 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltrain.config import read_settings
+from dltrain.data import load_source
+from dltrain.data.spec import DataSpec
+from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
+from dltrain.train.build import Parts, build
+from dltrain.train.checkpoint import load_checkpoint, write_json
+from dltrain.train.device import resolve_device
+from dltrain.train.population import for_inference
+from dltrain.train.predictions import prediction_frame
 
 
 @dataclass
@@ -24,12 +33,6 @@ class TrainedRun:
 def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
     """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate."""
     from omegaconf import OmegaConf
-
-    from dltrain.config import read_settings
-    from dltrain.data.spec import DataSpec
-    from dltrain.models import create_model
-    from dltrain.train.checkpoint import load_checkpoint
-    from dltrain.train.objective import build_objective
 
     path = Path(target).expanduser()
     if path.is_dir():
@@ -49,8 +52,8 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
     for key in ("input_shape", "class_names", "feature_names"):
         spec_fields[key] = tuple(spec_fields.get(key, ()))
     spec = DataSpec(**spec_fields)
-    objective = build_objective(settings.loss.name, settings.loss.options, spec)
-    model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
+    parts = build(settings, spec, training=False)
+    objective, model = parts.objective, parts.model
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -113,12 +116,6 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     import numpy as np
     import torch
 
-    from dltrain.config import read_settings
-    from dltrain.data import load_source
-    from dltrain.data.split import take, train_val_indices
-    from dltrain.train.checkpoint import write_json
-    from dltrain.train.device import resolve_device
-    from dltrain.train.loop import Trainer
 
     run = load_run(target, overrides)
     settings = read_settings(run.cfg)
@@ -139,9 +136,7 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     x = run.preprocessor.transform(features)
     dtype = torch.float32 if run.spec.task == "regression" else torch.long
     y = torch.as_tensor(np.array(encoded), dtype=dtype)
-    trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
-                      device=device, batch_size=0, shuffle=False)
-    metrics = trainer.evaluate(x, y)
+    metrics = _inference(run, settings, device).evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
     write_json(run.run_dir / "eval.json", record)
@@ -210,12 +205,6 @@ def _read_texts(path: Path, cfg):
 
 
 def predict_run(target: str, input_path: str, output_path: str | None, out) -> Path:
-    import numpy as np
-    import pandas as pd
-
-    from dltrain.train.device import resolve_device
-    from dltrain.train.loop import Trainer
-
     run = load_run(target)
     path = Path(input_path).expanduser()
     if not path.exists():
@@ -229,27 +218,19 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
         features, names = _read_texts(path, run.cfg)
     else:
         raise DltrainError(f"dltrain predict reads tables, images and texts; this model was trained on {kind} data.")
-    from dltrain.config import read_settings
-
     settings = read_settings(run.cfg)
     device = resolve_device(settings.trainer.device)
-    trainer = Trainer(run.model, run.objective, None, None, None, settings=settings.trainer,
-                      device=device, batch_size=0, shuffle=False)
-    scores = trainer.predict_scores(run.preprocessor.transform(features)).numpy()
-    table = pd.DataFrame({"input": names})
-    spec = run.spec
-    if spec.task == "regression":
-        table["prediction"] = scores
-    else:
-        probabilities = np.stack([1 - scores, scores], axis=1) if spec.task == "binary" else scores
-        table["prediction"] = [spec.class_names[i] for i in probabilities.argmax(axis=1)]
-        for index, name in enumerate(spec.class_names):
-            table[f"probability_{name}"] = probabilities[:, index]
+    scores = _inference(run, settings, device).predict_scores(run.preprocessor.transform(features)).numpy()
+    table = prediction_frame(run.spec.task, run.spec.class_names, scores, keys=names, key="input")
     destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
     destination.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(destination, index=False)
     out.print(f"{len(table)} predictions written to {destination}")
     return destination
+
+
+def _inference(run, settings, device):
+    return for_inference(Parts(run.objective, run.model), settings.trainer, device)
 
 
 def _image_spec(run):

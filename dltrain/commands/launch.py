@@ -13,15 +13,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError
+from dltrain.train.checkpoint import write_json
+from dltrain.train.parallel import secondary_rank, shared
+
+
+def objective_value(result) -> float | None:
+    """The float a sweeper optimises, from a task's result: a fit's monitored metric at its best
+    epoch, a cross-validation's mean (run_cv already returns it)."""
+    if result is None or isinstance(result, (int, float)):
+        return None if result is None else float(result)
+    if isinstance(result, dict):  # a cv summary
+        return float(result["objective"]["mean"])
+    return float(result.best[result.monitor])
 
 
 def run_folder_overrides(overrides: list[str]) -> list[str]:
     """hydra.run.dir / hydra.sweep.dir under outputs/, unique even for runs started in the same
     second (a random suffix), unless the user set them. The ranks of a data-parallel fit all take
     rank 0's folder, and only rank 0 writes .hydra/ and the job log there."""
-    from dltrain.distributed import secondary_rank, shared
-
     stamp = shared(datetime.now().strftime("%Y-%m-%d/%H-%M-%S") + "_" + secrets.token_hex(3))
     extra = []
     if not any(o.startswith("hydra.run.dir=") for o in overrides):
@@ -47,8 +58,6 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from dltrain.config import VERSION_BASE, config_dir
-
     results, errors = [], []
 
     def job(cfg):
@@ -57,16 +66,14 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
             result = task(cfg, run_dir)
             results.append(result)
             if sweep:
-                from dltrain.sweep import objective_value
-
                 return objective_value(result)
             return result  # Hydra keeps it as the job's return value: what a sweeper optimises
         except DltrainError as error:
             errors.append(error)
             if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
-                _settle_failed(run_dir, "failed", str(error), keep=sweep)
+                settle_failed(run_dir, "failed", str(error), keep=sweep)
         except KeyboardInterrupt:
-            _settle_failed(run_dir, "interrupted", "interrupted by the user")
+            settle_failed(run_dir, "interrupted", "interrupted by the user")
             raise
 
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base=VERSION_BASE)(job)
@@ -82,44 +89,10 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
     return results if multirun else results[0]
 
 
-def resume_overrides(overrides: list[str]) -> list[str]:
-    """Turn ``resume=RUN_DIR`` (or ``resume=last``) into the run's own saved overrides, then the
-    new ones, with Hydra pointed at the same folder so the run continues where it was."""
-    import yaml
-
-    requested = [o for o in overrides if o.startswith("resume=")]
-    if not requested:
-        return overrides
-    target = requested[-1].split("=", 1)[1].strip()
-    if target in ("", "null"):
-        return [o for o in overrides if not o.startswith("resume=")]
-    if target == "last":
-        candidates = [p.parent for p in Path("outputs").glob("**/last.pt")
-                      if (p.parent / ".hydra").is_dir()]
-        if not candidates:
-            raise DltrainError("resume=last found no run with a last.pt under outputs/; give resume=RUN_DIR.")
-        run_dir = max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
-    else:
-        run_dir = Path(target).expanduser()
-    saved_path = run_dir / ".hydra" / "overrides.yaml"
-    if not saved_path.is_file() or not (run_dir / "last.pt").is_file():
-        raise DltrainError(
-            f"resume={target}: {str(run_dir)!r} is not a run folder with a last.pt checkpoint; "
-            f"give a folder under outputs/ (or resume=last)."
-        )
-    saved = yaml.safe_load(saved_path.read_text()) or []
-    run_dir = run_dir.resolve()
-    keep = [o for o in saved if not o.startswith(("resume=", "hydra."))]
-    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    return [*keep, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
-
-
-def _settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = False) -> None:
+def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = False) -> None:
     """Remove a run folder where nothing was trained (no checkpoint in it, nor in a fold
     sub-folder of a cross-validation) unless ``keep``; otherwise record why the run ended (rank
     0's job in a data-parallel fit)."""
-    from dltrain.distributed import secondary_rank
-
     if secondary_rank():
         return
     metrics_path = run_dir / "metrics.json"
@@ -131,13 +104,40 @@ def _settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = Fal
         return
     record = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     record.update(status=status, error=message)
-    from dltrain.train.checkpoint import write_json
-
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, record)
 
 
-def launch_fit(overrides: list[str], *, multirun: bool = False):
-    from dltrain.run import run_fit
+def check_fold_launch(overrides: list[str]) -> bool:
+    """``dltrain cv`` hands its folds to Hydra's sweeper and launcher as a sweep over cv.fold:
+    refuse a search sweeper (a recipe such as search_mlp_digits selects Optuna, which would
+    sample the folds like a parameter) and a SLURM launcher on a machine without SLURM. True when
+    the launcher is Hydra's basic one (the folds then run in this process, composed once)."""
+    if not any(o.startswith(("recipe=", "hydra/sweeper=", "hydra/launcher=")) for o in overrides):
+        return True
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
-    return launch(run_fit, overrides, multirun=multirun)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if target and not target.endswith("BasicSweeper"):
+        typed = " ".join(overrides)
+        raise DltrainError(f"This config searches with a sweeper ({target.rsplit('.', 1)[-1]}), which needs -m: "
+                           f"dltrain cv -m {typed} runs the search, each trial a whole cross-validation.")
+    check_slurm(cfg)
+    launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    return not launcher or launcher.endswith("BasicLauncher")
+
+
+def check_slurm(cfg) -> None:
+    """The SLURM launcher submits with sbatch and srun: without them it could only fail later."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
+        raise DltrainError("hydra/launcher=slurm submits SLURM jobs, but this machine has no srun; run "
+                           "the command on the cluster's login node, or try hydra/launcher=submitit_local here.")

@@ -1,6 +1,6 @@
 """TensorBoard: what a run writes to its events file (stable, grouped scalar tags; an HParams
 session; the config; graph, histograms and figures), the fold-averaged ``cv_mean`` run of a
-cross-validation, and the local server behind ``dltrain tb``.
+cross-validation. (The server behind ``dltrain tb`` is dltrain/commands/tb.py.)
 
 Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<metric>/val``,
 ``lr``, ``time/epoch_seconds``, ``throughput/samples_per_second``; at the last epoch
@@ -10,7 +10,6 @@ one point per N optimizer steps (written in batches, see ``RunLogger.step``)."""
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from pathlib import Path
@@ -172,7 +171,7 @@ class RunLogger:
             self._sample_images(data)
 
     def _graph(self, model, data, device) -> None:
-        from dltrain.train.loop import rows, to_device
+        from dltrain.train.staging import rows, to_device
 
         example = to_device(rows(data.train.x, slice(0, 2)), device)
         was_training = model.training
@@ -188,7 +187,7 @@ class RunLogger:
             model.train(was_training)
 
     def _sample_images(self, data) -> None:
-        from dltrain import figures
+        from dltrain.train import figures
 
         count = min(self.settings.max_images, len(data.train))
         images = data.train.x[:count].float().cpu().numpy()
@@ -255,7 +254,7 @@ class RunLogger:
 
     # ------------------------------------------------------------------ the end
 
-    def finish(self, result, data, trainer) -> None:
+    def finish(self, result, data, member) -> None:
         """Test metrics and the best value at the last epoch, the end-of-run figures, the
         session's end; then close the events file."""
         if not self.enabled:
@@ -267,19 +266,19 @@ class RunLogger:
             tags["best/epoch"] = result.best_epoch
             self.writer.scalars(tags, last)
             if self.settings.figures:
-                self._end_figures(result, data, trainer, last)
+                self._end_figures(result, data, member, last)
         finally:
             self.close("finished")
 
-    def _end_figures(self, result, data, trainer, step: int) -> None:
+    def _end_figures(self, result, data, member, step: int) -> None:
         import numpy as np
 
-        from dltrain import figures
+        from dltrain.train import figures
 
         split, name = (data.val, "validation") if data.val is not None else (data.train, "training")
         scores = result.val_scores if data.val is not None else None
         if scores is None:
-            scores = trainer.predict_scores(split.x).numpy()
+            scores = member.predict_scores(split.x).numpy()
         truth = split.y.cpu().numpy()
         spec = self.spec
         add_image = self.writer.summary.add_image
@@ -370,89 +369,3 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path |
     finally:
         writer.close()
     return folder
-
-
-# --------------------------------------------------------------------------- the server
-
-
-class Server:
-    """TensorBoard's own program in a child process, serving on 127.0.0.1 only (nothing beyond this
-    machine can reach it); ``port=0`` lets the system pick a free port. The child runs in its own
-    session, so Ctrl-C reaches dltrain alone, which then stops it with ``stop()``: no thread or
-    process of TensorBoard outlives it."""
-
-    def __init__(self, logdir: Path, port: int = 0, timeout: float = 90):
-        import collections
-        import subprocess
-        import sys
-        import threading
-
-        from dltrain.errors import DltrainError
-
-        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                   "--host", "127.0.0.1", "--port", str(port), "--window_title", "dltrain"]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.url: str | None = None
-        self._lines: collections.deque = collections.deque(maxlen=20)
-        ready = threading.Event()
-
-        def read_log() -> None:  # also keeps the pipe drained while the server runs
-            for line in self._process.stderr:
-                self._lines.append(line.rstrip())
-                match = _URL.search(line)
-                if match and self.url is None:
-                    self.url = match.group(0)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read_log, name="TensorBoard log", daemon=True).start()
-        ready.wait(timeout)
-        if self.url is None:
-            self.stop()
-            said = " ".join(line for line in self._lines if line.strip())[-300:]
-            raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
-                               f"{said or 'it printed nothing'}")
-
-    def stop(self) -> None:
-        import subprocess
-
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-
-_URL = re.compile(r"http://127\.0\.0\.1:\d+/")
-
-
-def wait_for_interrupt(server: Server) -> None:
-    """Block until Ctrl-C (the server answers from its own thread meanwhile)."""
-    while True:
-        time.sleep(1)
-
-
-def serve(logdir: Path, port: int = 0, out=console) -> None:
-    """``dltrain tb``: serve ``logdir`` until Ctrl-C."""
-    from dltrain.errors import DltrainError
-
-    logdir = Path(logdir)
-    if not logdir.is_dir():
-        raise DltrainError(f"There is no folder '{logdir}' to show; run dltrain fit first, or pass "
-                           f"the folder that holds your runs (dltrain tb PATH).")
-    if not any(logdir.glob("**/events.out.tfevents.*")):
-        out.print(f"[yellow]note:[/yellow] no TensorBoard events under {logdir} yet (runs with "
-                  f"logger=none write none); TensorBoard will show runs as they appear.")
-    server = Server(logdir, port)
-    out.print(f"TensorBoard for {logdir.resolve()} at [bold]{server.url}[/bold]  (Ctrl-C to stop)")
-    try:
-        wait_for_interrupt(server)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    out.print("TensorBoard stopped.")
-

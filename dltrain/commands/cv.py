@@ -1,0 +1,330 @@
+"""``dltrain cv`` (and ``dltrain.cv()``): k-fold cross-validation. The config is composed and the
+folds planned once; with Hydra's basic launcher the folds then train in this process (one by one,
+or all at once as a stacked population with ``cv.vectorize``), with any other launcher each fold
+is a Hydra job over ``cv.fold`` that re-plans the same folds wherever it runs. The finished fold
+folders are then aggregated (cv_report.py), with the fold-averaged TensorBoard run and an
+optional refit on all the data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from dltrain.commands.cv_report import (FINAL_MODEL, SUMMARY_JSON, aggregate, fold_folder,
+                                        objective_key, print_summary, write_fold_files)
+from dltrain.commands.fit import refuse_data_parallel, train_split
+from dltrain.commands.launch import check_fold_launch, launch, run_folder_overrides, settle_failed
+from dltrain.config import compose, read_cv_settings, read_settings
+from dltrain.console import EpochTable, console, fmt
+from dltrain.data.folds import Fold, load_cv_source, plan_folds
+from dltrain.errors import DltrainError
+from dltrain.models import stacking_refusal
+from dltrain.train import parallel
+from dltrain.train.checkpoint import write_json
+from dltrain.train.device import resolve_device
+from dltrain.train.engine import stack_refusal
+from dltrain.train.population import Trainer, banner, conclude, open_member, train
+from dltrain.train.tensorboard import write_cv_mean
+
+# Overrides a fold's own job sets (its number, its folder).
+_OWN = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
+
+
+def cv(overrides: list[str]) -> dict:
+    """Cross-validate as ``dltrain cv OVERRIDES`` does; returns the summary (cv_summary.json)."""
+    started = time.perf_counter()
+    refuse_data_parallel("dltrain cv", overrides)
+    overrides = resume_overrides(overrides)
+    cfg = compose(overrides)
+    in_process = check_fold_launch(overrides)  # the folds go to Hydra's launcher otherwise
+    settings, plan = read_settings(cfg), read_cv_settings(cfg)
+    parallel.refuse_in_one_process(settings.trainer)
+    source = load_cv_source(settings, plan)
+    folds = plan_folds(source, plan, settings.data.name)
+    selected = [f.index for f in folds] if plan.fold is None else [plan.fold]
+    run_dir = _run_dir(overrides)
+    to_run = selected
+    if cfg.get("resume"):  # finished folds stay as they are
+        to_run = [i for i in selected if _status(fold_folder(run_dir, i)) != "finished"]
+        console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
+                      f"{len(selected) - len(to_run)} finished.")
+    for index in to_run:  # a failure noted by an earlier run in the same folder is stale
+        _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
+    task_overrides = [o for o in overrides if not o.startswith(_OWN)]
+    if to_run and in_process:
+        if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
+            typed = [o for o in overrides if not o.startswith(_OWN[3:])]
+            _write_job_files(run_dir, cfg, typed, None)
+        try:
+            train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
+                        task_overrides)
+        except DltrainError:
+            if not any(run_dir.glob("**/*.pt")):  # nothing trained: no folder that looks like a run
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    elif to_run:
+        launch(run_fold_job, task_overrides + [
+            f"cv.fold={','.join(map(str, to_run))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
+            "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
+    _check_finished(run_dir, selected)
+    return finish(cfg, settings, plan, source, selected, run_dir, started=started)
+
+
+def run_cv(cfg, run_dir: Path) -> float:
+    """Hydra task for a whole cross-validation in one job (``dltrain cv -m``: each sweep job is a
+    cross-validation); returns the mean validation metric, for a sweeper to optimise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    task_overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(_OWN)]
+    return cross_validate(cfg, run_dir, task_overrides=task_overrides)["objective"]["mean"]
+
+
+def cross_validate(cfg, run_dir: Path, *, source=None, task_overrides=(), out=console) -> dict:
+    """Every selected fold in this process, then the summary (``source``: the loaded data, when
+    the caller has it already)."""
+    started = time.perf_counter()
+    settings, plan = read_settings(cfg), read_cv_settings(cfg)
+    parallel.refuse_in_one_process(settings.trainer)
+    source = load_cv_source(settings, plan) if source is None else source
+    folds = plan_folds(source, plan, settings.data.name)
+    selected = folds if plan.fold is None else [folds[plan.fold]]
+    train_folds(cfg, settings, plan, source, selected, len(folds), run_dir, list(task_overrides), out=out)
+    return finish(cfg, settings, plan, source, [f.index for f in selected], run_dir, out=out,
+                  started=started)
+
+
+def run_fold_job(cfg, run_dir: Path) -> float:
+    """Hydra task for one fold (``cv.fold=N``) under a launcher that may run it in another
+    process or on another machine: it re-plans the same folds from the same data and seed."""
+    settings, plan = read_settings(cfg), read_cv_settings(cfg)
+    source = load_cv_source(settings, plan)
+    folds = plan_folds(source, plan, settings.data.name)
+    try:
+        result = train_fold(cfg, settings, source, folds[plan.fold], len(folds), run_dir)
+    except DltrainError as error:
+        failure = DltrainError(f"Fold {plan.fold} of the cross-validation failed: {error}")
+        # Leave the sentence where the aggregating process finds it, even when the fold folder
+        # itself is removed.
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        _error_note(run_dir).write_text(str(failure))
+        raise failure from None
+    return result.final.get(objective_key(settings))
+
+
+# --------------------------------------------------------------------------- training folds
+
+
+def fold_seed(settings, fold: Fold) -> int:
+    """Each fold's model starts from its own seed, the same whether it runs alone or with the rest."""
+    return settings.trainer.seed + fold.index
+
+
+def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int, run_dir: Path,
+                task_overrides: list[str], *, out=console) -> None:
+    """Train ``folds`` in their fold_N folders under ``run_dir`` (each with the .hydra/ a fold's
+    job would have: ``task_overrides`` plus its cv.fold): stacked as one population when
+    ``cv.vectorize`` asks for it and allows it, else one after another."""
+    members = _stacked_members(cfg, settings, plan, source, folds, run_dir, out)
+    if members is not None:
+        for fold in folds:
+            _write_job_files(fold_folder(run_dir, fold.index), cfg, task_overrides, fold.index)
+        _train_stacked(settings, source, folds, fold_count, run_dir, members, out)
+        return
+    for fold in folds:
+        folder = fold_folder(run_dir, fold.index)
+        _write_job_files(folder, cfg, task_overrides, fold.index)
+        try:
+            train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
+        except DltrainError as error:
+            settle_failed(folder, "failed", str(error))
+            raise DltrainError(f"Fold {fold.index} of the cross-validation failed: {error}") from None
+
+
+def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path, *, out=console):
+    """One fold alone in ``folder`` (from its own last.pt under ``dltrain cv resume=``)."""
+    seed = fold_seed(settings, fold)
+    resume_from = folder / "last.pt" if cfg.get("resume") and (folder / "last.pt").exists() else None
+    result = train_split(cfg, settings, source, fold.train_index, fold.val_index, folder, out=out,
+                         seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
+                         resume_from=resume_from)
+    write_fold_files(folder, source, fold, seed, result)
+    return result
+
+
+def _stacked_members(cfg, settings, plan, source, folds, run_dir, out):
+    """The folds as members of one stacked population, or None for one after another:
+    ``cv.vectorize`` true (or auto on a CUDA device) with nothing that refuses stacking; true
+    with a refusal is one sentence."""
+    mode = plan.vectorize
+    if mode == "false" or len(folds) < 2:  # one fold (cv.fold=N): nothing to stack
+        return None
+    if cfg.get("resume"):  # also for a vectorised run, whose fold folders are ordinary ones
+        if mode == "true":
+            out.print("[yellow]note:[/yellow] resume continues each unfinished fold from its own "
+                      "last.pt, one by one (cv.vectorize applies to fresh cross-validations).")
+        return None
+    if mode == "auto" and resolve_device(settings.trainer.device).type != "cuda":
+        return None  # off on the CPU, where it measured slower (bench/cv_vectorize.py)
+    members = [open_member(cfg_with_fold(cfg, fold.index), settings, source, fold.train_index,
+                           fold.val_index, fold_folder(run_dir, fold.index), seed=fold_seed(settings, fold),
+                           label=f"fold {fold.index}", record={"vectorized": True}, out=out)
+               for fold in folds]
+    reason = stack_refusal(members, settings.data.batch_size, stacking_refusal(settings.model.name))
+    if reason is None:
+        return members
+    if mode == "true":
+        raise DltrainError(f"cv.vectorize=true cannot train the folds together: {reason}; "
+                           f"cv.vectorize=false runs the folds one by one.")
+    out.print(f"[yellow]note:[/yellow] cv.vectorize=auto trains the folds one by one: {reason}.")
+    return None
+
+
+def _train_stacked(settings, source, folds, fold_count: int, run_dir: Path, members, out) -> None:
+    started = time.perf_counter()
+    device = resolve_device(settings.trainer.device)
+    for note in source.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    title = (f"dltrain cv  folds {folds[0].index}-{folds[-1].index} together ({len(folds)} of "
+             f"{fold_count}, cv.vectorize)")
+    out.print(banner(title, settings, members[0], device, per=" per fold"))
+    out.print(f"fold folders: {run_dir}/fold_N")
+    monitor = members[0].monitor
+    columns = ["epoch", "train_loss", "val_loss", *([monitor] if monitor != "val_loss" else []), "lr",
+               "seconds", *(["folds"] if settings.trainer.patience else [])]
+    out.print(f"Each row: the mean over the {len(members)} folds"
+              + (" still training (early stopping)." if settings.trainer.patience else "."))
+    trainer = Trainer(members, settings=settings.trainer, device=device, stacked=True,
+                      batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
+                      table=EpochTable(columns, out), count_column="folds")
+    try:
+        train(trainer, run_dir, progress=settings.trainer.progress, out=out)
+    except DltrainError:
+        for member in members:
+            settle_failed(member.folder.path, "failed", member.folder.record.get("error", ""))
+        raise
+    for fold, member in zip(folds, members):
+        result = conclude(member, started)
+        write_fold_files(member.folder.path, source, fold, member.seed, result)
+        out.print(f"fold_{fold.index}: best {monitor} {fmt(result.best[monitor])} at epoch "
+                  f"{result.best_epoch}, final {fmt(result.final[monitor])}")
+    out.print(f"{len(members)} folds trained together in {time.perf_counter() - started:.1f} s.")
+
+
+def cfg_with_fold(cfg, index: int):
+    """The config a fold's job would have: the composed one with its cv.fold."""
+    from omegaconf import OmegaConf
+
+    fold_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.update(fold_cfg, "cv.fold", index, force_add=True)
+    return fold_cfg
+
+
+def _write_job_files(folder: Path, cfg, task_overrides: list[str], index: int | None) -> None:
+    """The .hydra/ a Hydra job writes (its config and the overrides typed), for ``dltrain runs``
+    and ``resume``: of a fold (``index``, its cv.fold added) or of the whole cross-validation."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    hydra_dir = folder / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    config = cfg if index is None else cfg_with_fold(cfg, index)
+    overrides = task_overrides if index is None else [*task_overrides, f"cv.fold={index}"]
+    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides, default_flow_style=False))
+
+
+# --------------------------------------------------------------------------- the end
+
+
+def finish(cfg, settings, plan, source, selected: list[int], run_dir: Path, *, out=console,
+           started: float | None = None) -> dict:
+    """Aggregate the finished fold folders, refit when asked, write and print the summary."""
+    summary = aggregate(run_dir, selected, settings, plan, source)
+    # TensorBoard: the fold-averaged curves as run cv_mean
+    mean_run = write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir)
+    summary["tensorboard_mean_run"] = mean_run.name if mean_run is not None else None
+    if plan.refit and plan.fold is None:
+        summary["refit"] = refit(cfg, settings, source, run_dir, out=out)
+    summary["seconds"] = None if started is None else time.perf_counter() - started
+    summary["status"] = "finished"
+    write_json(run_dir / SUMMARY_JSON, summary)
+    print_summary(summary, run_dir, out)
+    return summary
+
+
+def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
+    """Train once on every row with the same settings (the textbook's last step before
+    predicting new data); its last weights become the run's final.pt."""
+    import numpy as np
+
+    folder = Path(run_dir) / "refit"
+    result = train_split(cfg, settings, source, np.arange(len(source)), np.arange(0), folder,
+                         out=out, seed=settings.trainer.seed, title="dltrain cv  refit on all data")
+    shutil.copyfile(folder / "last.pt", Path(run_dir) / FINAL_MODEL)
+    return {"folder": "refit", "final_model": FINAL_MODEL, "epochs": result.epochs_run,
+            "final": {k: v for k, v in result.final.items() if k not in ("epoch", "lr", "seconds")},
+            "test": result.test}
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _status(fold_dir: Path) -> str:
+    metrics = fold_dir / "metrics.json"
+    return json.loads(metrics.read_text()).get("status", "") if metrics.exists() else ""
+
+
+def resume_overrides(overrides: list[str]) -> list[str]:
+    """``resume=CV_DIR``: the cross-validation's own overrides (read from a fold's .hydra), then
+    the new ones, in the same folder; unfinished folds then go on from their last.pt."""
+    import yaml
+
+    requested = [o for o in overrides if o.startswith("resume=")]
+    if not requested:
+        return overrides
+    target = requested[-1].split("=", 1)[1].strip()
+    run_dir = Path(target).expanduser()
+    saved = sorted(run_dir.glob("fold_*/.hydra/overrides.yaml"))
+    if not saved:
+        raise DltrainError(f"resume={target}: {str(run_dir)!r} is not a cross-validation folder "
+                           f"(no fold_N/.hydra in it); give the folder dltrain cv printed.")
+    own = ("cv.fold=", "resume=", "hydra.")
+    kept = [o for o in yaml.safe_load(saved[0].read_text()) or [] if not o.startswith(own)]
+    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))]
+    run_dir = run_dir.resolve()
+    return [*kept, *new, f"resume={run_dir}", f"hydra.run.dir={_quoted(str(run_dir))}"]
+
+
+def _run_dir(overrides: list[str]) -> Path:
+    """The cross-validation's folder, absolute so that launcher processes in any working
+    directory agree on it: hydra.run.dir (or hydra.sweep.dir) when given, else a new one."""
+    for prefix in ("hydra.run.dir=", "hydra.sweep.dir="):
+        for override in overrides:
+            if override.startswith(prefix):
+                return Path(override[len(prefix):].strip("'\"")).resolve()
+    fresh = next(o for o in run_folder_overrides([]) if o.startswith("hydra.run.dir="))
+    return Path(fresh.split("=", 1)[1]).resolve()
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _error_note(fold_dir: Path) -> Path:
+    return fold_dir.parent / f"{fold_dir.name}.error"
+
+
+def _check_finished(run_dir: Path, selected: list[int]) -> None:
+    for index in selected:
+        folder = fold_folder(run_dir, index)
+        metrics = folder / "metrics.json"
+        record = json.loads(metrics.read_text()) if metrics.exists() else {}
+        if record.get("status") == "finished":
+            continue
+        note = _error_note(folder)
+        if note.exists():
+            raise DltrainError(note.read_text())
+        raise DltrainError(f"Fold {index} of the cross-validation did not finish "
+                           f"(status {record.get('status', 'unknown')}); see {folder}.")

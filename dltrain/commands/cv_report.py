@@ -1,0 +1,149 @@
+"""The report of a cross-validation: the finished fold folders aggregated into per-fold metrics
+with mean and std (cv_summary.json/.csv), out-of-fold predictions, the test ensemble, and the
+console's summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dltrain.console import console, fmt
+from dltrain.data.folds import resolve_strategy
+from dltrain.train.checkpoint import write_json
+from dltrain.train.metrics import compute, monitor_mode
+from dltrain.train.predictions import prediction_frame, read_predictions, scores_of
+
+FOLD_INFO = "fold.json"
+VAL_PREDICTIONS = "val_predictions.csv"
+TEST_PREDICTIONS = "test_predictions.csv"
+SUMMARY_JSON = "cv_summary.json"
+SUMMARY_CSV = "cv_summary.csv"
+OOF_PREDICTIONS = "oof_predictions.csv"
+FINAL_MODEL = "final.pt"
+_NOT_METRICS = ("fold", "repeat", "train_size", "val_size", "epochs")
+
+
+def fold_folder(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / f"fold_{index}"
+
+
+def write_fold_files(run_dir: Path, source, fold, seed: int, result) -> None:
+    """fold.json and the fold's validation (and test) predictions, beside its metrics.json."""
+    import numpy as np
+
+    write_json(run_dir / FOLD_INFO, {
+        "fold": fold.index, "repeat": fold.repeat, "seed": seed, "task": source.task,
+        "class_names": list(source.class_names), "train_size": len(fold.train_index),
+        "val_size": len(fold.val_index),
+    })
+    prediction_frame(source.task, source.class_names, result.val_scores, keys=fold.val_index,
+                     target=source.target[fold.val_index]).to_csv(run_dir / VAL_PREDICTIONS, index=False)
+    if result.test_scores is not None:
+        prediction_frame(source.task, source.class_names, result.test_scores,
+                         keys=np.arange(len(source.test_target)), target=np.asarray(source.test_target)
+                         ).to_csv(run_dir / TEST_PREDICTIONS, index=False)
+
+
+def objective_key(settings) -> str:
+    return f"val_{settings.trainer.monitor}"
+
+
+def aggregate(run_dir: Path, selected: list[int], settings, cv, source) -> dict:
+    """Per-fold metrics of the last epoch (the model the out-of-fold predictions come from:
+    picking each fold's best epoch on its own validation rows would flatter the estimate),
+    their mean and std, out-of-fold predictions and the test ensemble."""
+    import numpy as np
+    import pandas as pd
+
+    rows, predictions, test_frames = [], [], []
+    for index in selected:
+        folder = fold_folder(run_dir, index)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        info = json.loads((folder / FOLD_INFO).read_text())
+        row = {"fold": index, "repeat": info["repeat"], "train_size": info["train_size"],
+               "val_size": info["val_size"], "epochs": metrics["epochs_run"]}
+        row.update({k: v for k, v in metrics["final"].items() if k not in ("epoch", "lr", "seconds")})
+        row.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
+        rows.append(row)
+        frame = read_predictions(folder / VAL_PREDICTIONS)
+        frame.insert(1, "fold", index)
+        if cv.repeats > 1:
+            frame.insert(2, "repeat", info["repeat"])
+        predictions.append(frame)
+        if (folder / TEST_PREDICTIONS).exists():
+            test_frames.append(read_predictions(folder / TEST_PREDICTIONS))
+
+    names = [k for k in rows[0] if k not in _NOT_METRICS]
+    mean = {name: float(np.mean([row[name] for row in rows])) for name in names}
+    std = {name: float(np.std([row[name] for row in rows])) for name in names}
+    oof = pd.concat(predictions, ignore_index=True)
+    oof = oof.sort_values(["repeat", "index"] if cv.repeats > 1 else ["index"], kind="stable")
+    oof.to_csv(run_dir / OOF_PREDICTIONS, index=False)
+    scores, targets = scores_of(oof, source.task, source.class_names)
+    columns = ["fold", *(["repeat"] if cv.repeats > 1 else []), "train_size", "val_size", "epochs", *names]
+    table = pd.DataFrame(rows)[columns]
+    table = pd.concat([table, pd.DataFrame([{"fold": "mean", **mean}, {"fold": "std", **std}])],
+                      ignore_index=True)[columns]
+    table.to_csv(run_dir / SUMMARY_CSV, index=False)
+
+    key = objective_key(settings)
+    ensemble = None
+    if len(test_frames) == len(selected) and test_frames:
+        stacked = [scores_of(frame, source.task, source.class_names) for frame in test_frames]
+        ensemble_scores = np.mean([s for s, _ in stacked], axis=0)
+        ensemble = {"models": len(stacked), **compute(source.task, ensemble_scores, stacked[0][1])}
+    return {
+        "data": settings.data.name, "model": settings.model.name, "task": source.task,
+        "k": cv.k, "strategy": resolve_strategy(cv, source.task), "shuffle": cv.shuffle,
+        "seed": cv.seed, "repeats": cv.repeats, "group_column": cv.group_column,
+        "fold_count": cv.fold_count, "folds_run": list(selected), "samples": len(source),
+        "objective": {"metric": key, "mode": monitor_mode(settings.trainer.monitor, settings.trainer.mode),
+                      "mean": mean.get(key), "std": std.get(key)},
+        "folds": rows, "mean": mean, "std": std,
+        "out_of_fold": {"file": OOF_PREDICTIONS, "rows": len(oof),
+                        **compute(source.task, scores, targets)},
+        "test_ensemble": ensemble,
+        "refit": None,
+    }
+
+
+def print_summary(summary: dict, run_dir: Path, out=console) -> None:
+    from rich.table import Table
+
+    rows, mean, std = summary["folds"], summary["mean"], summary["std"]
+    names = list(mean)
+    shuffle = f"shuffled, seed {summary['seed']}" if summary["shuffle"] else "contiguous"
+    title = (f"Cross-validation: {summary['strategy']}, k={summary['k']}"
+             + (f" x {summary['repeats']} repeats" if summary["repeats"] > 1 else "")
+             + f" ({shuffle}), {summary['model']} on {summary['data']}")
+    epochs = sorted({row["epochs"] for row in rows})
+    if len(epochs) == 1:
+        title += f", {epochs[0]} epochs"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("fold", no_wrap=True)
+    table.add_column("rows\ntrain/val", justify="right", no_wrap=True)
+    if len(epochs) > 1:  # early stopping ended folds at different epochs
+        table.add_column("epochs", justify="right", no_wrap=True)
+    for name in names:  # train_loss -> "train" over "loss": narrow columns for many metrics
+        table.add_column(name.replace("_", "\n", 1), justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(f"fold_{row['fold']}", f"{row['train_size']}/{row['val_size']}",
+                      *([str(row["epochs"])] if len(epochs) > 1 else []),
+                      *(fmt(row[name]) for name in names))
+    table.add_section()
+    table.add_row("[bold]mean[/bold]\n± std", "", *([""] if len(epochs) > 1 else []),
+                  *(f"[bold]{fmt(mean[name])}[/bold]\n± {fmt(std[name])}" for name in names))
+    out.print(table)
+    oof = summary["out_of_fold"]
+    pooled = ", ".join(f"{k} {fmt(v)}" for k, v in oof.items() if k not in ("file", "rows"))
+    out.print(f"Out-of-fold predictions for {oof['rows']} rows in {oof['file']} (pooled: {pooled}).")
+    if summary["test_ensemble"]:
+        ensemble = summary["test_ensemble"]
+        scores = ", ".join(f"{k} {fmt(v)}" for k, v in ensemble.items() if k != "models")
+        out.print(f"Test split, average of the {ensemble['models']} fold models: {scores}.")
+    if summary["refit"]:
+        out.print(f"Refit on all {summary['samples']} rows: {summary['refit']['folder']}/, "
+                  f"final model {summary['refit']['final_model']}.")
+    objective = summary["objective"]
+    out.print(f"Mean {objective['metric']} over {len(rows)} folds: {fmt(objective['mean'])} ± "
+              f"{fmt(objective['std'])}. Run folder: {run_dir}")

@@ -1,0 +1,195 @@
+"""``dltrain fit`` (and ``dltrain.fit()``, which behaves the same): resume -> compose ->
+data-parallel -> launch, and the Hydra task that trains one run in its folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dltrain.config import compose, read_settings
+from dltrain.console import EpochTable, console
+from dltrain.commands.launch import launch
+from dltrain.data import load_source
+from dltrain.data.split import train_val_indices
+from dltrain.errors import DltrainError
+from dltrain.train import parallel
+from dltrain.train.device import resolve_device
+from dltrain.train.population import (Trainer, banner, columns, conclude, open_member, print_summary,
+                                      train)
+
+
+def fit(overrides: list[str]):
+    """Train as ``dltrain fit OVERRIDES`` does; returns the FitResult (None when the run went to
+    data-parallel processes started here, which print and write for themselves)."""
+    given = list(overrides)
+    overrides = resume_overrides(given)
+    cfg = compose(overrides)  # every config error is one sentence before a run folder exists
+    if fit_data_parallel(cfg, given, overrides):  # trainer.strategy=ddp / devices=N / torchrun
+        return None
+    return launch(run_fit, overrides)
+
+
+def run_fit(cfg, run_dir: Path, out=console):
+    """Hydra task: load the data, split off validation rows, train, write the run folder."""
+    started = time.perf_counter()
+    settings = read_settings(cfg)
+    with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
+        source = load_source(settings.data)
+    train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+    resume = cfg.get("resume")
+    return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
+                       resume_from=Path(resume) / "last.pt" if resume else None)
+
+
+def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
+                seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
+                resume_from: Path | None = None):
+    """One fit (or one fold of a cross-validation, ``seed`` then differs per fold): a population
+    of one member trained on rows ``train_index`` (preprocessing fitted on them only), validated on
+    ``val_index`` (may be empty), written to ``run_dir``; ``resume_from``: a last.pt to continue
+    exactly (down to the step inside an interrupted epoch)."""
+    started = time.perf_counter() if started is None else started
+    parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
+    shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
+    main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
+    device = resolve_device(settings.trainer.device)
+    device = shard.device(device) if shard is not None else device
+    member = open_member(cfg, settings, source, train_index, val_index, run_dir,
+                         seed=settings.trainer.seed if seed is None else seed, main=main, out=out)
+    if shard is not None:
+        shard.check_rows(len(member.data.train))
+    for note in source.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
+    out.print(banner(title, settings, member, device, extra=ddp))
+    out.print(f"run folder: {run_dir}")
+    trainer = Trainer([member], settings=settings.trainer, device=device,
+                      batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
+                      table=EpochTable(columns(member), out), shard=shard)
+    if resume_from is not None:
+        member.resume(resume_from, out)
+        if shard is not None and member.cursor is not None:
+            raise DltrainError(
+                f"resume={resume_from.parent}: its last.pt was saved inside epoch {member.cursor['epoch']} "
+                f"by a single-process run, which only a single process continues exactly; resume it "
+                f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
+            )
+    first_epoch = member.cursor["epoch"] if member.cursor else len(member.rows) + 1
+    train(trainer, run_dir, progress=settings.trainer.progress and main, out=out, first_epoch=first_epoch)
+    result = conclude(member, started)
+    print_summary(result, out)
+    return result
+
+
+def resume_overrides(overrides: list[str]) -> list[str]:
+    """Turn ``resume=RUN_DIR`` (or ``resume=last``) into the run's own saved overrides, then the
+    new ones, with Hydra pointed at the same folder so the run continues where it was."""
+    import yaml
+
+    requested = [o for o in overrides if o.startswith("resume=")]
+    if not requested:
+        return overrides
+    target = requested[-1].split("=", 1)[1].strip()
+    if target in ("", "null"):
+        return [o for o in overrides if not o.startswith("resume=")]
+    if target == "last":
+        candidates = [p.parent for p in Path("outputs").glob("**/last.pt")
+                      if (p.parent / ".hydra").is_dir()]
+        if not candidates:
+            raise DltrainError("resume=last found no run with a last.pt under outputs/; give resume=RUN_DIR.")
+        run_dir = max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
+    else:
+        run_dir = Path(target).expanduser()
+    saved_path = run_dir / ".hydra" / "overrides.yaml"
+    if not saved_path.is_file() or not (run_dir / "last.pt").is_file():
+        raise DltrainError(
+            f"resume={target}: {str(run_dir)!r} is not a run folder with a last.pt checkpoint; "
+            f"give a folder under outputs/ (or resume=last)."
+        )
+    saved = yaml.safe_load(saved_path.read_text()) or []
+    run_dir = run_dir.resolve()
+    keep = [o for o in saved if not o.startswith(("resume=", "hydra."))]
+    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    return [*keep, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+# --------------------------------------------------------------------------- data-parallel
+
+
+def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
+    """``dltrain fit`` as data-parallel processes when the config (or torchrun) asks for them:
+    in a rank started by torchrun, join the process group and train; otherwise start the ranks
+    here (``given``: the user's own overrides, with ``resume=`` resolved). False: a plain fit."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        parallel.quiet()  # rank 0 tells torchrun's user about a bad setting, once
+    settings = read_settings(cfg)
+    trainer = settings.trainer
+    processes = parallel.check(trainer)
+    ranks = max(parallel.world_size(), processes)
+    if ranks > 1 and 0 < settings.data.batch_size < ranks:
+        raise DltrainError(
+            f"data.batch_size={settings.data.batch_size} is smaller than the {ranks} data-parallel processes; "
+            f"it is the global batch, split across them: use at least {ranks} (or 0 for all rows)."
+        )
+    if parallel.world_size() > 1:
+        with parallel.process_group(trainer):
+            launch(run_fit, overrides)
+        return True
+    if processes == 1:
+        return False
+    resume = [o for o in overrides if o.startswith("resume=")]
+    spawn([o for o in given if not o.startswith("resume=")] + resume[-1:], processes)
+    return True
+
+
+def refuse_data_parallel(command: str, overrides: list[str]) -> None:
+    """One sentence, before any run folder, for data-parallel settings where they cannot run:
+    ``dltrain cv`` and sweeps train one process per run (a setting that a recipe brings in is
+    refused by train_split instead)."""
+    asked = parallel.world_size() > 1 or any(
+        (key.lstrip("+") == "trainer.strategy" and "ddp" in value)
+        or (key.lstrip("+") == "trainer.devices" and value.strip() not in ("auto", "1", "null"))
+        for key, _, value in (o.partition("=") for o in overrides)
+    )
+    if asked:
+        raise DltrainError(
+            f"{command} does not run data-parallel (trainer.strategy=ddp, trainer.devices above 1, or "
+            f"torchrun): it trains one process per run; drop those settings, or train with dltrain fit alone."
+        )
+
+
+def spawn(overrides: list[str], processes: int) -> None:
+    """Run ``python -m dltrain fit OVERRIDES`` as ``processes`` ranks on this machine with torch's
+    elastic launcher, as ``torchrun --standalone --nproc_per_node=N`` would, and wait for them.
+    The ranks print for themselves (rank 0 only); a failed rank ends this process with its exit
+    code, a Ctrl-C is passed on to the ranks (they stop at the end of their epoch)."""
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    # The ranks already said what went wrong, in one sentence; the launcher's own report of a
+    # failed child (a page of text) would bury it.
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # as torchrun: N processes of one thread each, not N x all cores
+        os.environ["OMP_NUM_THREADS"] = "1"  # the ranks inherit this process's environment
+    try:
+        elastic_launch(config, sys.executable)("-m", "dltrain", "fit", *overrides)
+    except ChildFailedError as failed:
+        failure = failed.failures.get(0) or failed.get_first_failure()[1]
+        code = failure.exitcode
+        raise SystemExit(code if code > 0 else 128 - code) from None
+    except SignalException as stopped:
+        raise SystemExit(128 + int(stopped.sigval)) from None
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]

@@ -1,0 +1,36 @@
+"""``build(settings, spec)``: the one place a run's objective, model, optimizer and schedule are
+built from its settings and the data's spec (fit, cv folds, population members, eval, predict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dltrain.models import create_model
+from dltrain.train.metrics import check_monitor, monitor_mode
+from dltrain.train.objective import build_objective
+from dltrain.train.optim import build_optimizer, build_schedule
+
+
+@dataclass
+class Parts:
+    objective: object
+    model: object
+    optimizer: object = None  # None when built for inference (eval, predict)
+    regularizer: object = None
+    schedule: object = None
+
+
+def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True) -> Parts:
+    """``settings``: the validated Settings; ``spec``: the DataSpec the model is sized from;
+    ``steps_per_epoch``: for schedules that step every batch (onecycle)."""
+    objective = build_objective(settings.loss.name, settings.loss.options, spec)
+    model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
+    if not training:
+        return Parts(objective, model)
+    trainer = settings.trainer
+    check_monitor(trainer.monitor, spec.task)
+    optimizer, regularizer = build_optimizer(model, settings.optimizer, settings.regularization)
+    schedule = build_schedule(optimizer, settings.scheduler, epochs=trainer.epochs,
+                              steps_per_epoch=steps_per_epoch,
+                              mode=monitor_mode(trainer.monitor, trainer.mode))
+    return Parts(objective, model, optimizer, regularizer, schedule)

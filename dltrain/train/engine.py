@@ -1,0 +1,317 @@
+"""The training engine: one epoch loop over a population of members (train/member.py). Each
+step takes every active member's batch (by indexing tensors already on the device), runs the
+forward pass — the one model itself, or the members stacked with torch.func under torch.vmap —
+then each member's own loss, one backward pass, and each member's own clipping, optimizer step
+and schedule. Metrics are read once per epoch; then early stopping, best/last checkpoints and
+stop requests (which finish their step, then raise StopRequested with the position saved)."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import torch
+
+from dltrain.errors import DltrainError
+from dltrain.train.member import Member, forward
+from dltrain.train.speed import compiled, configure
+from dltrain.train.staging import Staged
+
+
+class StopRequested(Exception):
+    """Raised out of ``Trainer.fit`` after a stop request (Ctrl-C, SIGTERM) finished its step;
+    each member's ``cursor`` then holds its position inside the interrupted epoch."""
+
+    def __init__(self, signal_number: int, epoch: int, step: int):
+        super().__init__(f"stopped in epoch {epoch} after step {step}")
+        self.signal_number, self.epoch, self.step = signal_number, epoch, step
+
+
+def batch_size_for(rows: int, batch_size: int) -> int:
+    """The rows of one batch: all of them for 0 (full-batch gradient descent) or a larger size."""
+    return rows if batch_size <= 0 or batch_size >= rows else batch_size
+
+
+def batch_count(rows: int, batch_size: int) -> int:
+    return math.ceil(rows / batch_size_for(rows, batch_size))
+
+
+def stack_refusal(members: list[Member], batch_size: int, model_refusal: str | None) -> str | None:
+    """Why these members cannot train as one stacked model under torch.vmap (None when they can);
+    ``model_refusal``: what the model's registry entry says against stacking it."""
+    first = members[0]
+    if model_refusal is not None:
+        return model_refusal
+    if isinstance(first.data.train.x, tuple):
+        return "this data's inputs are token sequences with lengths, which torch.vmap cannot batch"
+    if first.data.train.augment is not None:
+        return "data.random_crop and data.horizontal_flip augment each batch with the member's own random draws"
+    if any(True for _ in first.model.buffers()):
+        return ("the model keeps running statistics (batch norm) that torch.vmap cannot update per "
+                "member; set model.batch_norm=false")
+    steps = {batch_count(len(m.data.train), batch_size) for m in members}
+    if len(steps) > 1:
+        sizes = sorted({len(m.data.train) for m in members})
+        return (f"the {' and '.join(map(str, sizes))} training rows make "
+                f"{' and '.join(map(str, sorted(steps)))} batches per epoch with "
+                f"data.batch_size={batch_size}, so their optimizer steps would differ")
+    return None
+
+
+class Stacked:
+    """The forward pass of several members of one model shape at once: their parameters
+    stacked along a new first dimension, one ``functional_call`` of the shared structure under
+    ``torch.vmap`` over that dimension and over the members' batches (padded to the longest with
+    zero rows, cut off again after the pass). Gradients flow back through the stack into each
+    member's own parameters, so every member keeps its own optimizer, clipping and schedule."""
+
+    def __init__(self, members: list[Member]):
+        import copy
+
+        from torch.func import functional_call
+
+        self.structure = copy.deepcopy(members[0].model).to("meta")
+        self.names = [name for name, _ in members[0].model.named_parameters()]
+        self.parameters = {id(m): dict(m.model.named_parameters()) for m in members}
+
+        def one(parameters, x):
+            return functional_call(self.structure, parameters, (x,))
+
+        self.vmapped = torch.vmap(one, randomness="different")
+
+    def __call__(self, members: list[Member], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        self.structure.train(members[0].model.training)
+        stacked = {name: torch.stack([self.parameters[id(m)][name] for m in members])
+                   for name in self.names}
+        longest = max(len(x) for x in inputs)
+        batch = inputs[0].new_zeros((len(inputs), longest, *inputs[0].shape[1:]))
+        for i, x in enumerate(inputs):
+            batch[i, :len(x)] = x
+        outputs = self.vmapped(stacked, batch)
+        return [outputs[i, :len(x)] for i, x in enumerate(inputs)]
+
+
+class Trainer:
+    """Trains ``members`` for ``settings.epochs`` (TrainerSettings). ``stacked``: one vmapped
+    forward pass for all members (they share the model's shape); otherwise a population of one
+    whose model the steps call directly (through DDP's wrapper under data-parallel, ``shard``,
+    and torch.compile's when asked for)."""
+
+    def __init__(self, members: list[Member], *, settings, device, batch_size: int, shuffle: bool,
+                 stacked: bool = False, eval_batch_size: int = 1024, table=None, progress=None,
+                 shard=None, count_column: str = "members"):
+        if len(members) > 1 and not stacked:
+            raise ValueError("several members train together only stacked")
+        self.members = members
+        self.settings = settings
+        self.device = device
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.table, self.progress, self.count_column = table, progress, count_column
+        self.shard = shard
+        self.speed = configure(members[0].model, settings, device)
+        for member in members:
+            member.model.to(device)
+            if self.speed.channels_last:
+                member.model.to(memory_format=torch.channels_last)
+            member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
+        if stacked:
+            self.forward = Stacked(members)
+        else:
+            member = members[0]
+            trained = shard.wrap(member.model) if shard is not None else member.model
+            step_model = compiled(trained, settings)  # shares the model's parameters
+            member.eval_model = step_model if shard is None else member.model
+            self.forward = lambda active, inputs: [forward(step_model, inputs[0])]
+        self.stop_requested = 0  # the signal number once Ctrl-C or SIGTERM asked to stop
+
+    # ------------------------------------------------------------------ the run
+
+    def fit(self) -> None:
+        """Train until ``settings.epochs`` (continuing loaded states), until every member stopped
+        early, or until a stop request (raises StopRequested after finishing its step)."""
+        settings, members = self.settings, self.members
+        max_bytes = settings.device_data_max_mb * 2**20
+        layout = self.speed.channels_last
+        for m in members:
+            m.train = Staged(m.data.train.x, m.data.train.y, self.device, max_bytes, layout)
+            m.val = None
+            if m.data.val is not None:
+                staged = Staged(m.data.val.x, m.data.val.y, self.device, max_bytes, layout)
+                m.val = (staged.x, staged.y)
+        first = members[0]
+        first_epoch = first.cursor["epoch"] if first.cursor else len(first.rows) + 1
+        for epoch in range(first_epoch, settings.epochs + 1):
+            active = [m for m in members if not m.stopping.stopped]
+            if not active:
+                break
+            started = time.perf_counter()
+            lrs = [m.optimizer.param_groups[0]["lr"] for m in active]
+            rows = []
+            for m, train, lr in zip(active, self.train_epoch(active, epoch), lrs):
+                row = {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()}}
+                if m.val is not None:
+                    row.update({f"val_{k}": v for k, v in m.evaluate(*m.val).items()})
+                row["lr"] = lr
+                rows.append(row)
+            stop = self.stop_requested
+            for row in rows:
+                row["seconds"] = time.perf_counter() - started
+            if self.shard is not None:  # every rank follows rank 0's row
+                rows[0], stop = self.shard.agree(rows[0], stop)
+            for m, row in zip(active, rows):
+                m.schedule.after_epoch(row[m.monitor])
+                m.rows.append(row)
+                if m.stopping.update(epoch, row) and m.folder is not None:
+                    m.folder.best(epoch, row)
+            self._show(rows)
+            for m, row in zip(active, rows):
+                if m.logger is not None:
+                    m.logger.epoch_end(epoch, row)
+                if m.folder is not None:  # after the logger: a checkpoint covers what it logged
+                    m.folder.last(epoch, row)
+            still = any(not m.stopping.stopped for m in members)
+            if stop and epoch < settings.epochs and still:
+                raise StopRequested(stop, epoch, 0)
+
+    def _show(self, rows: list[dict]) -> None:
+        if self.table is None:
+            return
+        if len(self.members) == 1:
+            self.table.row(rows[0])
+            return
+        columns = [c for c in rows[0] if all(c in row for row in rows)]
+        mean = {c: sum(row[c] for row in rows) / len(rows) for c in columns}
+        self.table.row({**mean, "epoch": rows[0]["epoch"], self.count_column: len(rows)})
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_epoch(self, active: list[Member], epoch: int) -> list[dict]:
+        """One pass over every active member's training rows; each member's training metrics."""
+        settings, shard = self.settings, self.shard
+        autocast, scaler = self.speed.autocast, self.speed.scaler
+        sizes = [batch_size_for(len(m.train), self.batch_size) for m in active]
+        steps = math.ceil(len(active[0].train) / sizes[0])
+        orders, outputs, losses = [], [], []
+        first_step = 0
+        for m in active:
+            m.model.train()
+            cursor, m.cursor = m.cursor, None
+            if cursor is not None:  # continue an epoch that a stop request interrupted
+                orders.append(cursor["order"])
+                first_step = cursor["step"]
+                outputs.append([cursor["outputs"].to(self.device)])
+                losses.append(list(cursor["losses"].to(self.device).unbind()))
+            else:
+                n = len(m.train)
+                orders.append(torch.randperm(n, generator=m.generator) if self.shuffle else torch.arange(n))
+                outputs.append([])
+                losses.append([])
+        device_orders = [order.to(m.train.index_device) for order, m in zip(orders, active)]
+        spans = shard.spans(len(active[0].train), sizes[0], steps) if shard is not None else None
+        if self.progress is not None:
+            self.progress.start_epoch(epoch, steps)
+        for step in range(first_step, steps):
+            inputs, targets, weight = [], [], 1.0
+            for m, order, size in zip(active, device_orders, sizes):
+                if spans is None:
+                    index = order[step * size:(step + 1) * size]
+                else:  # this rank's part of the step's global batch, its loss weighted by its share
+                    start, stop, weight = spans[step]
+                    index = order[start:stop]
+                x, y = m.train.batch(index)
+                if m.data.train.augment is not None:
+                    x = m.data.train.augment(x)
+                inputs.append(x)
+                targets.append(y)
+            for m in active:
+                m.optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                step_outputs = self.forward(active, inputs)
+                step_losses = [m.objective.loss(o, y) for m, o, y in zip(active, step_outputs, targets)]
+                total = 0
+                for m, loss in zip(active, step_losses):
+                    total = total + (loss if spans is None else loss * weight)
+                    if m.regularizer.l1:
+                        total = total + m.regularizer.penalty()
+            (total if scaler is None else scaler.scale(total)).backward()
+            for m in active:
+                if settings.grad_clip > 0:
+                    if scaler is not None:  # unscale before clipping
+                        scaler.unscale_(m.optimizer)
+                    torch.nn.utils.clip_grad_norm_(m.model.parameters(), settings.grad_clip)
+                if scaler is None:
+                    m.optimizer.step()
+                else:
+                    scaler.step(m.optimizer)
+            if scaler is not None:
+                scaler.update()
+            for i, m in enumerate(active):
+                m.schedule.after_batch()
+                losses[i].append(step_losses[i].detach())
+                if spans is None or weight:
+                    outputs[i].append(step_outputs[i].detach())
+                every = m.logger.step_every if m.logger is not None else 0
+                if every and ((epoch - 1) * steps + step + 1) % every == 0:
+                    m.logger.step((epoch - 1) * steps + step + 1, losses[i][-1])
+            if self.progress is not None:
+                self.progress.advance()
+            # Data-parallel ranks stop only at an epoch's end, where they agree on it.
+            if self.stop_requested and step + 1 < steps and shard is None:
+                for i, m in enumerate(active):
+                    m.cursor = {"epoch": epoch, "step": step + 1, "order": orders[i],
+                                "outputs": torch.cat(outputs[i]).cpu(),
+                                "losses": torch.stack(losses[i]).cpu()}
+                raise StopRequested(self.stop_requested, epoch, step + 1)
+        return [self._epoch_metrics(m, torch.stack(losses[i]), outputs[i], device_orders[i], sizes[i],
+                                    steps, spans, epoch)
+                for i, m in enumerate(active)]
+
+    def _epoch_metrics(self, m: Member, step_losses, outputs, order, size: int, steps: int, spans,
+                       epoch: int) -> dict:
+        n, shard = len(m.train), self.shard
+        if shard is None:
+            counts = torch.full((steps,), float(size), device=step_losses.device)
+            counts[-1] = n - size * (steps - 1)
+            mean_loss = float((step_losses * counts).sum() / n)
+        else:
+            mean_loss = shard.epoch_loss(step_losses, spans, n)
+        if not math.isfinite(mean_loss):
+            bad = torch.nonzero(~torch.isfinite(step_losses)).flatten()
+            bad_step = int(bad[0]) + 1 if len(bad) else steps
+            whose = f" of {m.label}" if m.label else ""
+            raise DltrainError(
+                f"The training loss{whose} became "
+                f"{float(step_losses[bad_step - 1]) if len(bad) else mean_loss} in epoch {epoch} at "
+                f"step {bad_step} of {steps}; lower optimizer.lr (now "
+                f"{m.optimizer.param_groups[0]['lr']:g}) or check the data for extreme values."
+            )
+        # outputs are in visiting order: compare them with the targets in that order
+        if shard is not None:
+            everything, visited = shard.gather(torch.cat(outputs), order, n, size, steps)
+            return m.summarise(mean_loss, everything, m.train.targets(visited))
+        return m.summarise(mean_loss, torch.cat(outputs), m.train.targets(order))
+
+
+@contextmanager
+def stop_on_signals(trainer):
+    """Ctrl-C or SIGTERM asks the trainer to stop after its current step (it then saves a
+    checkpoint); a second Ctrl-C stops at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signal_number, frame):
+        if trainer.stop_requested and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = signal_number
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,197 @@
+"""A population's life: open each member (seed, data prepared on its own training rows,
+``build``, run folder, logger), train them all through the one Trainer, settle their folders
+when training stops for any reason, and conclude each member into a FitResult (test metrics of
+its best weights, validation scores, the finished metrics.json and TensorBoard run)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from dltrain.console import EpochProgress, EpochTable, console, fmt
+from dltrain.data import prepare
+from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.train.build import build
+from dltrain.train.checkpoint import load_checkpoint
+from dltrain.train.device import seed_everything
+from dltrain.train.engine import StopRequested, Trainer, batch_count, stop_on_signals
+from dltrain.train.member import Member
+from dltrain.train.metrics import METRICS, monitor_mode
+from dltrain.train.rundir import RunFolder
+from dltrain.train.stopping import EarlyStopping
+from dltrain.train.tensorboard import RunLogger
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    task: str
+    monitor: str  # e.g. val_loss
+    best_epoch: int
+    best: dict  # metrics of the best epoch
+    final: dict  # metrics of the last epoch
+    test: dict | None  # metrics of the best model on the test split, when the data has one
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    model_summary: str | None
+    model: object = field(default=None, repr=False)  # the trained nn.Module (weights of the last epoch)
+    val_scores: object = field(default=None, repr=False)  # scores for the validation rows, in order
+    test_scores: object = field(default=None, repr=False)  # scores of the best model for the test rows
+
+
+def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, seed: int,
+                label: str = "", record: dict | None = None, main: bool = True, out=console) -> Member:
+    """A member seeded ``seed`` (initial weights and batch order, the same alone or in a
+    population) on rows ``train_index`` of ``source``, validated on ``val_index`` (may be empty),
+    writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not)."""
+    from omegaconf import OmegaConf
+
+    seed_everything(seed)
+    data = prepare(source, train_index, val_index)
+    parts = build(settings, data.spec,
+                  steps_per_epoch=batch_count(len(data.train), settings.data.batch_size))
+    trainer = settings.trainer
+    monitor = f"{'val' if data.val is not None else 'train'}_{trainer.monitor}"
+    mode = monitor_mode(trainer.monitor, trainer.mode)
+    run_folder = RunFolder(
+        folder, config=OmegaConf.to_container(cfg, resolve=True), spec=asdict(data.spec),
+        record={"task": data.spec.task, "monitor": monitor, "mode": mode, "model": settings.model.name,
+                "data": settings.data.name, **(record or {})},
+        every_seconds=trainer.checkpoint_every_seconds, writes=main)
+    logger = RunLogger(settings.logger if main else replace(settings.logger, name="none"), folder, cfg,
+                       data.spec, monitor=monitor, seed=seed, out=out)
+    stopping = EarlyStopping(monitor, mode, trainer.patience, trainer.min_delta)
+    return Member(label, seed, data, parts, stopping, folder=run_folder, logger=logger)
+
+
+def for_inference(parts, trainer_settings, device) -> Member:
+    """A trained model (``parts`` from build(..., training=False) with its weights loaded) as a
+    member that evaluates and predicts on ``device`` with the run's speed settings."""
+    import torch
+
+    from dltrain.train.speed import configure
+
+    member = Member("", trainer_settings.seed, None, parts, EarlyStopping("loss", "min"))
+    member.speed = configure(parts.model, trainer_settings, device)
+    parts.model.to(device)
+    if member.speed.channels_last:
+        parts.model.to(memory_format=torch.channels_last)
+    member.device = device
+    return member
+
+
+def columns(member: Member) -> list[str]:
+    """The console's epoch columns for this member's task."""
+    names = ["loss", *METRICS[member.objective.task]]
+    splits = ["train", "val"] if member.data.val is not None else ["train"]
+    return ["epoch", *(f"{split}_{n}" for split in splits for n in names), "lr", "seconds"]
+
+
+def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first_epoch: int = 1) -> None:
+    """Train every member of ``trainer``; whatever stops the training settles every member's
+    folder first: a user error marks them failed, a stop request saves last.pt and marks them
+    interrupted (then RunInterrupted, whose message names ``run_dir``), a second Ctrl-C marks
+    them interrupted."""
+    members = trainer.members
+    for m in members:
+        m.folder.open(m)
+        if m.logger is not None:
+            m.logger.start(m.model, m.optimizer, m.data, trainer.device, first_epoch=first_epoch)
+    with ExitStack() as stack:
+        trainer.progress = stack.enter_context(EpochProgress(progress, out))
+        stack.enter_context(stop_on_signals(trainer))
+        for m in members:
+            if m.logger is not None:
+                stack.enter_context(m.logger)
+        try:
+            trainer.fit()
+        except DltrainError as error:
+            for m in members:
+                m.folder.failed(str(error))
+            raise
+        except StopRequested as stop:
+            for m in members:
+                m.folder.interrupted()
+            raise RunInterrupted(run_dir, stop.signal_number) from None
+        except KeyboardInterrupt:  # a second Ctrl-C stops at once
+            for m in members:
+                m.folder.failed("interrupted by the user", status="interrupted")
+            raise
+    for m in members:
+        m.folder.flush()
+
+
+def conclude(member: Member, started: float) -> FitResult:
+    """The member's result: test metrics of its best weights (the last ones are kept in memory
+    meanwhile), scores for its validation rows, its finished metrics.json and TensorBoard run."""
+    model, data, stopping = member.model, member.data, member.stopping
+    test_metrics = test_scores = None
+    best_path = member.folder.path / "best.pt"
+    if data.test is not None and member.folder.writes:  # best.pt is rank 0's file
+        last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(load_checkpoint(best_path, map_location=member.device)["model"])
+        test_metrics = member.evaluate(data.test.x, data.test.y)  # in chunks, wherever x lives
+        test_scores = member.predict_scores(data.test.x).numpy()
+        model.load_state_dict(last_weights)
+    val_scores = member.predict_scores(data.val.x).numpy() if data.val is not None else None
+    describe = getattr(model, "describe", None)
+    result = FitResult(
+        run_dir=member.folder.path, task=data.spec.task, monitor=member.monitor,
+        best_epoch=stopping.best_epoch, best=stopping.best, final=member.rows[-1], test=test_metrics,
+        epochs_run=len(member.rows), stopped_early=stopping.stopped,
+        seconds=time.perf_counter() - started, model_summary=describe() if callable(describe) else None,
+        model=model, val_scores=val_scores, test_scores=test_scores,
+    )
+    if member.logger is not None:
+        member.logger.finish(result, data, member)
+    member.folder.finished(result)
+    return result
+
+
+def banner(title: str, settings, member: Member, device, *, extra: str = "", per: str = "") -> str:
+    """The first line of a run: what trains on what, where."""
+    from dltrain.models import count_parameters
+
+    data, spec = member.data, member.data.spec
+    sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
+    sizes += f" / {len(data.test)} test" if data.test is not None else ""
+    return (f"[bold]{title}[/bold]  model={settings.model.name} ({count_parameters(member.model):,} "
+            f"parameters{per})  data={settings.data.name} ({sizes}, {spec.task}"
+            + (f", {spec.num_classes} classes" if spec.num_classes else "")
+            + f")  loss={member.objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
+            + extra)
+
+
+def print_summary(result: FitResult, out=console) -> None:
+    from rich.table import Table
+
+    table = Table(title="Result", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column(f"best (epoch {result.best_epoch})", justify="right")
+    table.add_column(f"final (epoch {result.epochs_run})", justify="right")
+    if result.test is not None:
+        table.add_column("test (best model)", justify="right")
+    for key in result.final:
+        if key in ("epoch", "seconds"):
+            continue
+        cells = [key, fmt(result.best.get(key)), fmt(result.final.get(key))]
+        if result.test is not None:
+            split, _, name = key.partition("_")
+            cells.append(fmt(result.test.get(name)) if split == "val" else "")
+        table.add_row(*cells)
+    out.print(table)
+    if result.stopped_early:
+        out.print(f"Stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving.")
+    if result.model_summary:
+        out.print(f"Learned parameters: {result.model_summary}")
+    out.print(
+        f"Best {result.monitor} = {fmt(result.best[result.monitor])} at epoch {result.best_epoch}; "
+        f"{result.epochs_run} epochs in {result.seconds:.1f} s. Run folder: {result.run_dir}"
+    )
+
+
+__all__ = ["FitResult", "EpochTable", "Trainer", "banner", "columns", "conclude", "open_member",
+           "print_summary", "train"]

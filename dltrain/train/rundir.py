@@ -1,0 +1,94 @@
+"""The run-folder writer: a run's (or a fold's, or a member's) metrics.json from ``running`` to
+``finished``, ``failed`` or ``interrupted``, its checkpoints best.pt and last.pt with the one
+checkpoint payload, and its fitted preprocessing. Every file is written atomically (checkpoint.py).
+A data-parallel rank other than 0 gets a folder object that writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dltrain.train.checkpoint import CheckpointWriter, save_pickle, write_json
+
+METRICS = "metrics.json"
+PREPROCESSOR = "preprocessor.pkl"
+
+
+class RunFolder:
+    """``config``: the composed config as plain data (saved in every checkpoint); ``spec``: the
+    DataSpec as a dict; ``record``: what metrics.json starts with (task, monitor, model, data)."""
+
+    def __init__(self, path: Path, *, config: dict, spec: dict, record: dict, every_seconds: float,
+                 writes: bool = True):
+        self.path = Path(path)
+        self.config, self.spec = config, spec
+        self.record = {"status": "running", **record}
+        self.writes = writes
+        self.member = None
+        self.writer = CheckpointWriter(self.path, every_seconds, self._payload, on_write=self._written)
+
+    def open(self, member) -> None:
+        """Bind the member whose state the checkpoints hold; write its preprocessing and the
+        running status (after a resume was checked: a failed one changes nothing)."""
+        self.member = member
+        if self.writes:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # The fitted preprocessing travels with the run: eval and predict apply it, never refit it.
+            save_pickle(self.path / PREPROCESSOR, member.data.preprocessor)
+            self._write()
+
+    def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:
+        member = self.member
+        payload = {"model": member.model.state_dict(), "epoch": epoch, "metrics": row,
+                   "config": self.config, "spec": self.spec}
+        if with_training_state:
+            scheduler = member.schedule.scheduler
+            payload["optimizer"] = member.optimizer.state_dict()
+            payload["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+            payload["trainer"] = member.state_dict()
+        return payload
+
+    def _written(self, epoch: int, row: dict) -> None:
+        # metrics.json stays small while running: the whole history is written once, at the end.
+        self.record.update(epochs_run=epoch, final=row, best_epoch=self.member.stopping.best_epoch)
+        self._write()
+        if self.member.logger is not None:
+            self.member.logger.flush()
+
+    def _write(self) -> None:
+        if self.writes:
+            write_json(self.path / METRICS, self.record)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def best(self, epoch: int, row: dict) -> None:
+        if self.writes:
+            self.writer.best(epoch, row)
+
+    def last(self, epoch: int, row: dict) -> None:
+        if self.writes:
+            self.writer.last(epoch, row)
+
+    def flush(self, include_last: bool = True) -> None:
+        if self.writes:
+            self.writer.flush(include_last)
+
+    # ------------------------------------------------------------------ how the run ended
+
+    def interrupted(self) -> None:
+        """A stop request: last.pt holds the position inside the interrupted epoch."""
+        self.flush()
+        self.record.update(status="interrupted", history=self.member.rows)
+        self._write()
+
+    def failed(self, message: str, *, status: str = "failed") -> None:
+        """A failed epoch's live weights are not worth keeping; the best snapshot still is."""
+        self.flush(include_last=False)
+        self.record.update(status=status, error=message, history=self.member.rows)
+        self._write()
+
+    def finished(self, result) -> None:
+        self.record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
+                           final=result.final, test=result.test, epochs_run=result.epochs_run,
+                           stopped_early=result.stopped_early, seconds=result.seconds,
+                           model_summary=result.model_summary, history=self.member.rows)
+        self._write()
