@@ -43,6 +43,9 @@ def stack_refusal(members: list[Member], batch_size: int, model_refusal: str | N
     first = members[0]
     if model_refusal is not None:
         return model_refusal
+    shapes = {tuple((name, tuple(p.shape)) for name, p in m.model.named_parameters()) for m in members}
+    if len(shapes) > 1:
+        return "the members' models differ in shape (their parameters cannot be stacked)"
     if isinstance(first.data.train.x, tuple):
         return "this data's inputs are token sequences with lengths, which torch.vmap cannot batch"
     if first.data.train.augment is not None:
