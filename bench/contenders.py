@@ -257,7 +257,7 @@ def run_dltrain(work: Workload) -> list[float]:
     (the Hydra start-up and imports are measured apart, as the wall time of `dltrain fit`)."""
     from rich.console import Console
 
-    from dltrain.run import train_split
+    from dltrain.commands.fit import train_split
 
     marks = [time.perf_counter()]
     with tempfile.TemporaryDirectory() as root:

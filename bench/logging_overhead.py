@@ -3,7 +3,7 @@
     python bench/logging_overhead.py                  # both workloads, 4 rounds
     python bench/logging_overhead.py --rounds 5 --workload mlp --threads 0
 
-One process trains through ``dltrain.run.train_split`` (what ``dltrain fit`` runs) in a scratch
+One process trains through ``dltrain.commands.fit.train_split`` (what ``dltrain fit`` runs) in a scratch
 folder, round after round, each round running every configuration once in alternating order,
 so that a busy machine slows them all alike. Per epoch it records:
 
@@ -57,7 +57,7 @@ COMMON = ["trainer.progress=false", "trainer.device=cpu"]
 
 def instrument_logger() -> dict:
     """Wrap RunLogger's per-epoch and per-step calls with a clock; returns the running total."""
-    from dltrain import tb
+    from dltrain.train import tensorboard as tb
 
     spent = {"seconds": 0.0}
     for name in ("epoch_end", "step"):
@@ -82,14 +82,14 @@ def writer_alone(epochs: int = 2000) -> float:
 
     from dltrain.config import LoggerSettings
     from dltrain.data.spec import DataSpec
-    from dltrain.tb import RunLogger
+    from dltrain.train.tensorboard import RunLogger
 
     row = {"epoch": 0, "train_loss": 0.5, "train_accuracy": 0.9, "train_macro_f1": 0.9, "val_loss": 0.6,
            "val_accuracy": 0.8, "val_macro_f1": 0.8, "lr": 0.001, "seconds": 0.1}
     with tempfile.TemporaryDirectory() as scratch:
         logger = RunLogger(LoggerSettings(), Path(scratch), OmegaConf.create({"model": {"name": "mlp"}}),
                            DataSpec(task="multiclass", input_shape=(4,)), monitor="val_loss", seed=0)
-        from dltrain.tb import _Writer
+        from dltrain.train.tensorboard import _Writer
 
         logger.writer, logger.train_size = _Writer(Path(scratch)), 1000
         started = time.perf_counter()
@@ -106,7 +106,7 @@ def one_run(overrides: list[str], spent: dict) -> dict:
     from dltrain.config import compose, read_settings
     from dltrain.data import load_source
     from dltrain.data.split import train_val_indices
-    from dltrain.run import train_split
+    from dltrain.commands.fit import train_split
 
     cfg = compose(overrides)
     settings = read_settings(cfg)

@@ -44,11 +44,12 @@ def run_fit(cfg, run_dir: Path, out=console):
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
                 seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
-                resume_from: Path | None = None):
+                resume_from: Path | None = None, callbacks=()):
     """One fit (or one fold of a cross-validation, ``seed`` then differs per fold): a population
     of one member trained on rows ``train_index`` (preprocessing fitted on them only), validated on
     ``val_index`` (may be empty), written to ``run_dir``; ``resume_from``: a last.pt to continue
-    exactly (down to the step inside an interrupted epoch)."""
+    exactly (down to the step inside an interrupted epoch); ``callbacks``: called (epoch, row)
+    at every epoch's end."""
     started = time.perf_counter() if started is None else started
     parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
     shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
@@ -57,6 +58,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     device = shard.device(device) if shard is not None else device
     member = open_member(cfg, settings, source, train_index, val_index, run_dir,
                          seed=settings.trainer.seed if seed is None else seed, main=main, out=out)
+    member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))
     for note in source.notes:

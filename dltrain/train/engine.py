@@ -171,6 +171,8 @@ class Trainer:
             for m, row in zip(active, rows):
                 if m.logger is not None:
                     m.logger.epoch_end(epoch, row)
+                for callback in m.callbacks:
+                    callback(epoch, row)
                 if m.folder is not None:  # after the logger: a checkpoint covers what it logged
                     m.folder.last(epoch, row)
             still = any(not m.stopping.stopped for m in members)

@@ -31,6 +31,7 @@ class Member:
     folder: object = None  # RunFolder
     logger: object = None  # RunLogger (or None)
     rows: list = field(default_factory=list)
+    callbacks: list = field(default_factory=list)  # called (epoch, row) at every epoch's end
     cursor: dict | None = None  # position inside an interrupted epoch, for an exact resume
     generator: torch.Generator = None
     # Set by the Trainer: where the steps run and how.
