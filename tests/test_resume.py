@@ -106,6 +106,20 @@ def test_resume_of_something_that_is_not_a_run(cli):
     assert result.exit_code == 2 and "resume=last found no run" in result.output
 
 
+def test_the_python_api_says_what_the_command_line_says(cli):
+    """dltrain.fit() goes through the same door as dltrain fit: resume, compose, launch."""
+    import dltrain
+    from dltrain.errors import DltrainError
+
+    for overrides in (["resume=last"], ["resume=nowhere"], ["+trainer.epochz=2"]):
+        with pytest.raises(DltrainError) as raised:
+            dltrain.fit(*overrides)
+        result = cli("fit", *overrides)
+        assert result.exit_code == 2
+        assert str(raised.value) in " ".join(result.output.split())
+    assert not Path("outputs").exists()  # no run folder made on the way
+
+
 def test_resume_can_extend_a_finished_run(cli):
     assert cli("fit", "data=iris", "trainer.epochs=2").exit_code == 0
     (run_dir,) = run_folders()
