@@ -171,7 +171,7 @@ def test_stackable_models_train_as_k_copies_under_vmap(name):
 
 def test_refusals_name_the_models_and_data_that_fit():
     spec = DataSpec(task="regression", input_shape=(4,), kind="tabular")
-    with pytest.raises(DltrainError, match=r"model=logistic is for binary targets, .*use model=linear or model=mlp\."):
+    with pytest.raises(DltrainError, match=r"model=logistic is for binary .*use model=linear or model=mlp\.$"):
         create_model("logistic", spec, 1)
     assert kind_data("image") == "data=digits_images, mnist, fashion_mnist, cifar10, image_folder"
     assert kind_data("sequence").startswith("data=time_series, or data.as_sequence=true with digits, ")
@@ -225,7 +225,8 @@ def test_every_optimizer_builds_from_its_yaml_and_steps(name):
 def test_every_regularization_builds_from_its_yaml(name):
     model, entry = _linear_model(), REGULARIZATION[name]
     settings = SimpleNamespace(name="sgd", lr=0.1, options={})
-    optimizer, regularizer = build_optimizer(model, settings, SimpleNamespace(name=name, options=yaml_settings("regularization", name)))
+    penalty = SimpleNamespace(name=name, options=yaml_settings("regularization", name))
+    optimizer, regularizer = build_optimizer(model, settings, penalty)
     decays = [g["weight_decay"] for g in optimizer.param_groups]
     assert (max(decays) > 0) == entry.weight_decay and min(decays) == 0  # biases and norms never decay
     assert (regularizer.l1 > 0) == entry.l1

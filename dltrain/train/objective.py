@@ -60,7 +60,8 @@ def build_objective(name: str, options: dict, spec) -> Objective:
     if task not in entry.tasks:
         kind = "a regression loss" if entry.tasks == ("regression",) else \
             f"for {' or '.join(entry.tasks)} targets"
-        serving = [auto_loss(task)] + [e.name for e in LOSSES.where(tasks=task) if e.name != auto_loss(task)]
+        default = auto_loss(task)
+        serving = [default] + [e.name for e in LOSSES.where(tasks=task) if e.name != default]
         raise DltrainError(
             f"loss={name} is {kind}, but this data is {_describe(spec)}; "
             f"use loss={one_of(serving)} (or loss=auto)."
