@@ -1,37 +1,32 @@
 """The data registry: ``load_source(settings)`` loads a dataset by name, ``prepare`` fits its
-preprocessing on the training rows and returns tensors plus the DataSpec models are sized from."""
+preprocessing on the training rows and returns tensors plus the DataSpec models are sized from.
+
+Each module of this package registers its loaders with ``@register_dataset(name, kind=...)``;
+the modules are imported on the first lookup."""
 
 from __future__ import annotations
 
-from importlib import import_module
+from dltrain.data.spec import INPUT_KINDS, DataSpec, Prepared, Source, Split
+from dltrain.registry import REQUIRED, Registry
 
-from dltrain.data.spec import DataSpec, Prepared, Source, Split
+# name -> loader(settings) -> Source
+DATASETS = Registry("data", {
+    "kind": REQUIRED,      # the input kind it yields: tabular, image, sequence or tokens
+    "as_sequence": False,  # whether data.as_sequence=true reads it as sequences (of image rows)
+}, package=__name__)
 
-# name -> "module:function"; each loader takes the data settings and returns a Source.
-LOADERS = {
-    "linear_toy": "dltrain.data.synthetic:load_linear_toy",
-    "synthetic_linear": "dltrain.data.synthetic:load_synthetic_linear",
-    "digits": "dltrain.data.bundled:load_bundled",
-    "iris": "dltrain.data.bundled:load_bundled",
-    "wine": "dltrain.data.bundled:load_bundled",
-    "breast_cancer": "dltrain.data.bundled:load_bundled",
-    "diabetes": "dltrain.data.bundled:load_bundled",
-    "csv": "dltrain.data.tabular:load_csv",
-    "digits_images": "dltrain.data.vision:load_digits_images",
-    "mnist": "dltrain.data.vision:load_torchvision",
-    "fashion_mnist": "dltrain.data.vision:load_torchvision",
-    "cifar10": "dltrain.data.vision:load_torchvision",
-    "image_folder": "dltrain.data.vision:load_image_folder",
-    "text_csv": "dltrain.data.text:load_text_csv",
-    "time_series": "dltrain.data.sequence:load_time_series",
-}
+
+def register_dataset(*names: str, kind: str, as_sequence: bool = False):
+    """Decorator: register a loader ``load(settings) -> Source`` under each of ``names``."""
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"dataset {names} declares the unknown input kind {kind!r}; "
+                         f"input kinds are {tuple(INPUT_KINDS)}")
+    return DATASETS.register(*names, kind=kind, as_sequence=bool(as_sequence))
 
 
 def load_source(settings) -> Source:
     """Load the dataset named by ``settings.name`` (a DataSettings from dltrain.config)."""
-    module_name, function_name = LOADERS[settings.name].split(":")
-    loader = getattr(import_module(module_name), function_name)
-    return loader(settings)
+    return DATASETS[settings.name](settings)
 
 
 def prepare(source: Source, train_index, val_index=None) -> Prepared:
@@ -84,4 +79,5 @@ def prepare(source: Source, train_index, val_index=None) -> Prepared:
     return Prepared(spec=spec, train=train, val=val, test=test, preprocessor=preprocessor)
 
 
-__all__ = ["DataSpec", "Prepared", "Source", "Split", "LOADERS", "load_source", "prepare"]
+__all__ = ["DATASETS", "DataSpec", "Prepared", "Source", "Split", "load_source", "prepare",
+           "register_dataset"]

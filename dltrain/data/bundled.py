@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 
 _TASKS = {
@@ -13,6 +14,9 @@ _TASKS = {
 }
 
 
+# Decorators apply bottom up: digits registers first, so hints name it first.
+@register_dataset("iris", "wine", "breast_cancer", "diabetes", kind="tabular")
+@register_dataset("digits", kind="tabular", as_sequence=True)
 def load_bundled(settings) -> Source:
     import pandas as pd
 

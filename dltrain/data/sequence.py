@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
 
@@ -73,6 +74,7 @@ def _read_series(options) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
+@register_dataset("time_series", kind="sequence")
 def load_time_series(settings) -> Source:
     options = settings.options
     numbers = {}

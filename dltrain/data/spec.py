@@ -7,6 +7,13 @@ from math import prod
 from typing import Any, Callable, Protocol
 
 TASKS = ("regression", "binary", "multiclass")
+# What a model reads (DataSpec.kind), as a sentence names it.
+INPUT_KINDS = {
+    "tabular": "tabular data (rows of features)",
+    "image": "image data",
+    "sequence": "sequence data",
+    "tokens": "text (token) data",
+}
 
 
 @dataclass(frozen=True)

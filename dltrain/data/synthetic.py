@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
 
 
+@register_dataset("linear_toy", kind="tabular")
 def load_linear_toy(settings) -> Source:
     import pandas as pd
 
@@ -16,6 +18,7 @@ def load_linear_toy(settings) -> Source:
     return frame_source(features, target, settings.options, task="regression", target_name="y")
 
 
+@register_dataset("synthetic_linear", kind="tabular")
 def load_synthetic_linear(settings) -> Source:
     import numpy as np
     import pandas as pd

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import TASKS, Source
 from dltrain.errors import DltrainError
 
@@ -214,6 +215,7 @@ def pick_column(frame: pd.DataFrame, key, setting: str):
     )
 
 
+@register_dataset("csv", kind="tabular")
 def load_csv(settings) -> Source:
     options = settings.options
     path = options.get("path")

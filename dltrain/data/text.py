@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
 
@@ -127,6 +128,7 @@ def _read_csv(options) -> tuple[list[str], "object", str]:
     return frame[text_column].tolist(), labels, str(label_column)
 
 
+@register_dataset("text_csv", kind="tokens")
 def load_text_csv(settings) -> Source:
     import pandas as pd
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
 
@@ -129,6 +130,26 @@ def _kind(view: dict) -> str:
     return "sequence" if view["as_sequence"] else "image"
 
 
+@register_dataset("digits_images", kind="image", as_sequence=True)
+def load_digits_images(settings) -> Source:
+    """scikit-learn's 8x8 digits (1,797 images, grey levels 0-16) as one-channel images."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    view = _view_options(settings.options)
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
+    return Source(
+        features=images,
+        target=np.asarray(bunch.target, dtype=np.int64),
+        task="multiclass",
+        class_names=tuple(str(n) for n in bunch.target_names),
+        kind=_kind(view),
+        make_preprocessor=lambda: ImagePreprocessor(scale=16.0, **view),
+    )
+
+
+@register_dataset("mnist", "fashion_mnist", "cifar10", kind="image", as_sequence=True)
 def load_torchvision(settings) -> Source:
     """MNIST, Fashion-MNIST or CIFAR-10 from ``data.root`` (torchvision's folder layout); the
     official test set becomes the test split."""
@@ -183,24 +204,6 @@ def load_torchvision(settings) -> Source:
     )
 
 
-def load_digits_images(settings) -> Source:
-    """scikit-learn's 8x8 digits (1,797 images, grey levels 0-16) as one-channel images."""
-    import torch
-    from sklearn.datasets import load_digits
-
-    view = _view_options(settings.options)
-    bunch = load_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
-    return Source(
-        features=images,
-        target=np.asarray(bunch.target, dtype=np.int64),
-        task="multiclass",
-        class_names=tuple(str(n) for n in bunch.target_names),
-        kind=_kind(view),
-        make_preprocessor=lambda: ImagePreprocessor(scale=16.0, **view),
-    )
-
-
 def read_images(files, height: int, width: int, channels: int):
     """Image files resized to height x width as a uint8 tensor (N, channels, height, width)."""
     import torch
@@ -218,6 +221,7 @@ def read_images(files, height: int, width: int, channels: int):
     return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous()
 
 
+@register_dataset("image_folder", kind="image", as_sequence=True)
 def load_image_folder(settings) -> Source:
     """A user's images, one sub-folder per class (``root/cat/1.png``), resized to
     ``data.image_size`` and loaded once into memory; mean and std come from the training rows."""

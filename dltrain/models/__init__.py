@@ -1,72 +1,74 @@
 """The model registry: ``create_model(name, spec, output_size, **options)`` is the one door in.
 
-Every model class has ``from_spec(spec, output_size, **options)``, a tuple ``tasks`` of the
-tasks it serves and ``input_kinds`` of the data it reads; shapes come from the DataSpec."""
+Each module of this package registers its models with ``@register_model(name, tasks=...,
+input_kinds=..., stackable=...)`` on a class that has ``from_spec(spec, output_size, **options)``;
+shapes come from the DataSpec. The modules (and torch) are imported on the first lookup."""
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from dltrain.checks import check_keywords
+from dltrain.data import DATASETS
+from dltrain.data.spec import INPUT_KINDS, TASKS
 from dltrain.errors import DltrainError
+from dltrain.registry import REQUIRED, Registry, one_of
 
-MODELS = {
-    "linear": "dltrain.models.linear:LinearRegression",
-    "logistic": "dltrain.models.linear:LogisticRegression",
-    "softmax": "dltrain.models.linear:SoftmaxRegression",
-    "mlp": "dltrain.models.mlp:MLP",
-    "cnn": "dltrain.models.cnn:CNN",
-    "inception": "dltrain.models.inception:InceptionNet",
-    "resnet": "dltrain.models.resnet:ResNet",
-    "lstm": "dltrain.models.lstm:RecurrentNet",
-}
+MODELS = Registry("model", {
+    "tasks": REQUIRED,        # the targets it serves: regression, binary, multiclass
+    "input_kinds": REQUIRED,  # the data it reads: tabular, image, sequence, tokens
+    # k copies can be stacked with torch.func and trained under torch.vmap (batch norm, a
+    # runtime setting, is checked where the stacking happens).
+    "stackable": REQUIRED,
+}, package=__name__)
 
-_KIND_WORDS = {
-    "tabular": "tabular data (rows of features)",
-    "image": "image data",
-    "sequence": "sequence data",
-    "tokens": "text (token) data",
-}
 
-# The data options of each kind, so that a refusal can say which data suits the model.
-_KIND_DATA = {
-    "tabular": "data=digits, iris, wine, breast_cancer, diabetes, csv, ...",
-    "image": "data=digits_images, mnist, fashion_mnist, cifar10, image_folder",
-    "sequence": "data=time_series, or data.as_sequence=true with digits or an image dataset",
-    "tokens": "data=text_csv",
-}
+def register_model(name: str, *, tasks: tuple[str, ...], input_kinds: tuple[str, ...],
+                   stackable: bool):
+    """Class decorator: register a model class (with ``from_spec``) under ``name``."""
+    unknown = [t for t in tasks if t not in TASKS] + [k for k in input_kinds if k not in INPUT_KINDS]
+    if unknown or not tasks or not input_kinds:
+        raise ValueError(f"model '{name}' declares unknown or no tasks / input kinds {unknown}; "
+                         f"tasks are {TASKS}, input kinds {tuple(INPUT_KINDS)}")
+    return MODELS.register(name, tasks=tuple(tasks), input_kinds=tuple(input_kinds),
+                           stackable=bool(stackable))
 
 
 def model_class(name: str):
-    if name not in MODELS:
-        raise DltrainError(f"Unknown model '{name}'; valid options are: {', '.join(MODELS)}.")
-    module_name, class_name = MODELS[name].split(":")
-    return getattr(import_module(module_name), class_name)
+    return MODELS[name].constructor
 
 
 def create_model(name: str, spec, output_size: int, **options):
     """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs."""
-    cls = model_class(name)
-    if spec.task not in cls.tasks:
+    entry = MODELS[name]
+    if spec.task not in entry.tasks:
         raise DltrainError(
-            f"model={name} is for {' or '.join(cls.tasks)} targets, but this data is {spec.task}; "
-            f"{_suggest(spec.task)}"
+            f"model={name} is for {' or '.join(entry.tasks)} targets, but this data is {spec.task}; "
+            f"{_suggest(spec)}"
         )
-    if spec.kind not in cls.input_kinds:
-        readable = " or ".join(f"{_KIND_WORDS[k]} ({_KIND_DATA[k]})" for k in cls.input_kinds)
+    if spec.kind not in entry.input_kinds:
+        readable = " or ".join(f"{INPUT_KINDS[k]} ({kind_data(k)})" for k in entry.input_kinds)
         raise DltrainError(
-            f"model={name} needs {readable}, but this data is {_KIND_WORDS.get(spec.kind, spec.kind)}."
+            f"model={name} needs {readable}, but this data is {INPUT_KINDS.get(spec.kind, spec.kind)}."
         )
+    cls = entry.constructor
     check_keywords(cls.from_spec, options, f"model={name}", "model")
     return cls.from_spec(spec, output_size, **options)
 
 
-def _suggest(task: str) -> str:
-    return {
-        "regression": "use model=linear or model=mlp.",
-        "binary": "use model=logistic or model=mlp.",
-        "multiclass": "use model=softmax or model=mlp.",
-    }[task]
+def _suggest(spec) -> str:
+    """The models for this task, those that read this kind of data first."""
+    fitting = MODELS.where(tasks=spec.task, input_kinds=spec.kind) or MODELS.where(tasks=spec.task)
+    return f"use {one_of([f'model={entry.name}' for entry in fitting])}."
+
+
+def kind_data(kind: str) -> str:
+    """The data options of one input kind, so that a refusal can say which data suits a model."""
+    native = [entry.name for entry in DATASETS.where(kind=kind)]
+    parts = [f"data={', '.join(native)}"] if native else []
+    if kind == "sequence":
+        viewed = [entry.name for entry in DATASETS.where(as_sequence=True)]
+        if viewed:
+            parts.append(f"data.as_sequence=true with {one_of(viewed)}")
+    return ", or ".join(parts) or "no dataset yet"
 
 
 def stacking_refusal(name: str) -> str | None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import DltrainError
+from dltrain.models import register_model
 
 
 def positive_int(value) -> bool:
@@ -75,10 +76,9 @@ def flatten_size(features: nn.Module, input_shape) -> int:
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}
 
 
+@register_model("cnn", tasks=("regression", "binary", "multiclass"),
+                input_kinds=("image",), stackable=True)
 class CNN(nn.Module):
-    tasks = ("regression", "binary", "multiclass")
-    input_kinds = ("image",)
-
     def __init__(self, input_shape: tuple[int, int, int], output_size: int, channels=(10, 20),
                  kernel_size: int = 5, padding="auto", stride: int = 1, pool: str = "max",
                  pool_size: int = 2, batch_norm: bool = False, dropout: float = 0.0,

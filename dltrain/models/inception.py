@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import DltrainError
+from dltrain.models import register_model
 from dltrain.models.cnn import (check_dropout, flatten_size, image_shape, int_list, output_side,
                                 positive_int, resolve_padding)
 
@@ -59,13 +60,12 @@ class InceptionBlock(nn.Module):
         return torch.cat(branches, dim=1)
 
 
+@register_model("inception", tasks=("regression", "binary", "multiclass"),
+                input_kinds=("image",), stackable=True)
 class InceptionNet(nn.Module):
     """``stages`` lists the width of each stage's leading convolution (the course: [10, 20]);
     each stage is conv(kernel_size) -> ReLU -> 2x2 max-pool -> ``blocks`` Inception blocks.
     ``global_pool`` averages each channel before the linear layer (for larger inputs)."""
-
-    tasks = ("regression", "binary", "multiclass")
-    input_kinds = ("image",)
 
     def __init__(self, input_shape, output_size: int, stages=(10, 20), blocks: int = 1,
                  branch_channels=(16, 24, 24, 24), reduce_channels: int = 16, kernel_size: int = 5,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dltrain.models import register_model
+
 
 class _Affine(nn.Module):
-    tasks: tuple[str, ...] = ()
-    input_kinds = ("tabular", "image")
-
     def __init__(self, in_features: int, output_size: int):
         super().__init__()
         self.flatten = nn.Flatten()
@@ -32,19 +31,17 @@ class _Affine(nn.Module):
         return f"w = [{w}], b = [{b}]"
 
 
+@register_model("linear", tasks=("regression",), input_kinds=("tabular", "image"), stackable=True)
 class LinearRegression(_Affine):
     """y = xW + b, trained with a regression loss."""
 
-    tasks = ("regression",)
 
-
+@register_model("logistic", tasks=("binary",), input_kinds=("tabular", "image"), stackable=True)
 class LogisticRegression(_Affine):
     """p(y=1 | x) = sigmoid(xw + b): emits the logit; the bce loss applies the sigmoid stably."""
 
-    tasks = ("binary",)
 
-
+@register_model("softmax", tasks=("multiclass", "binary"),
+                input_kinds=("tabular", "image"), stackable=True)
 class SoftmaxRegression(_Affine):
     """Multinomial logistic regression: one logit per class, softmax inside cross-entropy."""
-
-    tasks = ("multiclass", "binary")

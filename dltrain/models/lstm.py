@@ -9,11 +9,15 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from dltrain.errors import DltrainError
+from dltrain.models import register_model
 from dltrain.models.cnn import check_dropout, positive_int
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+# Not stackable: aten::lstm (and gru, rnn) has no torch.vmap batching rule.
+@register_model("lstm", tasks=("regression", "binary", "multiclass"),
+                input_kinds=("tokens", "sequence", "image"), stackable=False)
 class RecurrentNet(nn.Module):
     """Reads a sequence step by step and classifies (or regresses) from the last layer's final
     hidden state (both directions' when bidirectional).
@@ -22,9 +26,6 @@ class RecurrentNet(nn.Module):
     vocabulary indices (0 is padding); ``sequence`` -> ``model(x)`` or ``model(x, lengths)`` with
     x (batch, steps, features); ``image`` -> ``model(x)`` with x (batch, channels, height, width)
     read as ``height`` steps of ``channels * width`` features (one image row per step)."""
-
-    tasks = ("regression", "binary", "multiclass")
-    input_kinds = ("tokens", "sequence", "image")
 
     def __init__(self, kind: str, input_shape, output_size: int, *, vocab_size: int = 0,
                  cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from dltrain.errors import DltrainError
+from dltrain.models import register_model
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -15,10 +16,9 @@ ACTIVATIONS = {
 }
 
 
+@register_model("mlp", tasks=("regression", "binary", "multiclass"),
+                input_kinds=("tabular", "image"), stackable=True)
 class MLP(nn.Module):
-    tasks = ("regression", "binary", "multiclass")
-    input_kinds = ("tabular", "image")
-
     def __init__(self, in_features: int, output_size: int, hidden_sizes=(128, 64),
                  activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False):
         super().__init__()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from dltrain.errors import DltrainError
+from dltrain.models import register_model
 from dltrain.models.cnn import (check_dropout, flatten_size, image_shape, int_list, output_side,
                                 positive_int, resolve_padding)
 
@@ -42,15 +43,14 @@ class ResidualBlock(nn.Module):
         return self.relu(y + self.shortcut(x))
 
 
+@register_model("resnet", tasks=("regression", "binary", "multiclass"),
+                input_kinds=("image",), stackable=True)
 class ResNet(nn.Module):
     """``depth`` null: the course's small ResNet, one stage per ``channels`` entry, each
     conv(kernel_size) -> [BN] -> ReLU -> 2x2 max-pool -> ``blocks`` residual blocks, then flatten
     and a linear layer. ``depth`` 18 or 34: torchvision's stage layouts adapted to small images
     (3x3 stem, no initial max-pool, stages of ``width`` x 1, 2, 4, 8 channels, global average
     pool), as used for CIFAR. ``batch_norm`` null means off for the course's net, on for 18/34."""
-
-    tasks = ("regression", "binary", "multiclass")
-    input_kinds = ("image",)
 
     def __init__(self, input_shape, output_size: int, depth=None, channels=(16, 32), blocks: int = 1,
                  kernel_size: int = 5, padding="auto", width: int = 64, batch_norm=None,

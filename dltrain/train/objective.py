@@ -10,36 +10,11 @@ from torch.nn import functional as F
 
 from dltrain.checks import check_keywords
 from dltrain.errors import DltrainError
+from dltrain.registry import one_of
+from dltrain.train.losses import LOSSES
 
-REGRESSION_LOSSES = ("mse", "l1", "huber")
-AUTO_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
-
-
-def _mse() -> nn.Module:
-    return nn.MSELoss()
-
-
-def _l1() -> nn.Module:
-    return nn.L1Loss()
-
-
-def _huber(delta: float = 1.0) -> nn.Module:
-    if not isinstance(delta, (int, float)) or delta <= 0:
-        raise DltrainError(f"loss.delta must be a positive number, got {delta!r}.")
-    return nn.HuberLoss(delta=float(delta))
-
-
-def _bce() -> nn.Module:
-    return nn.BCEWithLogitsLoss()
-
-
-def _cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
-    if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
-        raise DltrainError(f"loss.label_smoothing must be a number in [0, 1), got {label_smoothing!r}.")
-    return nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
-
-
-LOSSES = {"mse": _mse, "l1": _l1, "huber": _huber, "bce": _bce, "cross_entropy": _cross_entropy}
+# loss=auto: not a loss of its own, but the one each task's registered loss is the default for.
+AUTO = "auto"
 
 
 @dataclass
@@ -79,27 +54,29 @@ class Objective:
 def build_objective(name: str, options: dict, spec) -> Objective:
     """Resolve ``loss=name`` (``auto`` picks by task) against the data's task."""
     task = spec.task
-    if name == "auto":
-        name = AUTO_LOSS[task]
-    if name in REGRESSION_LOSSES and task != "regression":
+    if name == AUTO:
+        name = auto_loss(task)
+    entry = LOSSES[name]
+    if task not in entry.tasks:
+        kind = "a regression loss" if entry.tasks == ("regression",) else \
+            f"for {' or '.join(entry.tasks)} targets"
+        default = auto_loss(task)
+        serving = [default] + [e.name for e in LOSSES.where(tasks=task) if e.name != default]
         raise DltrainError(
-            f"loss={name} is a regression loss, but this data is {_describe(spec)}; "
-            f"use loss={AUTO_LOSS[task]} (or loss=auto)."
+            f"loss={name} is {kind}, but this data is {_describe(spec)}; "
+            f"use loss={one_of(serving)} (or loss=auto)."
         )
-    if name == "bce" and task != "binary":
-        raise DltrainError(
-            f"loss=bce is for binary targets, but this data is {_describe(spec)}; "
-            f"use loss={AUTO_LOSS[task]} (or loss=auto)."
-        )
-    if name == "cross_entropy" and task == "regression":
-        raise DltrainError(
-            "loss=cross_entropy is for classes, but this data is a regression target; "
-            "use loss=mse, l1 or huber (or loss=auto)."
-        )
-    factory = LOSSES[name]
-    check_keywords(factory, options, f"loss={name}", "loss")
-    output_size = spec.num_classes if name == "cross_entropy" else 1
-    return Objective(task, name, output_size, factory(**options), spec.target_mean, spec.target_std)
+    check_keywords(entry.constructor, options, f"loss={name}", "loss")
+    output_size = spec.num_classes if entry.output_size == "num_classes" else entry.output_size
+    return Objective(task, name, output_size, entry(**options), spec.target_mean, spec.target_std)
+
+
+def auto_loss(task: str) -> str:
+    """The loss ``loss=auto`` picks for a task: the registered one that is its default."""
+    defaults = [entry.name for entry in LOSSES.where(default_for=task)]
+    if len(defaults) != 1:
+        raise RuntimeError(f"{len(defaults)} registered losses are the default for {task}: {defaults}")
+    return defaults[0]
 
 
 def _describe(spec) -> str:

@@ -1,4 +1,5 @@
-"""Optimizers, learning-rate schedulers and regularization (weight decay and L1 on weights only)."""
+"""Optimizers, learning-rate schedulers and regularization (weight decay and L1 on weights only),
+each a registry whose entries say what the trainer needs to know about them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,55 @@ import torch
 
 from dltrain.checks import check_keywords
 from dltrain.errors import DltrainError
+from dltrain.registry import Registry
 
-OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-}
+# name -> torch.optim class, called as cls(param_groups, lr=..., **settings)
+OPTIMIZERS = Registry("optimizer")
+for _name, _class in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                      ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop),
+                      ("adagrad", torch.optim.Adagrad)):
+    OPTIMIZERS.add(_name, _class)
+
+# name -> penalties(**settings) -> Penalties
+REGULARIZATION = Registry("regularization", {
+    "weight_decay": False,  # decays weights through the optimizer's param groups
+    "l1": False,            # adds l1 * sum(|w|) to the loss
+})
+
+# name -> make(ScheduleContext, **settings) -> torch scheduler or None
+SCHEDULERS = Registry("scheduler", {
+    "per_batch": False,     # steps after every batch, not every epoch
+    "needs_metric": False,  # step() takes the monitored value
+})
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """How strongly weights are penalised: ``weight_decay`` (L2, through the optimizer) and
+    ``l1`` (added to the loss)."""
+
+    weight_decay: float = 0.0
+    l1: float = 0.0
+
+
+@REGULARIZATION.register("none")
+def _no_penalty() -> Penalties:
+    return Penalties()
+
+
+@REGULARIZATION.register("l2", weight_decay=True)
+def _l2(weight_decay: float = 0.0) -> Penalties:
+    return Penalties(weight_decay=float(weight_decay))
+
+
+@REGULARIZATION.register("l1", l1=True)
+def _l1(l1: float = 0.0) -> Penalties:
+    return Penalties(l1=float(l1))
+
+
+@REGULARIZATION.register("elastic", weight_decay=True, l1=True)
+def _elastic(weight_decay: float = 0.0, l1: float = 0.0) -> Penalties:
+    return Penalties(weight_decay=float(weight_decay), l1=float(l1))
 
 
 @dataclass
@@ -40,18 +82,20 @@ def weights_and_others(model) -> tuple[list, list]:
 
 def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimizer, Regularizer]:
     """``settings``: OptimizerSettings; ``regularization``: NamedSettings (none, l2, l1, elastic)."""
-    cls = OPTIMIZERS[settings.name]
+    cls = OPTIMIZERS[settings.name].constructor
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.options.items()}
     if "weight_decay" in options:
         raise DltrainError("Set weight decay with regularization=l2 regularization.weight_decay=VALUE "
                            "(it then spares biases and norm parameters), not optimizer.weight_decay.")
     check_keywords(cls, options, f"optimizer={settings.name}", "optimizer")
-    weight_decay = float(regularization.options.get("weight_decay", 0.0))
-    if regularization.name not in ("l2", "elastic"):
-        weight_decay = 0.0
+    penalty = REGULARIZATION[regularization.name]
+    check_keywords(penalty.constructor, regularization.options,
+                   f"regularization={regularization.name}", "regularization")
+    penalties = penalty(**regularization.options)
     decay, no_decay = weights_and_others(model)
-    if weight_decay:
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if penalties.weight_decay:
+        groups = [{"params": decay, "weight_decay": penalties.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
     else:  # one group: one fused update per step instead of two
         groups = [{"params": decay + no_decay, "weight_decay": 0.0}]
@@ -59,8 +103,46 @@ def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimi
         optimizer = cls(groups, lr=settings.lr, **options)
     except (ValueError, TypeError, IndexError) as error:
         raise DltrainError(f"optimizer={settings.name} rejected its settings: {error}.") from None
-    l1 = float(regularization.options.get("l1", 0.0)) if regularization.name in ("l1", "elastic") else 0.0
-    return optimizer, Regularizer(l1=l1, weights=decay if l1 else [])
+    return optimizer, Regularizer(l1=penalties.l1, weights=decay if penalties.l1 else [])
+
+
+@dataclass(frozen=True)
+class ScheduleContext:
+    """What a scheduler is fitted to: the optimizer and the run's length and direction."""
+
+    optimizer: torch.optim.Optimizer
+    epochs: int
+    steps_per_epoch: int
+    mode: str  # min | max, of the monitored value
+
+
+# The context is positional-only, so that the settings check lists only the real settings.
+@SCHEDULERS.register("none")
+def _constant(run: ScheduleContext, /) -> None:
+    return None
+
+
+@SCHEDULERS.register("step")
+def _step(run: ScheduleContext, /, step_size: int = 10, gamma: float = 0.1):
+    return torch.optim.lr_scheduler.StepLR(run.optimizer, step_size, gamma)
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(run: ScheduleContext, /, eta_min: float = 0.0):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, run.epochs, eta_min)
+
+
+@SCHEDULERS.register("plateau", needs_metric=True)
+def _plateau(run: ScheduleContext, /, factor: float = 0.1, patience: int = 5):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(run.optimizer, mode=run.mode, factor=factor,
+                                                      patience=patience)
+
+
+@SCHEDULERS.register("onecycle", per_batch=True)
+def _onecycle(run: ScheduleContext, /, max_lr_factor: float = 10.0, pct_start: float = 0.3):
+    return torch.optim.lr_scheduler.OneCycleLR(
+        run.optimizer, max_lr=[g["lr"] * max_lr_factor for g in run.optimizer.param_groups],
+        total_steps=run.epochs * run.steps_per_epoch, pct_start=pct_start)
 
 
 @dataclass
@@ -86,23 +168,11 @@ class Schedule:
 
 def build_schedule(optimizer, settings, *, epochs: int, steps_per_epoch: int, mode: str) -> Schedule:
     """``settings``: NamedSettings for the scheduler group."""
-    from torch.optim import lr_scheduler
-
-    name, options = settings.name, dict(settings.options)
-    factories = {
-        "none": lambda: None,
-        "step": lambda step_size=10, gamma=0.1: lr_scheduler.StepLR(optimizer, step_size, gamma),
-        "cosine": lambda eta_min=0.0: lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min),
-        "plateau": lambda factor=0.1, patience=5: lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=factor, patience=patience),
-        "onecycle": lambda max_lr_factor=10.0, pct_start=0.3: lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] * max_lr_factor for g in optimizer.param_groups],
-            total_steps=epochs * steps_per_epoch, pct_start=pct_start),
-    }
-    factory = factories[name]
-    check_keywords(factory, options, f"scheduler={name}", "scheduler")
+    entry = SCHEDULERS[settings.name]
+    options = dict(settings.options)
+    check_keywords(entry.constructor, options, f"scheduler={settings.name}", "scheduler")
     try:
-        scheduler = factory(**options)
+        scheduler = entry(ScheduleContext(optimizer, epochs, steps_per_epoch, mode), **options)
     except (ValueError, TypeError, ZeroDivisionError) as error:
-        raise DltrainError(f"scheduler={name} rejected its settings: {error}.") from None
-    return Schedule(scheduler, per_batch=name == "onecycle", needs_metric=name == "plateau")
+        raise DltrainError(f"scheduler={settings.name} rejected its settings: {error}.") from None
+    return Schedule(scheduler, per_batch=entry.per_batch, needs_metric=entry.needs_metric)
