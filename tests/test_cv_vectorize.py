@@ -237,7 +237,7 @@ def cv_default_is_auto() -> bool:
 
 @pytest.mark.parametrize("overrides, words", [
     (["data=iris", "model.batch_norm=true"], "running statistics (batch norm)"),
-    (["data=digits", "data.as_sequence=true", "model=lstm"], "model=lstm's recurrent layer"),
+    (["data=digits", "data.as_sequence=true", "model=lstm"], "model=lstm cannot be stacked"),
     (["data=digits_images", "data.random_crop=2", "model=cnn"], "data.random_crop and data.horizontal_flip"),
     (["data=iris", "k=4"], "112 and 113 training rows make 7 and 8 batches per epoch"),
 ])

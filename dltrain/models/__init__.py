@@ -73,11 +73,10 @@ def kind_data(kind: str) -> str:
 
 def stacking_refusal(name: str) -> str | None:
     """Why copies of model ``name`` cannot be stacked with torch.func and trained under
-    torch.vmap (None when they can)."""
-    if name == "lstm":
-        return ("model=lstm's recurrent layer (aten::lstm) and packed sequences have no torch.vmap "
-                "batching rule")
-    return None
+    torch.vmap, as its registry entry declares (None when they can)."""
+    if MODELS[name].stackable:
+        return None
+    return f"model={name} cannot be stacked: its layers have no torch.vmap batching rule"
 
 
 def count_parameters(model) -> int:
