@@ -1,140 +1,15 @@
-"""Compose Hydra configs from conf/ (and recipes/), validate them, explain errors in one sentence.
-
-Everything downstream receives plain, checked values from here: ``read_settings(cfg)``
-turns a composed DictConfig into small dataclasses, so the trainer never parses config.
-"""
+"""Settings: a composed config validated and turned into small dataclasses, so that everything
+downstream receives plain, checked values and the trainer never parses config."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from dltrain.checks import _first_line, check_keywords, value  # noqa: F401 (re-exported)
+from dltrain.checks import _first_line, value
+from dltrain.config.groups import group_options
 from dltrain.errors import DltrainError
-
-GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
-          "recipe")
-GROUP_TITLES = {
-    "data": "datasets",
-    "model": "models",
-    "loss": "losses",
-    "optimizer": "optimizers",
-    "scheduler": "learning-rate schedulers",
-    "regularization": "regularization",
-    "trainer": "trainer presets",
-    "logger": "TensorBoard logging (logger=none turns it off)",
-    "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
-    "recipe": "recipes (complete presets)",
-}
-VERSION_BASE = "1.3"
-
-
-def config_dir() -> Path:
-    """The folder holding config.yaml and the groups: inside the package when installed from
-    a wheel, the repository's conf/ for an editable install or a source checkout."""
-    package_dir = Path(__file__).resolve().parent
-    for candidate in (package_dir / "conf", package_dir.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RuntimeError(f"dltrain's configs are missing: no conf/config.yaml next to {package_dir}")
-
-
-@lru_cache(maxsize=None)
-def group_options(group: str) -> dict[str, str]:
-    """The options of a config group, each with the one-line description its YAML starts with."""
-    folder = config_dir() / group
-    options = {}
-    for path in sorted(folder.glob("*.yaml")):
-        options[path.stem] = _description(path)
-    return options
-
-
-def _description(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        text = line.strip()
-        if text.startswith("#") and not text.lstrip("# ").startswith("@package"):
-            return text.lstrip("# ").strip()
-    return ""
-
-
-# --------------------------------------------------------------------------- composing
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Parse overrides with Hydra's own grammar and check group choices, so that a typo is one
-    sentence before anything runs."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise DltrainError(f"Could not read the override: {first_line}") from None
-    for override in parsed:
-        group = override.key_or_group
-        if group not in GROUPS or override.is_delete() or override.package:
-            continue
-        if override.is_sweep_override():
-            values = [str(v) for v in override.sweep_iterator()]
-        else:
-            values = [override.value()]
-        options = group_options(group)
-        for value in values:
-            if value is None and group == "recipe":
-                continue
-            if str(value) not in options:
-                raise DltrainError(
-                    f"Unknown {group} '{value}'; valid options are: {', '.join(options)}."
-                )
-
-
-def compose(overrides: list[str], *, validate: bool = True):
-    """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    check_overrides(overrides)
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as error:
-        # Composition only reads configs and overrides: whatever fails here, the overrides caused.
-        raise DltrainError(_explain_hydra_error(error)) from None
-    if validate:
-        read_settings(cfg)
-    return cfg
-
-
-def _explain_hydra_error(error: Exception) -> str:
-    message = " ".join(str(error).split())
-    from dltrain.sweep import missing_plugin
-
-    hint = missing_plugin(message)  # hydra/sweeper=optuna, hydra/launcher=submitit_slurm, ...
-    if hint:
-        return hint
-    match = re.search(r"input_line='([^']*)'", message)
-    if match:
-        reason = message.split(" : ")[0].split(": Override(")[0]
-        return f"The override '{match.group(1)}' is not valid: {reason}."
-    match = re.search(r"Could not override '([^']+)'", message)
-    if match:
-        key = match.group(1)
-        return f"There is no setting '{key}' to override; add a new key with +{key}=VALUE."
-    match = re.search(r"Could not (?:append to config|delete from config)\. (.+?) is not in", message)
-    if match:
-        return f"There is no setting '{match.group(1)}' to delete."
-    if "Ambiguous value for argument" in message or "sweep" in message.lower():
-        return f"{message} (Comma-separated values run a sweep: add -m.)"
-    return message
-
-
-# --------------------------------------------------------------------------- validation
 
 
 @dataclass(frozen=True)
@@ -399,8 +274,3 @@ def read_cv_settings(cfg) -> CVSettings:
                            f"0 to {settings.fold_count - 1}, or cv.fold=null for all of them.")
     return replace(settings, fold=fold)
 
-
-def to_yaml(cfg) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(cfg, resolve=False)
