@@ -1,28 +1,39 @@
-"""Composing: Hydra composes config.yaml with the shell's overrides (parsed by Hydra's own
-grammar), and the result is validated before anything runs."""
+"""Composing: Hydra composes config.yaml with the shell's overrides (read by Hydra's own
+grammar, the one override parser), and the result is validated before anything runs."""
 
 from __future__ import annotations
 
+import re
+
 from dltrain.config.explain import explain_hydra_error
-from dltrain.config.groups import GROUPS, group_options, config_dir
-from dltrain.config.settings import read_settings
+from dltrain.config.groups import GROUPS, config_dir, group_options, option_settings
+from dltrain.config.settings import read_settings, with_defaults
 from dltrain.errors import DltrainError
 
 VERSION_BASE = "1.3"
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Parse overrides with Hydra's own grammar and check group choices, so that a typo is one
-    sentence before anything runs."""
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's Override objects for the shell's words, or one sentence for one it cannot read."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as error:
         first_line = str(error).strip().splitlines()[0]
         raise DltrainError(f"Could not read the override: {first_line}") from None
-    for override in parsed:
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The key (or group) each override sets, as Hydra reads it: hydra.run.dir, +cv.fold, ..."""
+    return [override.key_or_group for override in parse_overrides(overrides)]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Parse overrides with Hydra's own grammar and check group choices, so that a typo is one
+    sentence before anything runs."""
+    for override in parse_overrides(overrides):
         group = override.key_or_group
         if group not in GROUPS or override.is_delete() or override.package:
             continue
@@ -41,22 +52,43 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def compose(overrides: list[str], *, validate: bool = True):
-    """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it."""
+    """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it. A key
+    deleted with ``~key`` comes back with its option's default."""
+    check_overrides(overrides)
+    cfg = with_defaults(_hydra_compose(overrides))
+    if validate:
+        read_settings(cfg)
+    return cfg
+
+
+def _hydra_compose(overrides: list[str], *, explain: bool = True):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    check_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
+            return hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as error:
         # Composition only reads configs and overrides: whatever fails here, the overrides caused.
-        raise DltrainError(explain_hydra_error(error)) from None
-    if validate:
-        read_settings(cfg)
-    return cfg
+        if not explain:
+            raise
+        raise DltrainError(explain_hydra_error(error, _composed_without(overrides, error))) from None
+
+
+def _composed_without(overrides: list[str], error: Exception):
+    """For a key Hydra could not override or delete, the config composed without it (whose
+    options tell which key was meant), or None."""
+    match = re.search(r"Could not (?:override|delete from config)\W+(?:The value of )?'?([\w.]+)",
+                      " ".join(str(error).split()))
+    if match is None:
+        return None
+    rest = [o for o, key in zip(overrides, override_keys(overrides)) if key != match.group(1)]
+    try:
+        return _hydra_compose(rest, explain=False)
+    except Exception:  # noqa: BLE001 - the suggestion then comes from the default options
+        return None
 
 
 def to_yaml(cfg) -> str:

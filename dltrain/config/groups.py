@@ -8,6 +8,7 @@ from pathlib import Path
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
           "recipe")
+SETTING_GROUPS = tuple(group for group in GROUPS if group != "recipe")  # a recipe only sets the others
 GROUP_TITLES = {
     "data": "datasets",
     "model": "models",
@@ -48,3 +49,53 @@ def _description(path: Path) -> str:
         if text.startswith("#") and not text.lstrip("# ").startswith("@package"):
             return text.lstrip("# ").strip()
     return ""
+
+
+@lru_cache(maxsize=None)
+def _load(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+@lru_cache(maxsize=None)
+def option_settings(group: str, option: str) -> dict:
+    """The settings an option defines (its own YAML over the options its defaults list names),
+    as plain values: the keys that option reads, and the one place each key's default lives."""
+    own = dict(_load(config_dir() / group / f"{option}.yaml"))
+    entries = own.pop("defaults", None) or []
+    if "_self_" not in entries:
+        entries = [*entries, "_self_"]
+    settings: dict = {}
+    for entry in entries:
+        settings = merged(settings, own if entry == "_self_" else option_settings(group, entry))
+    return settings
+
+
+def merged(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, nested groups of settings merged key by key (lists replaced)."""
+    result = dict(base)
+    for key, item in top.items():
+        if isinstance(item, dict) and isinstance(result.get(key), dict):
+            item = merged(result[key], item)
+        result[key] = item
+    return result
+
+
+@lru_cache(maxsize=None)
+def default_choices() -> dict[str, str]:
+    """The option config.yaml's defaults list selects for each group (data: digits, ...)."""
+    choices = {}
+    for entry in _load(config_dir() / "config.yaml").get("defaults", []):
+        if isinstance(entry, dict):
+            for group, option in entry.items():
+                if option is not None:
+                    choices[group] = option
+    return choices
+
+
+@lru_cache(maxsize=None)
+def top_level_settings() -> dict:
+    """The settings config.yaml itself defines at the top (resume, k), with their defaults."""
+    return {key: item for key, item in _load(config_dir() / "config.yaml").items()
+            if key not in ("defaults", "hydra")}
