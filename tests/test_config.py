@@ -1,5 +1,5 @@
 """The config layer in-process: every unknown key refused with a did-you-mean, ~key restoring its
-option's default, one default per key (the option's YAML)."""
+option's default, one default per key (the option's YAML), eval's overrides read by Hydra."""
 
 import dataclasses
 import os
@@ -14,6 +14,7 @@ from dltrain.config import (
     CVSettings,
     LoggerSettings,
     TrainerSettings,
+    apply_overrides,
     compose,
     config_dir,
     group_options,
@@ -128,6 +129,24 @@ def test_every_recipe_sets_only_keys_its_options_read(recipe):
     check_keys(cfg)
     if recipe != "house_prices_kfold":  # needs data.path
         read_settings(cfg)
+
+
+def test_eval_overrides_are_read_by_hydras_grammar():
+    cfg = compose(["data=iris"])
+    changed = apply_overrides(cfg.copy(), ["model=cnn", "model.channels=[4, 8]", "optimizer.lr=1e-3",
+                                           "~trainer.epochs", "data.name='wine'"])
+    settings = read_settings(changed)
+    assert settings.model.name == "cnn" and settings.model.options["channels"] == [4, 8]
+    assert settings.optimizer.lr == 1e-3 and settings.data.name == "wine"
+    assert settings.trainer.epochs == option_settings("trainer", "default")["epochs"]
+    with pytest.raises(DltrainError, match="did you mean data.shuffle"):
+        read_settings(apply_overrides(cfg.copy(), ["data.shufle=false"]))
+    with pytest.raises(DltrainError, match="Could not read the override"):
+        apply_overrides(cfg.copy(), ["model.hidden_sizes=[64,"])
+    with pytest.raises(DltrainError, match="Unknown model 'foo'"):
+        apply_overrides(cfg.copy(), ["model=foo"])
+    with pytest.raises(DltrainError, match="is a sweep"):
+        apply_overrides(cfg.copy(), ["optimizer.lr=0.1,0.2"])
 
 
 def test_with_defaults_leaves_the_given_config_alone():

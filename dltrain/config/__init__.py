@@ -3,6 +3,7 @@ settings, explain mistakes in one sentence. Commands import what they need from 
 
 from dltrain.config.compose import (
     VERSION_BASE,
+    apply_overrides,
     check_overrides,
     compose,
     override_keys,
@@ -31,5 +32,5 @@ __all__ = [
     "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TrainerSettings", "VERSION_BASE",
     "check_overrides", "compose", "config_dir", "explain_hydra_error", "group_options",
     "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings",
-    "read_logger_settings", "read_settings", "to_yaml",
+    "read_logger_settings", "read_settings", "apply_overrides", "to_yaml",
 ]

@@ -91,6 +91,43 @@ def _composed_without(overrides: list[str], error: Exception):
         return None
 
 
+def apply_overrides(cfg, overrides: list[str]):
+    """Overrides on a config that is already composed (a trained run's, for eval and predict),
+    read with Hydra's grammar: ``group=option`` swaps in that option's settings, ``key=value``
+    sets a value and ``~key`` restores its option's default; validation then refuses unknown keys."""
+    from omegaconf import OmegaConf, open_dict
+
+    for override in parse_overrides(overrides):
+        key = override.key_or_group
+        word = override.input_line
+        if override.is_sweep_override():
+            raise DltrainError(f"'{word}' is a sweep; give one value per setting here.")
+        if key == "recipe" or key.startswith("hydra"):
+            raise DltrainError(f"'{word}' cannot change a trained run; give its settings one by one.")
+        with open_dict(cfg):
+            if override.is_delete():
+                _delete(cfg, key)
+            elif key in GROUPS:
+                option = override.value()
+                if str(option) not in group_options(key):
+                    raise DltrainError(f"Unknown {key} '{option}'; valid options are: "
+                                       f"{', '.join(group_options(key))}.")
+                cfg[key] = option_settings(key, str(option))
+            else:
+                OmegaConf.update(cfg, key, override.value(), force_add=True)
+    return with_defaults(cfg)
+
+
+def _delete(cfg, key: str) -> None:
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if node is None or not hasattr(node, "keys") or leaf not in node.keys():
+        raise DltrainError(f"There is no setting '{key}' to delete.")
+    del node[leaf]
+
+
 def to_yaml(cfg) -> str:
     from omegaconf import OmegaConf
 
