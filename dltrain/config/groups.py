@@ -3,6 +3,7 @@ descriptions. The bottom of the config layer: composing and reading settings bot
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,17 +59,21 @@ def _load(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-@lru_cache(maxsize=None)
 def option_settings(group: str, option: str) -> dict:
     """The settings an option defines (its own YAML over the options its defaults list names),
     as plain values: the keys that option reads, and the one place each key's default lives."""
+    return copy.deepcopy(_option_settings(group, option))
+
+
+@lru_cache(maxsize=None)
+def _option_settings(group: str, option: str) -> dict:
     own = dict(_load(config_dir() / group / f"{option}.yaml"))
     entries = own.pop("defaults", None) or []
     if "_self_" not in entries:
         entries = [*entries, "_self_"]
     settings: dict = {}
     for entry in entries:
-        settings = merged(settings, own if entry == "_self_" else option_settings(group, entry))
+        settings = merged(settings, own if entry == "_self_" else _option_settings(group, entry))
     return settings
 
 
@@ -94,8 +99,7 @@ def default_choices() -> dict[str, str]:
     return choices
 
 
-@lru_cache(maxsize=None)
 def top_level_settings() -> dict:
     """The settings config.yaml itself defines at the top (resume, k), with their defaults."""
-    return {key: item for key, item in _load(config_dir() / "config.yaml").items()
+    return {key: copy.deepcopy(item) for key, item in _load(config_dir() / "config.yaml").items()
             if key not in ("defaults", "hydra")}

@@ -319,7 +319,7 @@ def with_defaults(cfg):
         for group in SETTING_GROUPS:
             settings = option_settings(group, selected_option(cfg, group))
             if group not in cfg.keys() or cfg._get_node(group)._is_none():
-                cfg[group] = copy.deepcopy(settings)
+                cfg[group] = settings
                 continue
             node = cfg._get_node(group)
             if not OmegaConf.is_dict(node):
