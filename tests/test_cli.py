@@ -57,14 +57,14 @@ def test_list_unknown_group_is_one_sentence(cli):
 
 def test_config_prints_composed_yaml_with_every_override_form(cli):
     result = cli(
-        "config", "model=mlp", "optimizer.lr=0.01", "+trainer.foo=1", "~trainer.grad_clip",
+        "config", "model=mlp", "optimizer.lr=0.01", "++trainer.seed=3", "~trainer.grad_clip",
         "model.hidden_sizes=[64,32]",
     )
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load(result.output)
     assert cfg["optimizer"]["lr"] == 0.01
-    assert cfg["trainer"]["foo"] == 1
-    assert "grad_clip" not in cfg["trainer"]
+    assert cfg["trainer"]["seed"] == 3
+    assert cfg["trainer"]["grad_clip"] == 0.0  # ~key restores the option's default
     assert cfg["model"]["hidden_sizes"] == [64, 32]
     assert cfg["model"]["name"] == "mlp"
 
@@ -77,7 +77,7 @@ def test_config_with_recipe_overrides_groups(cli):
 
 
 def test_fit_accepts_every_override_form_and_saves_config_and_overrides(cli):
-    overrides = ["model=mlp", "optimizer.lr=0.01", "+trainer.foo=1", "~trainer.grad_clip",
+    overrides = ["model=mlp", "optimizer.lr=0.01", "++trainer.seed=3", "~trainer.grad_clip",
                  "model.hidden_sizes=[64,32]", "trainer.epochs=1"]
     result = cli("fit", *overrides)
     assert result.exit_code == 0, result.output

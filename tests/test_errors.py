@@ -21,7 +21,7 @@ CASES = {
     "zero epochs": (["trainer.epochs=0"], "trainer.epochs must be at least 1, got 0."),
     "bad device name": (["trainer.device=gpu"], "trainer.device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'."),
     "val fraction": (["data.val_fraction=1.5"], "data.val_fraction must be less than 1.0, got 1.5."),
-    "override of a missing key": (["trainer.foo=1"], "There is no setting 'trainer.foo' to override; add a new key with +trainer.foo=VALUE."),
+    "override of a missing key": (["trainer.foo=1"], "There is no setting 'trainer.foo' to override; the settings of trainer=default are: device, epochs,"),
     "bad syntax": (["model.hidden_sizes=[64,"], "Could not read the override"),
     "bce on 10 classes": (["loss=bce"], "loss=bce is for binary targets, but this data is multiclass with 10 classes; use loss=cross_entropy"),
     "mse on classes": (["loss=mse"], "loss=mse is a regression loss, but this data is multiclass with 10 classes"),

@@ -71,28 +71,10 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
 
 
 def apply_overrides(cfg, overrides: list[str]):
-    """``group=option`` swaps in that group's YAML; ``key=value`` sets a value."""
-    import yaml
-    from omegaconf import OmegaConf
+    """``group=option`` swaps in that group's YAML; ``key=value`` sets a value (Hydra's grammar)."""
+    from dltrain.config import apply_overrides as apply_to_composed
 
-    from dltrain.config import GROUPS, config_dir, group_options
-
-    for override in overrides:
-        key, separator, text = override.partition("=")
-        key = key.lstrip("+")
-        if not separator or not key:
-            raise DltrainError(f"Could not read the override {override!r}; write key=value.")
-        if key in GROUPS and key != "recipe":
-            if text not in group_options(key):
-                raise DltrainError(f"Unknown {key} '{text}'; valid options are: {', '.join(group_options(key))}.")
-            cfg[key] = OmegaConf.load(config_dir() / key / f"{text}.yaml")
-            continue
-        try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            value = text
-        OmegaConf.update(cfg, key, value, force_add=True)
-    return cfg
+    return apply_to_composed(cfg, overrides)
 
 
 def _encoded_targets(targets, class_names, spec):

@@ -22,13 +22,6 @@ SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper in the sweep folder
 _MAX_CHECKED_POINTS = 256  # beyond this many grid points only the first one is composed up front
-_PLUGINS = {  # hydra/<group>=<option> -> the pip command that installs the plugin holding it
-    ("sweeper", "optuna"): "pip install 'dltrain[search]' (or pip install hydra-optuna-sweeper)",
-    ("launcher", "submitit_slurm"): "pip install 'dltrain[slurm]' (or pip install hydra-submitit-launcher)",
-    ("launcher", "submitit_local"): "pip install 'dltrain[slurm]' (or pip install hydra-submitit-launcher)",
-    ("launcher", "slurm"): "pip install 'dltrain[slurm]' (or pip install hydra-submitit-launcher)",
-    ("launcher", "joblib"): "pip install hydra-joblib-launcher",
-}
 
 
 @dataclass
@@ -163,27 +156,9 @@ def check_points(overrides: list[str]) -> None:
 
 
 def _explain(error: Exception, point: list[str]) -> str:
-    from dltrain.config import _explain_hydra_error
+    from dltrain.config import explain_hydra_error
 
-    return _explain_hydra_error(error)
-
-
-def missing_plugin(message: str) -> str | None:
-    """The sentence for a Hydra error about an unknown hydra/launcher or hydra/sweeper option:
-    for one a plugin provides that is not installed (a recipe such as search_mlp_digits selects
-    the optuna sweeper), the pip command that installs it; else the valid options."""
-    import re
-
-    match = re.search(r"Could not find 'hydra/(launcher|sweeper)/([\w.-]+)'(?: Available options in "
-                      r"'hydra/\w+': (.*?) Config search path)?", message)
-    if match is None:
-        return None
-    group, option, available = match.groups()
-    if (group, option) in _PLUGINS:
-        return (f"hydra/{group}={option} needs a Hydra plugin that is not installed; "
-                f"install it with: {_PLUGINS[group, option]}.")
-    valid = ", ".join((available or "basic").split())
-    return f"Unknown hydra/{group} '{option}'; valid options are: {valid}."
+    return explain_hydra_error(error)
 
 
 def _check_direction(cfg, settings) -> None:

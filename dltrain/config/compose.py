@@ -1,0 +1,134 @@
+"""Composing: Hydra composes config.yaml with the shell's overrides (read by Hydra's own
+grammar, the one override parser), and the result is validated before anything runs."""
+
+from __future__ import annotations
+
+import re
+
+from dltrain.config.explain import explain_hydra_error
+from dltrain.config.groups import GROUPS, config_dir, group_options, option_settings
+from dltrain.config.settings import read_settings, with_defaults
+from dltrain.errors import DltrainError
+
+VERSION_BASE = "1.3"
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's Override objects for the shell's words, or one sentence for one it cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DltrainError(f"Could not read the override: {first_line}") from None
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The key (or group) each override sets, as Hydra reads it: hydra.run.dir, +cv.fold, ..."""
+    return [override.key_or_group for override in parse_overrides(overrides)]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Parse overrides with Hydra's own grammar and check group choices, so that a typo is one
+    sentence before anything runs."""
+    for override in parse_overrides(overrides):
+        group = override.key_or_group
+        if group not in GROUPS or override.is_delete() or override.package:
+            continue
+        if override.is_sweep_override():
+            values = [str(v) for v in override.sweep_iterator()]
+        else:
+            values = [override.value()]
+        options = group_options(group)
+        for value in values:
+            if value is None and group == "recipe":
+                continue
+            if str(value) not in options:
+                raise DltrainError(
+                    f"Unknown {group} '{value}'; valid options are: {', '.join(options)}."
+                )
+
+
+def compose(overrides: list[str], *, validate: bool = True):
+    """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it. A key
+    deleted with ``~key`` comes back with its option's default."""
+    check_overrides(overrides)
+    cfg = with_defaults(_hydra_compose(overrides))
+    if validate:
+        read_settings(cfg)
+    return cfg
+
+
+def _hydra_compose(overrides: list[str], *, explain: bool = True):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+            return hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as error:
+        # Composition only reads configs and overrides: whatever fails here, the overrides caused.
+        if not explain:
+            raise
+        raise DltrainError(explain_hydra_error(error, _composed_without(overrides, error))) from None
+
+
+def _composed_without(overrides: list[str], error: Exception):
+    """For a key Hydra could not override or delete, the config composed without it (whose
+    options tell which key was meant), or None."""
+    match = re.search(r"Could not (?:override|delete from config)\W+(?:The value of )?'?([\w.]+)",
+                      " ".join(str(error).split()))
+    if match is None:
+        return None
+    rest = [o for o, key in zip(overrides, override_keys(overrides)) if key != match.group(1)]
+    try:
+        return _hydra_compose(rest, explain=False)
+    except Exception:  # noqa: BLE001 - the suggestion then comes from the default options
+        return None
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """Overrides on a config that is already composed (a trained run's, for eval and predict),
+    read with Hydra's grammar: ``group=option`` swaps in that option's settings, ``key=value``
+    sets a value and ``~key`` restores its option's default; validation then refuses unknown keys."""
+    from omegaconf import OmegaConf, open_dict
+
+    for override in parse_overrides(overrides):
+        key = override.key_or_group
+        word = override.input_line
+        if override.is_sweep_override():
+            raise DltrainError(f"'{word}' is a sweep; give one value per setting here.")
+        if key == "recipe" or key.startswith("hydra"):
+            raise DltrainError(f"'{word}' cannot change a trained run; give its settings one by one.")
+        with open_dict(cfg):
+            if override.is_delete():
+                _delete(cfg, key)
+            elif key in GROUPS:
+                option = override.value()
+                if str(option) not in group_options(key):
+                    raise DltrainError(f"Unknown {key} '{option}'; valid options are: "
+                                       f"{', '.join(group_options(key))}.")
+                cfg[key] = option_settings(key, str(option))
+            else:
+                OmegaConf.update(cfg, key, override.value(), force_add=True)
+    return with_defaults(cfg)
+
+
+def _delete(cfg, key: str) -> None:
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if node is None or not hasattr(node, "keys") or leaf not in node.keys():
+        raise DltrainError(f"There is no setting '{key}' to delete.")
+    del node[leaf]
+
+
+def to_yaml(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=False)
