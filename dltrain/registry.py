@@ -108,13 +108,15 @@ class Registry:
         return len(self._entries)
 
     def names(self) -> list[str]:
-        """Every registered name, in the order registered."""
-        self._load()
-        return list(self._entries)
+        """Every registered name: module by module (by module name), in each module in the order
+        registered, whichever module happened to be imported first."""
+        return [entry.name for entry in self.entries()]
 
     def entries(self) -> list[Entry]:
         self._load()
-        return list(self._entries.values())
+        order = {name: i for i, name in enumerate(self._entries)}
+        return sorted(self._entries.values(),
+                      key=lambda e: (getattr(e.constructor, "__module__", ""), order[e.name]))
 
     def where(self, **metadata) -> list[Entry]:
         """Entries whose metadata matches: equal, or containing the value for a tuple field

@@ -17,8 +17,9 @@ FAST = ["trainer.progress=false", "logger=none"]
 
 
 def _set_started(run_dir: Path, when: float) -> None:
-    for name in ("hydra.yaml", "config.yaml", "overrides.yaml"):
-        os.utime(run_dir / ".hydra" / name, (when, when))
+    for name in ("hydra.yaml", "config.yaml", "overrides.yaml"):  # hydra.yaml: a Hydra job's
+        if (run_dir / ".hydra" / name).exists():
+            os.utime(run_dir / ".hydra" / name, (when, when))
 
 
 def _copy_with_status(run_dir: Path, name: str, status: str, epochs: int) -> Path:
@@ -63,7 +64,7 @@ def folder_of_runs(cli):
     _set_started(interrupted, now - 300)
     for i, folder in enumerate((cv_dir, broken_cv)):
         when = now - 200 + 100 * i
-        os.utime(folder / "multirun.yaml", (when, when))
+        _set_started(folder, when)  # a cross-validation's own .hydra/
         for fold_dir in folder.glob("fold_*"):
             _set_started(fold_dir, when + 1)
     return {"finished": finished, "failed": failed, "interrupted": interrupted, "cv": cv_dir,

@@ -61,8 +61,8 @@ def cv(overrides: list[str]) -> dict:
             train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
                         task_overrides)
         except DltrainError:
-            if not any(run_dir.glob("**/*.pt")):  # nothing trained: no folder that looks like a run
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
             raise
     elif to_run:
         launch(run_fold_job, task_overrides + [
@@ -139,7 +139,10 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
             train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
         except DltrainError as error:
             settle_failed(folder, "failed", str(error))
-            raise DltrainError(f"Fold {fold.index} of the cross-validation failed: {error}") from None
+            failure = f"Fold {fold.index} of the cross-validation failed: {error}"
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            _error_note(folder).write_text(failure)  # as a fold's job under a launcher leaves it
+            raise DltrainError(failure) from None
 
 
 def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path, *, out=console):

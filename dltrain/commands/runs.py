@@ -188,8 +188,11 @@ def _read_cv(folder: Path) -> RunInfo:
     if error is None and errors:
         error = errors[0].read_text().strip()
 
+    # A Hydra job's hydra.yaml, a launcher's multirun.yaml, or the .hydra/config.yaml that
+    # dltrain cv writes when the folds train in its own process.
     starts = [_mtime(folder / ".hydra" / "hydra.yaml"), _mtime(folder / "multirun.yaml"),
-              *(_mtime(p / ".hydra" / "hydra.yaml") for p in fold_dirs)]
+              _mtime(folder / ".hydra" / "config.yaml"),
+              *(_mtime(p / ".hydra" / name) for p in fold_dirs for name in ("hydra.yaml", "config.yaml"))]
     started = min((s for s in starts if s is not None), default=_mtime(folder))
     config = _read_yaml(folder / ".hydra" / "config.yaml")
     if config is None and fold_dirs:

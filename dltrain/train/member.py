@@ -85,7 +85,8 @@ class Member:
         return self.objective.scores(self._outputs(x)).cpu()
 
     def _outputs(self, x) -> torch.Tensor:
-        model, size = self.eval_model or self.model, self.eval_batch_size
+        model = self.eval_model if self.eval_model is not None else self.model
+        size = self.eval_batch_size
         device = self.device or next(self.model.parameters()).device
         layout = self.speed is not None and self.speed.channels_last
         autocast = self.speed.autocast if self.speed is not None else nullcontext
