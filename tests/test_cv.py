@@ -181,6 +181,16 @@ def test_joblib_launched_folds_equal_sequential_folds(cli):
     oof_b = pd.read_csv("outputs/parallel/oof_predictions.csv")
     pd.testing.assert_frame_equal(oof_a, oof_b, rtol=1e-5)
 
+    def files(fold: Path) -> set[str]:  # a Hydra job also keeps its hydra.yaml and job log
+        return {str(p.relative_to(fold)) for p in fold.rglob("*")
+                if p.is_file() and p.name not in ("hydra.yaml", "dltrain.log")}
+
+    for fold in ("fold_0", "fold_1"):  # folds in this process are written as the launcher's are
+        assert files(Path("outputs/sequential") / fold) == files(Path("outputs/parallel") / fold)
+        for name in ("config.yaml", "overrides.yaml"):  # (the launcher writes booleans as False)
+            assert (Path("outputs/sequential") / fold / ".hydra" / name).read_text().lower() == \
+                (Path("outputs/parallel") / fold / ".hydra" / name).read_text().lower()
+
 
 def test_no_statistic_of_a_validation_fold_reaches_its_training(cli, monkeypatch):
     """Fold 0's rows carry a huge feature value: a scaler fitted on all rows would have a mean
