@@ -157,6 +157,7 @@ class TrainerSettings:
     device_data_max_mb: float = 2048.0
     strategy: str = "auto"  # auto | ddp: data-parallel processes (see dltrain.distributed)
     devices: int | str = "auto"  # processes on this machine: a number, or auto
+    threads: int | str = "auto"  # torch's intra-op CPU threads: a number, or auto (dltrain.train.threads)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,18 @@ def _devices(cfg) -> int | str:
     return raw
 
 
+def _threads(cfg) -> int | str:
+    """trainer.threads: auto, or how many intra-op CPU threads torch uses."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(cfg, "trainer.threads", default="auto")
+    if raw is None or raw == "auto":
+        return "auto"
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise DltrainError(f"trainer.threads must be auto or a whole number of at least 1, got {raw!r}.")
+    return raw
+
+
 def read_settings(cfg) -> Settings:
     """Validate a composed config and return it as plain settings (DltrainError if it is wrong)."""
     trainer = TrainerSettings(
@@ -286,6 +299,7 @@ def read_settings(cfg) -> Settings:
         device_data_max_mb=value(cfg, "trainer.device_data_max_mb", float, 2048.0, minimum=0),
         strategy=value(cfg, "trainer.strategy", str, "auto", choices=("auto", "ddp")),
         devices=_devices(cfg),
+        threads=_threads(cfg),
     )
     if not _DEVICE.match(trainer.device):
         raise DltrainError(

@@ -15,6 +15,7 @@ from dltrain.errors import DltrainError
 from dltrain.train import metrics as task_metrics
 from dltrain.train.speed import compiled, configure
 from dltrain.train.staging import Staged, length, rows, to_channels_last, to_device
+from dltrain.train.threads import apply_threads
 
 __all__ = ["History", "StopRequested", "Trainer", "batch_count", "rows", "to_device"]
 
@@ -87,6 +88,7 @@ class Trainer:
         self.augment = None
         self.cursor = None  # position inside an interrupted epoch, for an exact resume
         self.stop_requested = 0  # the signal number once Ctrl-C or SIGTERM asked to stop
+        self.threads_note = ""  # what trainer.threads chose, e.g. "threads=1 (auto: ...)", set by fit
 
     # ------------------------------------------------------------------ state
 
@@ -252,6 +254,9 @@ class Trainer:
         """Train until ``settings.epochs`` (continuing a loaded state), early stopping or a stop
         request (raises StopRequested after finishing the step it was in)."""
         device = self.device
+        # trainer.threads, before the first step: one thread for a small model, torch's default else
+        example = to_device(rows(data.train.x, slice(0, 64)), device)
+        self.threads_note = apply_threads(self.settings.threads, self.model, example, self.batch_size, device)
         self.augment = data.train.augment
         max_bytes = self.settings.device_data_max_mb * 2**20
         train = Staged(data.train.x, data.train.y, device, max_bytes, self.speed.channels_last)
