@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 
 # Forward multiply-adds of one training batch below which auto uses one thread. Measured on the
-# 2-core bench machine (bench/threads_rule.py): steps of up to ~2.3M forward MACs ran as fast or
-# faster on one thread (0.80-1.00x of the 2-thread time), the course CNN (30M MACs) ran 1.6x
-# faster on two; 4M is the lowest measured size where two threads start to pay.
+# 2-core bench machine (bench/threads_rule.py, bench/README.md "Threads"): the default fit's MLP
+# (1.1M) stepped faster on one thread in every pair (0.01-0.03x of the 2-thread time: OpenMP's
+# barriers spin while another process holds the second core); the course CNN (30M) stepped
+# 1.7-2.1x faster on two threads on a quiet machine, so models of a few million and up keep
+# torch's default.
 SMALL_STEP_MACS = 4_000_000
 
 
