@@ -163,13 +163,13 @@ def cnn_threads(pairs: int, scratch: Path, default_threads: int, mnist_root: Pat
 
 
 def table(results: list[dict], header: str) -> str:
-    lines = [header, "", "| benchmark | A | B | A median | B median | A/B median | A/B per pair | pairs | target | load before / after |",
-             "|---|---|---|---:|---:|---:|---|---:|---|---|"]
+    lines = [header, "", "| benchmark | A | B | A median | B median | A/B median | A/B per pair | pairs | target | load before / after | run |",
+             "|---|---|---|---:|---:|---:|---|---:|---|---|---|"]
     for r in results:
         lines.append(f"| {r['benchmark']} | {r['a']} | {r['b']} | {r['a_median']:.2f} {r['unit']} | "
                      f"{r['b_median']:.2f} {r['unit']} | **{r['ratio_median']:.2f}** | "
                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])} | {r['pairs']} | {r['target']} | "
-                     f"{r['load_before']} / {r['load_after']} |")
+                     f"{r['load_before']} / {r['load_after']} | {r.get('when', '')} |")
     return "\n".join(lines)
 
 
@@ -194,10 +194,19 @@ def main() -> None:
     import torch
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = (f"python bench/overhead.py --pairs {args.pairs}"
+               + (f" --only {args.only}" if args.only != ",".join(BENCHMARKS) else ""))
+    for result in results:
+        result.update(when=when, command=command)
+    # --only: the other benchmarks' rows of the last full run stay, each with its own command and date
+    saved = BENCH / "overhead.json"
+    if set(chosen) != set(BENCHMARKS) and saved.exists() and not args.no_write:
+        kept = [r for r in json.loads(saved.read_text())["results"]
+                if r["benchmark"].split()[0] not in chosen]
+        results = sorted(kept + results, key=lambda r: BENCHMARKS.index(r["benchmark"].split()[0]))
     header = (f"Machine: {os.cpu_count()} CPU cores, torch's default {default_threads} threads; Python "
-              f"{platform.python_version()}, torch {torch.__version__}. Command: `python bench/overhead.py "
-              f"--pairs {args.pairs}" + (f" --only {args.only}" if args.only != ",".join(BENCHMARKS) else "")
-              + f"`; {when}. Load: 1/5/15-minute load averages from /proc/loadavg.")
+              f"{platform.python_version()}, torch {torch.__version__}. Last command: `{command}`; {when}. "
+              f"Load: 1/5/15-minute load averages from /proc/loadavg.")
     text = table(results, header)
     print(text)
     if args.no_write:

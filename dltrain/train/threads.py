@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 
 # Forward multiply-adds of one training batch below which auto uses one thread. Measured on the
-# 2-core bench machine (bench/threads_rule.py, bench/README.md "Threads"): the default fit's MLP
-# (1.1M) stepped faster on one thread in every pair (0.01-0.03x of the 2-thread time: OpenMP's
-# barriers spin while another process holds the second core); the course CNN (30M) stepped
-# 1.7-2.1x faster on two threads on a quiet machine, so models of a few million and up keep
-# torch's default.
+# 2-core bench machine (bench/threads_rule.py, bench/README.md "Threads"), quiet: one thread as
+# fast or faster up to 5.4M (0.91-0.95x of the 2-thread step), two threads faster from 15M on
+# (1.14-1.89x, the course CNN at 30M 1.29x); loaded: two threads 10-100x slower for every model
+# (OpenMP's barriers spin while another process holds the second core). 4M stays below the
+# crossover, so auto never gives a model that gains from threads fewer of them.
 SMALL_STEP_MACS = 4_000_000
 
 
