@@ -42,3 +42,33 @@ def test_table_ranks_contenders_against_dltrain():
     assert "| mlp_digits | course DataLoader loop | 2.000 | 50 |" in text
     assert "2.00x" in text and "0.98x" in text
     assert "| `dltrain --help` | 0.40 |" in text
+
+
+def test_house_like_csv_is_shaped_like_kaggles_train_csv(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        from house_like import write_house_like_csv
+    finally:
+        sys.path.remove(str(BENCH))
+    import pandas as pd
+
+    path = write_house_like_csv(tmp_path / "train.csv")
+    frame = pd.read_csv(path)
+    assert frame.shape == (1460, 81)
+    assert list(frame.columns[[0, -1]]) == ["Id", "SalePrice"]
+    numeric = frame.drop(columns=["Id", "SalePrice"]).select_dtypes(include="number").columns
+    assert len(numeric) == 36 and frame["LotFrontage"].isna().mean() > 0.1
+    assert frame["PoolQC"].isna().mean() > 0.98 and frame["SalePrice"].min() > 0
+    assert frame.equals(pd.read_csv(write_house_like_csv(tmp_path / "again.csv")))  # same seed, same rows
+
+
+def test_overhead_table_reports_every_pair():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from overhead import summary, table
+    finally:
+        sys.path.remove(str(BENCH))
+    row = summary("default_fit", "dltrain fit", [12.0, 10.0, 11.0], "hand", [10.0, 10.0, 10.0],
+                  "s wall", "<= 1.5", "1.0 1.0 1.0")
+    assert row["pairs"] == 3 and row["ratio_median"] == 1.1
+    assert "| **1.10** | 1.20, 1.00, 1.10 | 3 | <= 1.5 |" in table([row], "header")

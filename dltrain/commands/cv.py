@@ -189,18 +189,18 @@ def _train_stacked(settings, source, folds, fold_count: int, run_dir: Path, memb
     device = resolve_device(settings.trainer.device)
     for note in source.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
-    title = (f"dltrain cv  folds {folds[0].index}-{folds[-1].index} together ({len(folds)} of "
-             f"{fold_count}, cv.vectorize)")
-    out.print(banner(title, settings, members[0], device, per=" per fold"))
-    out.print(f"fold folders: {run_dir}/fold_N")
     monitor = members[0].monitor
     columns = ["epoch", "train_loss", "val_loss", *([monitor] if monitor != "val_loss" else []), "lr",
                "seconds", *(["folds"] if settings.trainer.patience else [])]
-    out.print(f"Each row: the mean over the {len(members)} folds"
-              + (" still training (early stopping)." if settings.trainer.patience else "."))
     trainer = Trainer(members, settings=settings.trainer, device=device, stacked=True,
                       batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
                       table=EpochTable(columns, out), count_column="folds")
+    title = (f"dltrain cv  folds {folds[0].index}-{folds[-1].index} together ({len(folds)} of "
+             f"{fold_count}, cv.vectorize)")
+    out.print(banner(title, settings, members[0], device, per=" per fold", threads=trainer.threads_note))
+    out.print(f"fold folders: {run_dir}/fold_N")
+    out.print(f"Each row: the mean over the {len(members)} folds"
+              + (" still training (early stopping)." if settings.trainer.patience else "."))
     try:
         train(trainer, run_dir, progress=settings.trainer.progress, out=out)
     except DltrainError:

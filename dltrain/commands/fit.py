@@ -63,12 +63,12 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         shard.check_rows(len(member.data.train))
     for note in source.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
-    ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
-    out.print(banner(title, settings, member, device, extra=ddp))
-    out.print(f"run folder: {run_dir}")
     trainer = Trainer([member], settings=settings.trainer, device=device,
                       batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
                       table=EpochTable(columns(member), out), shard=shard)
+    ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
+    out.print(banner(title, settings, member, device, extra=ddp, threads=trainer.threads_note))
+    out.print(f"run folder: {run_dir}")
     if resume_from is not None:
         member.resume(resume_from, out)
         if shard is not None and member.cursor is not None:

@@ -81,6 +81,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("strategy", str, choices=("auto", "ddp")),
         Rule("devices", COUNT, minimum=1,
              message="{key} must be auto or a number of processes of at least 1, got {raw!r}."),
+        Rule("threads", COUNT, minimum=1,
+             message="{key} must be auto or a whole number of at least 1, got {raw!r}."),
     ),
     "data": (
         Rule("batch_size", int, minimum=0),
@@ -210,8 +212,9 @@ class TrainerSettings:
     channels_last: str = _default("trainer", "channels_last")  # auto | true | false
     cudnn_benchmark: bool = _default("trainer", "cudnn_benchmark")
     device_data_max_mb: float = _default("trainer", "device_data_max_mb")
-    strategy: str = _default("trainer", "strategy")  # auto | ddp: data-parallel processes (see dltrain.distributed)
+    strategy: str = _default("trainer", "strategy")  # auto | ddp: data-parallel processes (see dltrain.train.parallel)
     devices: int | str = _default("trainer", "devices")  # processes on this machine: a number, or auto
+    threads: int | str = _default("trainer", "threads")  # torch's intra-op CPU threads (train/threads.py)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import torch
 from dltrain.errors import DltrainError
 from dltrain.train.member import Member, forward
 from dltrain.train.speed import compiled, configure
-from dltrain.train.staging import Staged
+from dltrain.train.staging import Staged, rows, to_device
+from dltrain.train.threads import apply_threads
 
 
 class StopRequested(Exception):
@@ -118,6 +119,11 @@ class Trainer:
             if self.speed.channels_last:
                 member.model.to(memory_format=torch.channels_last)
             member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
+        # trainer.threads before the first step: one thread for a small model, torch's default else
+        first = members[0]
+        step_rows = batch_size_for(len(first.data.train), batch_size) * len(members)
+        example = to_device(rows(first.data.train.x, slice(0, 64)), device)
+        self.threads_note = apply_threads(settings.threads, first.model, example, step_rows, device)
         if stacked:
             self.forward = Stacked(members)
         else:

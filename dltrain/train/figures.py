@@ -17,10 +17,10 @@ def _render(figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _new_figure(width: float, height: float):
+def _new_figure(width: float, height: float, layout: str | None = "constrained"):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
 def displayable(images: np.ndarray) -> np.ndarray:
@@ -91,7 +91,10 @@ def predicted_vs_true(truth: np.ndarray, predicted: np.ndarray, *, title: str) -
     """Scatter of predictions against targets, with the line a perfect model would sit on."""
     truth = np.asarray(truth, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
-    figure = _new_figure(5, 5)
+    # One axes with short labels: fixed margins instead of the constrained-layout solver, which
+    # doubled the time of this figure (0.1 s more per fold of `dltrain cv` on a regression).
+    figure = _new_figure(5, 5, layout=None)
+    figure.subplots_adjust(left=0.2, right=0.96, bottom=0.1, top=0.9)
     axes = figure.add_subplot()
     axes.scatter(truth, predicted, s=8, alpha=0.6, edgecolors="none")
     finite = np.concatenate([truth, predicted])

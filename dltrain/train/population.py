@@ -151,7 +151,8 @@ def conclude(member: Member, started: float) -> FitResult:
     return result
 
 
-def banner(title: str, settings, member: Member, device, *, extra: str = "", per: str = "") -> str:
+def banner(title: str, settings, member: Member, device, *, extra: str = "", per: str = "",
+           threads: str = "") -> str:
     """The first line of a run: what trains on what, where."""
     from dltrain.models import count_parameters
 
@@ -162,7 +163,7 @@ def banner(title: str, settings, member: Member, device, *, extra: str = "", per
             f"parameters{per})  data={settings.data.name} ({sizes}, {spec.task}"
             + (f", {spec.num_classes} classes" if spec.num_classes else "")
             + f")  loss={member.objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
-            + extra)
+            + extra + (f"  {threads}" if threads else ""))
 
 
 def print_summary(result: FitResult, out=console) -> None:
