@@ -8,6 +8,8 @@ import torch
 
 from conftest import run_folders
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def iris_run(cli):
