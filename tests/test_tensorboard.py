@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_metrics, run_folders
+from conftest import copy_run, read_metrics, run_folders
 
 FAST = ["trainer.progress=false", "trainer.checkpoint_every_seconds=0"]
 
@@ -189,10 +189,10 @@ def _get_json(url: str):
 
 
 @pytest.mark.slow
-def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch):
+def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch, iris_fit_run):
     import dltrain.commands.tb
 
-    assert cli("fit", "data=iris", "trainer.epochs=2", *FAST).exit_code == 0
+    copy_run(iris_fit_run)  # a finished run with its events, trained once per session (conftest.py)
     (run_dir,) = run_folders()
     run_name = run_dir.relative_to("outputs").as_posix()
     answers = {}
