@@ -1,9 +1,11 @@
 """Shared fixtures: every test runs in its own temporary folder, so run folders land in
-tmp_path/outputs and never in the repository."""
+tmp_path/outputs and never in the repository. Runs that several tests only read back are trained
+once per session (iris_fit_run); a test copies one into its own folder with copy_run."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,28 @@ def run_folders(root: Path = Path("outputs")) -> list[Path]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def iris_fit_run(tmp_path_factory) -> Path:
+    """The run folder of ``dltrain fit data=iris trainer.epochs=15 optimizer.lr=0.01`` (with its
+    TensorBoard events), trained once per session for the tests that use a finished run; they
+    get their own copy with copy_run, so what one changes no other sees."""
+    from dltrain.cli import app
+
+    root = tmp_path_factory.mktemp("iris_fit_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("COLUMNS", "200")
+        result = CliRunner().invoke(app, ["fit", "data=iris", "trainer.epochs=15", "optimizer.lr=0.01"],
+                                    catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders(root / "outputs")
+    return run_dir
+
+
+def copy_run(run_dir: Path, root: Path = Path("outputs")) -> Path:
+    """A copy of a run folder (outputs/DATE/TIME) at the same place under root, file times kept."""
+    copy = root / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy

@@ -14,6 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("contender", ["hand", "course", "dltrain", "lightning"])
 def test_contender_trains_the_digits_workload(contender, tmp_path):
     if contender == "lightning" and importlib.util.find_spec("lightning") is None:

@@ -76,6 +76,7 @@ def test_config_with_recipe_overrides_groups(cli):
     assert cfg["optimizer"]["name"] == "sgd"
 
 
+@pytest.mark.slow
 def test_fit_accepts_every_override_form_and_saves_config_and_overrides(cli):
     overrides = ["model=mlp", "optimizer.lr=0.01", "++trainer.seed=3", "~trainer.grad_clip",
                  "model.hidden_sizes=[64,32]", "trainer.epochs=1"]
@@ -88,6 +89,7 @@ def test_fit_accepts_every_override_form_and_saves_config_and_overrides(cli):
     assert read_metrics(run_dir)["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_second_get_different_folders(cli):
     for _ in range(2):
         assert cli("fit", "data=iris", "trainer.epochs=1").exit_code == 0
@@ -95,6 +97,7 @@ def test_two_runs_in_the_same_second_get_different_folders(cli):
     assert len(folders) == 2 and folders[0] != folders[1]
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_write_different_folders(tmp_path):
     command = [sys.executable, "-m", "dltrain", "fit", "data=iris", "trainer.epochs=1",
                "trainer.progress=false"]
@@ -108,6 +111,7 @@ def test_two_processes_started_together_write_different_folders(tmp_path):
     assert all(read_metrics(f)["status"] == "finished" for f in folders)
 
 
+@pytest.mark.slow
 def test_python_api_matches_cli():
     import dltrain
 

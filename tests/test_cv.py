@@ -99,6 +99,7 @@ def test_stratified_folds_keep_class_ratios():
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
     result = cli("cv", "k=3", "data=iris", "trainer.epochs=2", "trainer.progress=false")
     assert result.exit_code == 0, result.output
@@ -151,6 +152,7 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
             assert any(not torch.equal(weights[i][key], weights[j][key]) for key in weights[i])
 
 
+@pytest.mark.slow
 def test_one_fold_alone_equals_that_fold_of_the_full_run(cli):
     assert cli("cv", "k=3", "data=wine", *FAST, "hydra.run.dir=outputs/full").exit_code == 0
     result = cli("cv", "k=3", "data=wine", *FAST, "cv.fold=2", "hydra.run.dir=outputs/alone")
@@ -166,6 +168,7 @@ def test_one_fold_alone_equals_that_fold_of_the_full_run(cli):
     assert summary_of(alone)["folds_run"] == [2]
 
 
+@pytest.mark.slow
 def test_joblib_launched_folds_equal_sequential_folds(cli):
     common = ["k=2", "data=iris", *FAST]
     assert cli("cv", *common, "hydra.run.dir=outputs/sequential").exit_code == 0
@@ -192,6 +195,7 @@ def test_joblib_launched_folds_equal_sequential_folds(cli):
                 (Path("outputs/parallel") / fold / ".hydra" / name).read_text().lower()
 
 
+@pytest.mark.slow
 def test_no_statistic_of_a_validation_fold_reaches_its_training(cli, monkeypatch):
     """Fold 0's rows carry a huge feature value: a scaler fitted on all rows would have a mean
     near 333; fitted on fold 0's training part, it sees none of them."""
@@ -229,6 +233,7 @@ def test_no_statistic_of_a_validation_fold_reaches_its_training(cli, monkeypatch
     assert "color_green" in fitted[1][1].feature_names
 
 
+@pytest.mark.slow
 def test_refit_and_the_test_ensemble(tmp_path):
     from dltrain.config import compose, read_settings
     from dltrain.commands.cv import cross_validate
@@ -259,6 +264,7 @@ def test_refit_and_the_test_ensemble(tmp_path):
     assert summary["test_ensemble"]["accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
     from dltrain.commands.cv import run_cv
     from dltrain.commands.launch import launch
@@ -271,6 +277,7 @@ def test_a_sweep_of_cross_validations_returns_each_mean_to_hydra():
     assert all(sorted(p.name for p in run.glob("fold_*")) == ["fold_0", "fold_1"] for run in runs)
 
 
+@pytest.mark.slow
 def test_repeated_and_group_strategies_end_to_end(cli, small_csvs):
     result = cli("cv", "data=iris", "k=2", "cv=repeated", "cv.repeats=2", "trainer.epochs=1",
                  "trainer.progress=false", "logger=none", "hydra.run.dir=outputs/repeated")
@@ -293,6 +300,7 @@ def test_repeated_and_group_strategies_end_to_end(cli, small_csvs):
     assert list(spec["feature_names"]) == ["a", "b"]  # the group id is not a feature
 
 
+@pytest.mark.slow
 def test_a_fold_that_fails_leaves_no_summary_and_says_why(cli):
     result = cli("cv", "data=diabetes", "model=linear", "optimizer=sgd", "optimizer.lr=1e30", "k=2",
                  *FAST, "hydra.run.dir=outputs/diverged")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow
 
 
 def write_house_like_csv(path, rows: int = 1460, seed: int = 0) -> pd.DataFrame:

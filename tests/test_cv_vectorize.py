@@ -56,6 +56,7 @@ def assert_rows_close(rows, expected, tolerance=TOLERANCE):
                 assert row[key] == pytest.approx(reference[key], abs=tolerance), (row["epoch"], key)
 
 
+@pytest.mark.slow
 def test_vectorized_folds_equal_the_sequential_folds(runs):
     vectorized, sequential = runs["vectorized"], runs["sequential"]
     assert not (sequential / "multirun.yaml").exists()  # auto on the CPU: one by one, in this process
@@ -87,6 +88,7 @@ def test_vectorized_folds_equal_the_sequential_folds(runs):
     assert listed.command.startswith("dltrain cv data=wine k=3") and "cv.vectorize=true" in listed.command
 
 
+@pytest.mark.slow
 def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
     """SGD with momentum, a per-step schedule and per-fold clipping (on every step here) on a
     regression target standardized per fold; the vectorised folds write their own TensorBoard
@@ -116,6 +118,7 @@ def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
         assert_rows_close(relative, expected)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_each_fold_on_its_own(cli):
     """A fold that stops keeps its weights while the others go on, as if it had trained alone."""
     common = ["data=iris", "k=3", "model=mlp", "model.hidden_sizes=[16]", "model.dropout=0",
@@ -134,6 +137,7 @@ def test_early_stopping_stops_each_fold_on_its_own(cli):
     assert len(epochs) > 1  # the folds stopped at different epochs (2 and 5 when written)
 
 
+@pytest.mark.slow
 def test_eval_reads_a_vectorized_fold(runs, cli):
     """best.pt and last.pt hold the fold's own state_dict, loaded as eval and predict load it."""
     import numpy as np
@@ -164,6 +168,7 @@ def test_eval_reads_a_vectorized_fold(runs, cli):
     assert np.abs(last_scores - predictions[columns].to_numpy()).max() < TOLERANCE
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_epoch_and_resume_continues_fold_by_fold(runs, cli, monkeypatch):
     """Ctrl-C during a vectorised run: every fold saves last.pt (its own optimizer and trainer
     state) at the end of the epoch; resume then continues the folds one by one to the numbers

@@ -114,6 +114,7 @@ def test_image_folder_resizes_every_image_and_names_classes_by_folder(tmp_path):
     assert grey.features.shape == (36, 1, 10, 10)
 
 
+@pytest.mark.slow
 def test_a_cnn_learns_an_image_folder_from_the_cli(cli, tmp_path):
     _write_images(tmp_path / "pictures", count=20)
     result = cli("fit", "model=cnn", "data=image_folder", f"data.path={tmp_path / 'pictures'}",

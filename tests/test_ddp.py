@@ -58,6 +58,7 @@ def assert_same_training(run_dir: Path, reference_dir: Path) -> None:
         torch.testing.assert_close(weights[name], value, atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow
 def test_two_ranks_train_like_one_process_through_ctrl_c_and_a_torchrun_resume(tmp_path, cli):
     """``dltrain fit trainer.devices=2`` starts 2 gloo ranks; SIGINT to it reaches both, they
     agree to stop at the end of an epoch and rank 0 leaves an epoch-end last.pt (exit 130);

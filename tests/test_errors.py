@@ -94,6 +94,7 @@ def test_config_command_reports_errors_too(cli):
     assert "Unknown optimizer 'lbfgs'; valid options are: adagrad, adam, adamw, rmsprop, sgd." in result.output
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_a_sentence_and_marks_the_run_failed(cli):
     import json
 

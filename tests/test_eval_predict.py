@@ -6,12 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_folders
+from conftest import copy_run, run_folders
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def iris_run(cli):
-    assert cli("fit", "data=iris", "trainer.epochs=15", "optimizer.lr=0.01").exit_code == 0
+def iris_run(iris_fit_run):
+    """``dltrain fit data=iris trainer.epochs=15 optimizer.lr=0.01``, trained once per session
+    (conftest.py); each test changes its own copy under outputs/."""
+    copy_run(iris_fit_run)
     (run_dir,) = run_folders()
     return run_dir
 

@@ -1,8 +1,12 @@
 """Property: no override, however malformed, makes dltrain crash with a traceback. Every
 outcome is a normal run (exit 0) or a one-sentence user error (exit 2)."""
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+# 175 generated commands (config, and fit runs that train): left out of the quick subset.
+pytestmark = pytest.mark.slow
 
 KEYS = ["trainer.epochs", "trainer.seed", "trainer.device", "trainer.grad_clip", "trainer.monitor",
         "trainer.mode", "trainer.early_stopping.patience", "optimizer.lr", "optimizer.momentum",

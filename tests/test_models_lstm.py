@@ -99,6 +99,7 @@ def _fit(cli, *overrides) -> dict:
     return metrics
 
 
+@pytest.mark.slow
 def test_lstm_reads_digits_row_by_row(cli):
     # data=digits is tabular by default; its sequence view is 8 steps of 8 pixels.
     metrics = _fit(cli, "data=digits", "data.as_sequence=true", "data.batch_size=128", "trainer.epochs=6",
@@ -106,6 +107,7 @@ def test_lstm_reads_digits_row_by_row(cli):
     assert metrics["best"]["val_accuracy"] >= 0.85  # chance 0.1
 
 
+@pytest.mark.slow
 def test_gru_forecasts_the_generated_series(cli):
     metrics = _fit(cli, "data=time_series", "model.cell=gru", "model.hidden_size=32",
                    "data.batch_size=64", "trainer.epochs=6", "optimizer.lr=0.01")

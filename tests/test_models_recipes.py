@@ -20,6 +20,7 @@ def test_every_course_recipe_is_listed_with_its_expected_result():
         assert "expect" in options[name].lower(), f"{name}: {options[name]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["linear_toy_full_batch", "linear_toy_mini_batch", "linear_toy_stochastic"])
 def test_gradient_descent_variants_find_w_2_and_b_0(cli, name):
     result = cli("fit", f"recipe={name}", "trainer.checkpoint_every_seconds=60")
@@ -29,6 +30,7 @@ def test_gradient_descent_variants_find_w_2_and_b_0(cli, name):
     assert "w = [1.99" in metrics["model_summary"] or "w = [2.00" in metrics["model_summary"]
 
 
+@pytest.mark.slow
 def test_text_lstm_recipe_reaches_its_expected_accuracy(cli):
     result = cli("fit", "recipe=text_lstm", "data.num_samples=1000", "trainer.epochs=4", "trainer.progress=false")
     assert result.exit_code == 0, result.output

@@ -110,6 +110,7 @@ def test_image_models_refuse_tabular_and_text_data(name):
             create_model(name, spec, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, overrides", [
     # With random crops on the training batches: augmentation must not stop learning.
     ("cnn", ["model.channels=[8,16]", "data.random_crop=1"]),

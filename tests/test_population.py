@@ -35,6 +35,7 @@ def train_all(members, settings, run_dir, stacked: bool):
     return [conclude(m, 0.0) for m in members]
 
 
+@pytest.mark.slow
 def test_each_member_equals_its_point_trained_alone(tmp_path):
     built = [member(tmp_path / f"together_{i}", lr, wd) for i, (lr, wd) in enumerate(POINTS)]
     together = train_all([m for m, _ in built], built[0][1], tmp_path, stacked=True)

@@ -57,6 +57,7 @@ def reference(tmp_path_factory):
     return comparable(run_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference):
     process = dltrain("fit", *RUN, cwd=tmp_path)
     run_dir = wait_for_epoch(tmp_path, 1)
@@ -79,6 +80,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference
     assert [p.value for p in points] == pytest.approx([r["train_loss"] for r in history])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, reference, sig, exit_code):
     process = dltrain("fit", *RUN, cwd=tmp_path)
@@ -120,6 +122,7 @@ def test_the_python_api_says_what_the_command_line_says(cli):
     assert not Path("outputs").exists()  # no run folder made on the way
 
 
+@pytest.mark.slow
 def test_resume_can_extend_a_finished_run(cli):
     assert cli("fit", "data=iris", "trainer.epochs=2").exit_code == 0
     (run_dir,) = run_folders()
@@ -130,6 +133,7 @@ def test_resume_can_extend_a_finished_run(cli):
     assert run_folders() == [run_dir]
 
 
+@pytest.mark.slow
 def test_cv_resume_skips_finished_folds_and_finishes_the_rest(cli):
     assert cli("cv", "k=3", "data=iris", "trainer.epochs=2", "logger=none").exit_code == 0
     (cv_dir,) = {p.parent for p in Path("outputs").glob("**/cv_summary.json")}
@@ -146,6 +150,7 @@ def test_cv_resume_skips_finished_folds_and_finishes_the_rest(cli):
     assert len(json.loads((cv_dir / "cv_summary.json").read_text())["folds"]) == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_cv_fold_prints_the_cv_resume_command(tmp_path):
     process = dltrain("cv", "k=2", *RUN, "logger=none", cwd=tmp_path)
     wait_for_epoch(tmp_path, 1)

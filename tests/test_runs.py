@@ -71,6 +71,7 @@ def folder_of_runs(cli):
             "broken_cv": broken_cv}
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_newest_first_with_its_status(cli, folder_of_runs):
     result = cli("runs", "--json")
     assert result.exit_code == 0, result.output

@@ -1,4 +1,8 @@
+import pytest
+
 from conftest import read_metrics, run_folders
+
+pytestmark = pytest.mark.slow
 
 
 def test_default_fit_reaches_95_percent_on_digits(cli):

@@ -16,6 +16,7 @@ def _final(cli, *overrides: str) -> dict:
     return read_metrics(run_folders()[-1])["final"]
 
 
+@pytest.mark.slow
 def test_streamed_batches_equal_device_resident_ones(cli):
     """device_data_max_mb=0 keeps the splits in host memory and sends each batch over: on the
     CPU the very same numbers as the resident path."""
@@ -25,6 +26,7 @@ def test_streamed_batches_equal_device_resident_ones(cli):
         assert streamed[key] == resident[key]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_close_to_float32(cli):
     full = _final(cli, "data=iris", "model=mlp")
     mixed = _final(cli, "data=iris", "model=mlp", "trainer.precision=bf16")
@@ -33,6 +35,7 @@ def test_bf16_autocast_trains_close_to_float32(cli):
     assert abs(mixed["val_loss"] - full["val_loss"]) < 0.05
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_same_convolutions(cli):
     plain = _final(cli, "data=digits_images", "model=cnn", "trainer.epochs=1")
     last = _final(cli, "data=digits_images", "model=cnn", "trainer.epochs=1", "trainer.channels_last=true")
@@ -40,6 +43,7 @@ def test_channels_last_gives_the_same_convolutions(cli):
     assert abs(last["val_loss"] - plain["val_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(cli, tmp_path):
     """torch.compile wraps the model for the steps; the checkpoint still holds the model's own
     parameter names, so eval loads it. (The eager backend traces without building kernels.)"""

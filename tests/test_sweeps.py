@@ -28,6 +28,7 @@ def ranking(sweep_dir: Path) -> dict:
     return json.loads((sweep_dir / "sweep.json").read_text())
 
 
+@pytest.mark.slow
 def test_fit_sweep_ranks_every_point_and_lists_a_failed_one_with_its_reason(cli):
     result = cli("fit", "-m", "optimizer.lr=0.1,0.01", "model=mlp,cnn", "data=iris",
                  "trainer.epochs=2", *QUIET)
@@ -63,6 +64,7 @@ def test_fit_sweep_ranks_every_point_and_lists_a_failed_one_with_its_reason(cli)
     assert rows[2]["status"] == "failed" and rows[2]["error"].startswith("model=cnn")
 
 
+@pytest.mark.slow
 def test_cv_sweep_nests_the_folds_in_each_point_and_ranks_by_the_mean(cli):
     result = cli("cv", "-m", "optimizer.lr=0.0005,0.05", "data=iris", "k=2", "trainer.epochs=2",
                  "trainer.monitor=accuracy", *QUIET)
@@ -84,6 +86,7 @@ def test_cv_sweep_nests_the_folds_in_each_point_and_ranks_by_the_mean(cli):
     assert f"{points[0]['value']:.4f} ± {points[0]['std']:.4f}" in out
 
 
+@pytest.mark.slow
 def test_joblib_launched_points_come_back_to_the_ranking(cli):
     """The jobs run in joblib's worker processes, so nothing returns to this process's memory:
     the ranking reads what each job's folder holds."""
@@ -100,6 +103,7 @@ def test_joblib_launched_points_come_back_to_the_ranking(cli):
     assert "Sweep of 2 runs" in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_point_fails_exits_2_with_the_first_reason(cli):
     result = cli("fit", "-m", "model=cnn", "data=iris", "optimizer.lr=0.1,0.01", *QUIET)
     assert result.exit_code == 2
@@ -134,6 +138,7 @@ def test_the_slurm_launcher_without_slurm_is_one_sentence(cli, tmp_path, monkeyp
         assert not Path("outputs").exists()
 
 
+@pytest.mark.slow
 def test_optuna_search_recipe_runs_its_trials_and_reports_the_best(cli):
     result = cli("cv", "-m", "recipe=search_mlp_digits", "hydra.sweeper.n_trials=3", "k=2",
                  "trainer.epochs=1", *QUIET)
@@ -166,6 +171,7 @@ def test_the_search_recipe_without_m_is_refused_rather_than_sampling_folds(cli):
     assert not Path("outputs").exists()
 
 
+@pytest.mark.slow
 def test_optuna_over_fit_runs_gets_the_monitored_value_as_a_float(cli):
     result = cli("fit", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
                  "hydra.sweeper.direction=maximize", "trainer.monitor=accuracy", "data=iris",
@@ -178,6 +184,7 @@ def test_optuna_over_fit_runs_gets_the_monitored_value_as_a_float(cli):
     assert best["best_value"] == pytest.approx(max(p["value"] for p in points)) == pytest.approx(points[0]["value"])
 
 
+@pytest.mark.slow
 def test_without_the_optuna_plugin_the_recipe_names_the_pip_command(tmp_path):
     """An empty hydra_plugins.hydra_optuna_sweeper earlier on the path hides the installed one."""
     shadow = tmp_path / "shadow" / "hydra_plugins" / "hydra_optuna_sweeper"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_metrics, run_folders
+from conftest import copy_run, read_metrics, run_folders
 
 FAST = ["trainer.progress=false", "trainer.checkpoint_every_seconds=0"]
 
@@ -45,6 +45,7 @@ def session(accumulator):
     return hparams, end.status
 
 
+@pytest.mark.slow
 def test_fit_logs_grouped_curves_whose_values_are_metrics_json(cli):
     from tensorboard.plugins.hparams import api_pb2
 
@@ -91,6 +92,7 @@ def test_fit_logs_grouped_curves_whose_values_are_metrics_json(cli):
     assert not board.Tags()["histograms"] and not board.Tags()["graph"]
 
 
+@pytest.mark.slow
 def test_image_run_logs_sample_grid_graph_histograms_confusion_and_worst_misclassified(cli):
     result = cli("fit", "data=digits_images", "model=cnn", "model.channels=[4]", "trainer.epochs=2",
                  "data.val_fraction=0.5", "logger.graph=true", "logger.histograms_every_n_epochs=2",
@@ -111,6 +113,7 @@ def test_image_run_logs_sample_grid_graph_histograms_confusion_and_worst_misclas
     assert {event.step for t in histograms for event in board.Histograms(t)} == {2}
 
 
+@pytest.mark.slow
 def test_regression_run_logs_predicted_vs_true(cli):
     result = cli("fit", "data=diabetes", "model=linear", "trainer.epochs=1", *FAST)
     assert result.exit_code == 0, result.output
@@ -120,6 +123,7 @@ def test_regression_run_logs_predicted_vs_true(cli):
     assert {"mse/val", "r2/val", "mae/train", "loss/val"} <= set(board.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_logger_none_writes_no_events_and_keeps_the_rest(cli):
     result = cli("fit", "data=iris", "trainer.epochs=1", "logger=none", *FAST)
     assert result.exit_code == 0, result.output
@@ -129,6 +133,7 @@ def test_logger_none_writes_no_events_and_keeps_the_rest(cli):
     assert (run_dir / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_run_ends_its_session_as_failed(cli):
     from tensorboard.plugins.hparams import api_pb2
 
@@ -144,6 +149,7 @@ def test_a_failed_run_ends_its_session_as_failed(cli):
     assert scalars(board, "loss/train")
 
 
+@pytest.mark.slow
 def test_cross_validation_logs_every_fold_and_a_cv_mean_run(cli):
     result = cli("cv", "k=2", "data=iris", "trainer.epochs=2", *FAST)
     assert result.exit_code == 0, result.output
@@ -182,10 +188,11 @@ def _get_json(url: str):
         return json.loads(response.read())
 
 
-def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch):
+@pytest.mark.slow
+def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, monkeypatch, iris_fit_run):
     import dltrain.commands.tb
 
-    assert cli("fit", "data=iris", "trainer.epochs=2", *FAST).exit_code == 0
+    copy_run(iris_fit_run)  # a finished run with its events, trained once per session (conftest.py)
     (run_dir,) = run_folders()
     run_name = run_dir.relative_to("outputs").as_posix()
     answers = {}

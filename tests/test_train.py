@@ -17,6 +17,7 @@ def fit(*overrides):
     return dltrain.fit(*overrides, *FAST)
 
 
+@pytest.mark.slow
 def test_linear_regression_recipe_learns_w_2_b_0(cli):
     result = cli("fit", "recipe=linear_regression")
     assert result.exit_code == 0, result.output
@@ -26,6 +27,7 @@ def test_linear_regression_recipe_learns_w_2_b_0(cli):
     assert weights["linear.bias"].item() == pytest.approx(0.0, abs=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["logistic_regression", "breast_cancer_mlp"])
 def test_binary_recipes_reach_good_accuracy(recipe):
     result = fit(f"recipe={recipe}")
@@ -34,6 +36,7 @@ def test_binary_recipes_reach_good_accuracy(recipe):
     assert result.best["val_roc_auc"] >= 0.97
 
 
+@pytest.mark.slow
 def test_metrics_per_task():
     regression = fit("data=diabetes", "model=linear", "trainer.epochs=2")
     assert {"val_mse", "val_mae", "val_r2", "train_loss"} <= set(regression.final)
@@ -43,6 +46,7 @@ def test_metrics_per_task():
     assert {"val_accuracy", "val_macro_f1"} <= set(multiclass.final)
 
 
+@pytest.mark.slow
 def test_regression_metrics_are_in_target_units():
     result = fit("data=diabetes", "model=linear", "optimizer.lr=0.05", "trainer.epochs=40")
     # The target is standardized for training (val_loss ~ 0.5) but mse is in squared units.
@@ -50,6 +54,7 @@ def test_regression_metrics_are_in_target_units():
     assert result.best["val_mse"] > 1000 > result.best["val_loss"] * 100
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics():
     a = fit("data=iris", "trainer.epochs=3", "trainer.seed=7")
     b = fit("data=iris", "trainer.epochs=3", "trainer.seed=7")
@@ -58,6 +63,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics():
     assert a.final["train_loss"] != c.final["train_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size,steps", [(0, 1), (100000, 1), (1, 120), (32, 4)])
 def test_batch_size_sets_steps_per_epoch(batch_size, steps):
     # 120 training rows of iris; Adam's state counts the optimizer steps taken.
@@ -66,6 +72,7 @@ def test_batch_size_sets_steps_per_epoch(batch_size, steps):
     assert int(step) == steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
 def test_regression_losses_train(loss):
     result = fit("data=synthetic_linear", "model=linear", f"loss={loss}", "trainer.epochs=5",
@@ -73,18 +80,21 @@ def test_regression_losses_train(loss):
     assert result.final["val_r2"] > 0.9
 
 
+@pytest.mark.slow
 def test_bce_and_label_smoothed_cross_entropy_train():
     assert fit("data=breast_cancer", "loss=bce", "trainer.epochs=3").best["val_accuracy"] > 0.9
     smoothed = fit("data=digits", "loss=cross_entropy", "loss.label_smoothing=0.1", "trainer.epochs=3")
     assert smoothed.best["val_accuracy"] > 0.85
 
 
+@pytest.mark.slow
 def test_cross_entropy_on_binary_uses_two_outputs():
     result = fit("data=breast_cancer", "model=softmax", "loss=cross_entropy", "trainer.epochs=3")
     assert result.model.linear.out_features == 2
     assert result.best["val_accuracy"] > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [
     ("optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "optimizer.nesterov=true"),
     ("optimizer=adam",), ("optimizer=adamw",), ("optimizer=rmsprop",),
@@ -101,6 +111,7 @@ def _lrs(result):
     return [row["lr"] for row in read_metrics(result.run_dir)["history"]]
 
 
+@pytest.mark.slow
 def test_schedulers_change_the_learning_rate():
     step = fit("data=iris", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
                "trainer.epochs=3", "optimizer.lr=0.1")
@@ -133,12 +144,14 @@ def test_l2_decays_weights_only_and_l1_adds_a_penalty():
     assert none.l1 == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regularization", ["l2", "l1", "elastic"])
 def test_regularization_options_train(regularization):
     result = fit("data=iris", f"regularization={regularization}", "trainer.epochs=3")
     assert math.isfinite(result.final["train_loss"])
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience():
     result = fit("data=iris", "trainer.epochs=50", "trainer.early_stopping.patience=2",
                  "trainer.early_stopping.min_delta=100")
@@ -170,6 +183,7 @@ def test_gradient_clipping_bounds_each_update():
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_training_state_and_load_with_weights_only():
     result = fit("data=iris", "trainer.epochs=2", "scheduler=step")
     last = torch.load(result.run_dir / "last.pt", weights_only=True)
@@ -182,6 +196,7 @@ def test_checkpoints_hold_training_state_and_load_with_weights_only():
     assert metrics["final"]["epoch"] == 2 and len(metrics["history"]) == 2
 
 
+@pytest.mark.slow
 def test_best_checkpoint_follows_the_monitored_metric():
     result = fit("data=digits", "trainer.epochs=4", "trainer.monitor=accuracy")
     accuracies = [row["val_accuracy"] for row in read_metrics(result.run_dir)["history"]]
@@ -189,11 +204,13 @@ def test_best_checkpoint_follows_the_monitored_metric():
     assert result.monitor == "val_accuracy"
 
 
+@pytest.mark.slow
 def test_no_validation_monitors_training_loss():
     result = fit("data=iris", "data.val_fraction=0", "trainer.epochs=2")
     assert result.monitor == "train_loss" and "val_loss" not in result.final
 
 
+@pytest.mark.slow
 def test_auto_device_is_cpu_here_and_batch_norm_mlp_trains():
     result = fit("data=wine", "model.batch_norm=true", "model.activation=gelu", "trainer.epochs=5",
                  "trainer.device=auto")
