@@ -167,3 +167,12 @@ def test_cli_refuses_an_unknown_key_with_exit_2_and_one_sentence_on_stderr(tmp_p
     assert "did you mean data.shuffle?" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert run_folders(tmp_path / "outputs") == []
+
+
+def test_a_missing_hydra_plugin_is_named_with_its_pip_command():
+    from dltrain.config.explain import missing_plugin
+
+    assert "pip install 'dltrain[search]'" in missing_plugin("Could not find 'hydra/sweeper/optuna'")
+    unknown = "Could not find 'hydra/sweeper/nosuch' Available options in 'hydra/sweeper': basic Config search path"
+    assert missing_plugin(unknown) == "Unknown hydra/sweeper 'nosuch'; valid options are: basic."
+    assert missing_plugin("some other Hydra error") is None

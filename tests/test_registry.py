@@ -293,3 +293,11 @@ def test_adding_a_model_a_dataset_and_a_loss_is_one_module_plus_one_yaml_each(tm
         assert metrics["status"] == "finished"
         config = OmegaConf.load(metrics_path.parent / ".hydra" / "config.yaml")
         assert config.model.name == "tiny" and config.model.hidden_size == 8
+
+
+def test_each_loss_module_registers_its_own_losses():
+    import dltrain.train.losses.classification as classification
+    import dltrain.train.losses.regression as regression
+
+    for module, names in ((regression, ("mse", "l1", "huber")), (classification, ("bce", "cross_entropy"))):
+        assert all(LOSSES[name].constructor.__module__ == module.__name__ for name in names)
