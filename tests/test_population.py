@@ -27,7 +27,8 @@ def member(folder, lr: float, weight_decay: float):
 
 
 def train_all(members, settings, run_dir, stacked: bool):
-    from dltrain.train.population import Trainer, conclude, train
+    from dltrain.train.engine import Trainer
+    from dltrain.train.population import conclude, train
 
     trainer = Trainer(members, settings=settings.trainer, device=torch.device("cpu"), stacked=stacked,
                       batch_size=settings.data.batch_size, shuffle=True)

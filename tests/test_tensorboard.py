@@ -168,6 +168,11 @@ def test_cross_validation_logs_every_fold_and_a_cv_mean_run(cli):
     hparams, _ = session(mean)
     assert hparams["data.name"] == "iris" and "trainer.seed" not in hparams
     assert json.loads(summary_path.read_text())["status"] == "finished"
+    # One confusion matrix of the out-of-fold predictions (every row predicted by the model that
+    # did not train on it) in cv_mean, instead of one per fold.
+    assert mean.Tags()["images"] == ["figures/confusion_matrix"]
+    assert [e.step for e in mean.Images("figures/confusion_matrix")] == [2]
+    assert all(events(run_dir / f"fold_{i}").Tags()["images"] == [] for i in (0, 1))
 
 
 def test_logger_settings_are_validated_in_one_sentence(cli):

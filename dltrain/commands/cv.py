@@ -12,11 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-from dltrain.commands.cv_report import (FINAL_MODEL, SUMMARY_JSON, aggregate, fold_folder,
-                                        objective_key, print_summary, write_fold_files)
+from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JSON, aggregate,
+                                        fold_folder, objective_key, print_summary, write_fold_files)
 from dltrain.commands.fit import refuse_data_parallel, train_split
 from dltrain.commands.launch import check_fold_launch, launch, run_folder_overrides, settle_failed
-from dltrain.config import compose, read_cv_settings, read_settings
+from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
@@ -24,8 +24,9 @@ from dltrain.models import stacking_refusal
 from dltrain.train import parallel
 from dltrain.train.checkpoint import write_json
 from dltrain.train.device import resolve_device
-from dltrain.train.engine import stack_refusal
-from dltrain.train.population import Trainer, banner, conclude, open_member, train
+from dltrain.train.engine import Trainer, stack_refusal
+from dltrain.train.population import banner, conclude, open_member, train
+from dltrain.train.predictions import read_predictions, scores_of
 from dltrain.train.tensorboard import write_cv_mean
 
 # Overrides a fold's own job sets (its number, its folder).
@@ -37,8 +38,8 @@ def cv(overrides: list[str]) -> dict:
     started = time.perf_counter()
     refuse_data_parallel("dltrain cv", overrides)
     overrides = resume_overrides(overrides)
-    cfg = compose(overrides)
-    in_process = check_fold_launch(overrides)  # the folds go to Hydra's launcher otherwise
+    cfg, hydra = compose_with_hydra(overrides)  # one composition: the settings and the launcher
+    in_process = check_fold_launch(hydra, overrides)  # the folds go to Hydra's launcher otherwise
     settings, plan = read_settings(cfg), read_cv_settings(cfg)
     parallel.refuse_in_one_process(settings.trainer)
     source = load_cv_source(settings, plan)
@@ -151,7 +152,7 @@ def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path,
     resume_from = folder / "last.pt" if cfg.get("resume") and (folder / "last.pt").exists() else None
     result = train_split(cfg, settings, source, fold.train_index, fold.val_index, folder, out=out,
                          seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
-                         resume_from=resume_from)
+                         resume_from=resume_from, outcome_figure=False)
     write_fold_files(folder, source, fold, seed, result)
     return result
 
@@ -172,7 +173,8 @@ def _stacked_members(cfg, settings, plan, source, folds, run_dir, out):
         return None  # off on the CPU, where it measured slower (bench/cv_vectorize.py)
     members = [open_member(cfg_with_fold(cfg, fold.index), settings, source, fold.train_index,
                            fold.val_index, fold_folder(run_dir, fold.index), seed=fold_seed(settings, fold),
-                           label=f"fold {fold.index}", record={"vectorized": True}, out=out)
+                           label=f"fold {fold.index}", record={"vectorized": True}, outcome_figure=False,
+                           out=out)
                for fold in folds]
     reason = stack_refusal(members, settings.data.batch_size, stacking_refusal(settings.model.name))
     if reason is None:
@@ -245,8 +247,10 @@ def finish(cfg, settings, plan, source, selected: list[int], run_dir: Path, *, o
            started: float | None = None) -> dict:
     """Aggregate the finished fold folders, refit when asked, write and print the summary."""
     summary = aggregate(run_dir, selected, settings, plan, source)
-    # TensorBoard: the fold-averaged curves as run cv_mean
-    mean_run = write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir)
+    # TensorBoard: the fold-averaged curves and the out-of-fold figure as run cv_mean
+    scores, truth = scores_of(read_predictions(run_dir / OOF_PREDICTIONS), source.task, source.class_names)
+    mean_run = write_cv_mean(cfg, settings, [fold_folder(run_dir, i) for i in selected], run_dir,
+                             outcome=(source.task, scores, truth, source.class_names))
     summary["tensorboard_mean_run"] = mean_run.name if mean_run is not None else None
     if plan.refit and plan.fold is None:
         summary["refit"] = refit(cfg, settings, source, run_dir, out=out)

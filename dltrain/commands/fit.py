@@ -15,8 +15,8 @@ from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
-from dltrain.train.population import (Trainer, banner, columns, conclude, open_member, print_summary,
-                                      train)
+from dltrain.train.engine import Trainer
+from dltrain.train.population import banner, columns, conclude, open_member, print_summary, train
 
 
 def fit(overrides: list[str]):
@@ -44,12 +44,12 @@ def run_fit(cfg, run_dir: Path, out=console):
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
                 seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
-                resume_from: Path | None = None, callbacks=()):
+                resume_from: Path | None = None, callbacks=(), outcome_figure: bool = True):
     """One fit (or one fold of a cross-validation, ``seed`` then differs per fold): a population
     of one member trained on rows ``train_index`` (preprocessing fitted on them only), validated on
     ``val_index`` (may be empty), written to ``run_dir``; ``resume_from``: a last.pt to continue
     exactly (down to the step inside an interrupted epoch); ``callbacks``: called (epoch, row)
-    at every epoch's end."""
+    at every epoch's end; ``outcome_figure``: see open_member."""
     started = time.perf_counter() if started is None else started
     parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
     shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
@@ -57,7 +57,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     device = resolve_device(settings.trainer.device)
     device = shard.device(device) if shard is not None else device
     member = open_member(cfg, settings, source, train_index, val_index, run_dir,
-                         seed=settings.trainer.seed if seed is None else seed, main=main, out=out)
+                         seed=settings.trainer.seed if seed is None else seed, main=main,
+                         outcome_figure=outcome_figure, out=out)
     member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))

@@ -108,36 +108,31 @@ def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = Fals
     write_json(metrics_path, record)
 
 
-def check_fold_launch(overrides: list[str]) -> bool:
-    """``dltrain cv`` hands its folds to Hydra's sweeper and launcher as a sweep over cv.fold:
-    refuse a search sweeper (a recipe such as search_mlp_digits selects Optuna, which would
-    sample the folds like a parameter) and a SLURM launcher on a machine without SLURM. True when
-    the launcher is Hydra's basic one (the folds then run in this process, composed once)."""
-    if not any(o.startswith(("recipe=", "hydra/sweeper=", "hydra/launcher=")) for o in overrides):
-        return True
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+def check_fold_launch(hydra, overrides: list[str]) -> bool:
+    """``dltrain cv`` hands its folds to Hydra's sweeper and launcher as a sweep over cv.fold
+    (``hydra``: the composed config's hydra node): refuse a search sweeper (a recipe such as
+    search_mlp_digits selects Optuna, which would sample the folds like a parameter) and a SLURM
+    launcher on a machine without SLURM. True when the launcher is Hydra's basic one (the folds
+    then run in this process, composed once)."""
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    target = str(OmegaConf.select(hydra, "sweeper._target_", default="") or "")
     if target and not target.endswith("BasicSweeper"):
         typed = " ".join(overrides)
         raise DltrainError(f"This config searches with a sweeper ({target.rsplit('.', 1)[-1]}), which needs -m: "
                            f"dltrain cv -m {typed} runs the search, each trial a whole cross-validation.")
-    check_slurm(cfg)
-    launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    check_slurm(hydra)
+    launcher = str(OmegaConf.select(hydra, "launcher._target_", default="") or "")
     return not launcher or launcher.endswith("BasicLauncher")
 
 
-def check_slurm(cfg) -> None:
+def check_slurm(hydra) -> None:
     """The SLURM launcher submits with sbatch and srun: without them it could only fail later."""
     import shutil
 
     from omegaconf import OmegaConf
 
-    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    target = str(OmegaConf.select(hydra, "launcher._target_", default="") or "")
     if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
         raise DltrainError("hydra/launcher=slurm submits SLURM jobs, but this machine has no srun; run "
                            "the command on the cluster's login node, or try hydra/launcher=submitit_local here.")

@@ -147,7 +147,7 @@ def check_points(overrides: list[str]) -> None:
             monitors.add((settings.trainer.monitor, settings.trainer.mode))
             if number == 0:
                 _check_direction(cfg, settings)
-                check_slurm(cfg)
+                check_slurm(cfg.hydra)
     if invalid and len(invalid) == len(grid):
         raise invalid[0]
     if len(monitors) > 1:

@@ -6,6 +6,7 @@ from dltrain.config.compose import (
     apply_overrides,
     check_overrides,
     compose,
+    compose_with_hydra,
     override_keys,
     parse_overrides,
     to_yaml,
@@ -30,7 +31,7 @@ from dltrain.config.settings import (
 __all__ = [
     "CV_STRATEGIES", "CVSettings", "DataSettings", "GROUPS", "GROUP_TITLES", "LoggerSettings",
     "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TrainerSettings", "VERSION_BASE",
-    "check_overrides", "compose", "config_dir", "explain_hydra_error", "group_options",
+    "check_overrides", "compose", "compose_with_hydra", "config_dir", "explain_hydra_error", "group_options",
     "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings",
     "read_logger_settings", "read_settings", "apply_overrides", "to_yaml",
 ]

@@ -61,7 +61,22 @@ def compose(overrides: list[str], *, validate: bool = True):
     return cfg
 
 
-def _hydra_compose(overrides: list[str], *, explain: bool = True):
+def compose_with_hydra(overrides: list[str]):
+    """``compose`` and Hydra's own settings (launcher, sweeper, run folders) from the same single
+    composition: (the validated config, its ``hydra`` node)."""
+    from omegaconf import open_dict
+
+    check_overrides(overrides)
+    cfg = _hydra_compose(overrides, return_hydra_config=True)
+    hydra = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    cfg = with_defaults(cfg)
+    read_settings(cfg)
+    return cfg, hydra
+
+
+def _hydra_compose(overrides: list[str], *, explain: bool = True, return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -69,7 +84,8 @@ def _hydra_compose(overrides: list[str], *, explain: bool = True):
 
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-            return hydra_compose(config_name="config", overrides=overrides)
+            return hydra_compose(config_name="config", overrides=overrides,
+                                 return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException, ValueError, TypeError, KeyError) as error:
         # Composition only reads configs and overrides: whatever fails here, the overrides caused.
         if not explain:

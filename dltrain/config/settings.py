@@ -282,7 +282,7 @@ class CVSettings:
     group_column: str | None = _default("cv", "group_column")
     fold: int | None = _default("cv", "fold")
     refit: bool = _default("cv", "refit")
-    vectorize: str = _default("cv", "vectorize")  # auto | true | false: train the folds at once (train/vectorized.py)
+    vectorize: str = _default("cv", "vectorize")  # auto | true | false: train the folds at once (a stacked population, train/engine.py)
 
     def __post_init__(self):
         if self.strategy != "repeated":  # only repeated k-fold repeats

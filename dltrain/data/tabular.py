@@ -76,9 +76,8 @@ def _categories_as_text(features: pd.DataFrame, categorical: list[str]) -> pd.Da
     if not categorical:
         return features
     features = features.copy()
-    for column in categorical:
-        values = features[column]
-        features[column] = values.astype(object).where(values.notna(), MISSING_CATEGORY).map(str)
+    block = features[categorical].astype(object)  # one frame operation, not one per column
+    features[categorical] = block.where(block.notna(), MISSING_CATEGORY).astype(str)
     return features
 
 

@@ -108,3 +108,21 @@ def predicted_vs_true(truth: np.ndarray, predicted: np.ndarray, *, title: str) -
     axes.set_ylabel("predicted")
     axes.set_title(title, fontsize=10)
     return _render(figure)
+
+
+def outcome(task: str, scores: np.ndarray, truth: np.ndarray, class_names, *, rows: str) -> tuple[str, np.ndarray]:
+    """How predictions meet the truth on ``rows`` (e.g. "validation rows (epoch 20)"): the tag and
+    picture of predicted against true values (regression, truth in its own units) or of the
+    confusion matrix with the accuracy (classes; ``scores``: probabilities)."""
+    truth = np.asarray(truth)
+    if task == "regression":
+        return "figures/predicted_vs_true", predicted_vs_true(truth, scores, title=f"Predicted vs true, {rows}")
+    scores = np.asarray(scores)
+    probabilities = np.column_stack([1 - scores, scores]) if task == "binary" else scores
+    classes = max(len(class_names), 2)
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth.astype(np.int64), probabilities.argmax(axis=1)), 1)
+    accuracy = float(np.trace(matrix)) / max(int(matrix.sum()), 1)
+    names = [str(class_names[c]) if c < len(class_names) else str(c) for c in range(classes)]
+    return "figures/confusion_matrix", confusion_matrix(
+        matrix, names, title=f"Confusion matrix, {rows}, accuracy {accuracy:.3f}")

@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from dltrain.console import EpochProgress, EpochTable, console, fmt
+from dltrain.console import EpochProgress, console, fmt
 from dltrain.data import prepare
 from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.train.build import build
@@ -43,10 +43,12 @@ class FitResult:
 
 
 def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, seed: int,
-                label: str = "", record: dict | None = None, main: bool = True, out=console) -> Member:
+                label: str = "", record: dict | None = None, main: bool = True, outcome_figure: bool = True,
+                out=console) -> Member:
     """A member seeded ``seed`` (initial weights and batch order, the same alone or in a
     population) on rows ``train_index`` of ``source``, validated on ``val_index`` (may be empty),
-    writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not)."""
+    writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not;
+    ``outcome_figure``: the logger draws the end's confusion matrix or predicted-vs-true figure)."""
     from omegaconf import OmegaConf
 
     seed_everything(seed)
@@ -62,7 +64,7 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
                 "data": settings.data.name, **(record or {})},
         every_seconds=trainer.checkpoint_every_seconds, writes=main)
     logger = RunLogger(settings.logger if main else replace(settings.logger, name="none"), folder, cfg,
-                       data.spec, monitor=monitor, seed=seed, out=out)
+                       data.spec, monitor=monitor, seed=seed, out=out, outcome_figure=outcome_figure)
     stopping = EarlyStopping(monitor, mode, trainer.patience, trainer.min_delta)
     return Member(label, seed, data, parts, stopping, folder=run_folder, logger=logger)
 
@@ -193,6 +195,3 @@ def print_summary(result: FitResult, out=console) -> None:
         f"{result.epochs_run} epochs in {result.seconds:.1f} s. Run folder: {result.run_dir}"
     )
 
-
-__all__ = ["FitResult", "EpochTable", "Trainer", "banner", "columns", "conclude", "open_member",
-           "print_summary", "train"]

@@ -128,8 +128,12 @@ class RunLogger:
     ``with logger:`` around training ends the HParams session as failed or interrupted when
     training raises; ``finish`` ends it as finished after the last figures."""
 
-    def __init__(self, settings, run_dir: Path, cfg, spec, *, monitor: str, seed: int, out=console):
+    def __init__(self, settings, run_dir: Path, cfg, spec, *, monitor: str, seed: int, out=console,
+                 outcome_figure: bool = True):
         self.settings = settings
+        # The end's confusion matrix or predicted-vs-true figure; the folds of a cross-validation
+        # leave it to the out-of-fold figure of its cv_mean run (one drawing instead of k).
+        self.outcome_figure = outcome_figure
         self.enabled = settings.enabled
         self.run_dir = Path(run_dir)
         self.cfg = cfg
@@ -284,22 +288,15 @@ class RunLogger:
         add_image = self.writer.summary.add_image
         if spec.task == "regression":
             truth = truth * spec.target_std + spec.target_mean
-            picture = figures.predicted_vs_true(
-                truth, scores, title=f"Predicted vs true, {name} rows (epoch {step})")
-            add_image("figures/predicted_vs_true", picture, step, dataformats="HWC")
+        if self.outcome_figure:  # a fold leaves it to the cross-validation's out-of-fold one
+            tag, picture = figures.outcome(spec.task, scores, truth, spec.class_names,
+                                           rows=f"{name} rows (epoch {step})")
+            add_image(tag, picture, step, dataformats="HWC")
+        if spec.task == "regression" or not _is_image(spec, split.x):
             return
         probabilities = np.column_stack([1 - scores, scores]) if spec.task == "binary" else scores
         predicted = probabilities.argmax(axis=1)
-        classes = max(spec.num_classes, 2)
-        names = [self._class_name(c) for c in range(classes)]
-        matrix = np.zeros((classes, classes), dtype=np.int64)
-        np.add.at(matrix, (truth.astype(np.int64), predicted), 1)
-        accuracy = float(np.trace(matrix)) / max(int(matrix.sum()), 1)
-        picture = figures.confusion_matrix(
-            matrix, names, title=f"Confusion matrix, {name} rows (epoch {step}, accuracy {accuracy:.3f})")
-        add_image("figures/confusion_matrix", picture, step, dataformats="HWC")
-        if not _is_image(spec, split.x):
-            return
+        names = [self._class_name(c) for c in range(max(spec.num_classes, 2))]
         true_probability = probabilities[np.arange(len(truth)), truth.astype(np.int64)]
         wrong = np.flatnonzero(predicted != truth)
         worst = wrong[np.argsort(true_probability[wrong], kind="stable")][: self.settings.max_images]
@@ -339,10 +336,13 @@ def _code_block(text: str) -> str:
 CV_MEAN = "cv_mean"
 
 
-def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path | None:
+def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path, outcome=None) -> Path | None:
     """The ``cv_mean`` run of a cross-validation: each epoch's metrics averaged over the folds
-    that reached it, under the same tags as the folds (so the mean curve overlays them), and an
-    HParams session of its own. Returns its folder (None with logger=none or one fold)."""
+    that reached it, under the same tags as the folds (so the mean curve overlays them), an
+    HParams session of its own, and (``outcome``: task, scores, truth, class names of the
+    out-of-fold predictions) the confusion matrix or predicted-vs-true figure of every row
+    predicted by the model that did not train on it. Returns its folder (None with logger=none
+    or one fold)."""
     import json
 
     if not settings.logger.enabled or len(fold_dirs) < 2:
@@ -365,6 +365,13 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path) -> Path |
             tags = scalar_tags(mean)
             tags["cv/folds"] = len(rows)
             writer.scalars(tags, epoch)
+        if outcome is not None and settings.logger.figures:
+            from dltrain.train import figures
+
+            task, scores, truth, class_names = outcome
+            tag, picture = figures.outcome(task, scores, truth, class_names,
+                                           rows=f"out-of-fold rows ({len(truth)})")
+            writer.summary.add_image(tag, picture, last, dataformats="HWC")
         writer.session_end("finished")
     finally:
         writer.close()
