@@ -85,7 +85,6 @@ class Stacked:
         self.vmapped = torch.vmap(one, randomness="different")
 
     def __call__(self, members: list[Member], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        self.structure.train(members[0].model.training)
         stacked = {name: torch.stack([self.parameters[id(m)][name] for m in members])
                    for name in self.names}
         longest = max(len(x) for x in inputs)
@@ -205,6 +204,8 @@ class Trainer:
         steps = math.ceil(len(active[0].train) / sizes[0])
         orders, outputs, losses = [], [], []
         first_step = 0
+        if isinstance(self.forward, Stacked):
+            self.forward.structure.train()  # dropout in the pass the members share
         for m in active:
             m.model.train()
             cursor, m.cursor = m.cursor, None
