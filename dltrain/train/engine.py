@@ -163,8 +163,9 @@ class Trainer:
                 row["lr"] = lr
                 rows.append(row)
             stop = self.stop_requested
+            seconds = time.perf_counter() - started  # the epoch of every active member
             for row in rows:
-                row["seconds"] = time.perf_counter() - started
+                row["seconds"] = seconds
             if self.shard is not None:  # every rank follows rank 0's row
                 rows[0], stop = self.shard.agree(rows[0], stop)
             for m, row in zip(active, rows):

@@ -34,8 +34,10 @@ class Member:
     callbacks: list = field(default_factory=list)  # called (epoch, row) at every epoch's end
     cursor: dict | None = None  # position inside an interrupted epoch, for an exact resume
     generator: torch.Generator = None
-    # Set by the Trainer: where the steps run and how.
+    # Set by the Trainer: where the steps run and how, and the splits staged for that device.
     device: torch.device = None
+    train: object = None  # Staged training split
+    val: tuple | None = None  # (inputs, targets) of the validation split, staged
     speed: object = None
     eval_model: object = None
     eval_batch_size: int = 1024
