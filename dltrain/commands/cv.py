@@ -22,7 +22,7 @@ from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
 from dltrain.models import stacking_refusal
 from dltrain.train import parallel
-from dltrain.train.checkpoint import write_json
+from dltrain.files import write_json
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
 from dltrain.train.population import banner, conclude, open_member, train

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dltrain.console import console, fmt
 from dltrain.data.folds import resolve_strategy
-from dltrain.train.checkpoint import write_json
+from dltrain.files import write_json
 from dltrain.train.metrics import compute, monitor_mode
 from dltrain.train.predictions import prediction_frame, read_predictions, scores_of
 

@@ -13,7 +13,8 @@ from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.train.build import Parts, build
-from dltrain.train.checkpoint import load_checkpoint, write_json
+from dltrain.files import write_json
+from dltrain.train.checkpoint import load_checkpoint
 from dltrain.train.device import resolve_device
 from dltrain.train.population import for_inference
 from dltrain.train.predictions import prediction_frame

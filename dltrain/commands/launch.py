@@ -15,7 +15,7 @@ from typing import Callable
 
 from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError
-from dltrain.train.checkpoint import write_json
+from dltrain.files import write_json
 from dltrain.train.parallel import secondary_rank, shared
 
 

@@ -291,7 +291,7 @@ def report(sweep_dir: Path, kind: str, overrides: list[str], *, out=console) -> 
 def write(sweep_dir: Path, kind: str, points: list[Point], optuna) -> None:
     import csv
 
-    from dltrain.train.checkpoint import write_json
+    from dltrain.files import write_json
 
     finished = [p for p in points if p.rank is not None]
     monitor = next((p.monitor for p in finished if p.monitor), None)

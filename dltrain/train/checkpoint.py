@@ -1,32 +1,17 @@
-"""Checkpoint files: written atomically (temporary file, then rename: a crash mid-write leaves
-the previous file whole), read with weights_only."""
+"""Checkpoint files: written atomically (dltrain.files), read with weights_only."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from dltrain.errors import DltrainError
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from dltrain.files import write_atomic
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    _atomic_write(Path(path), lambda stream: torch.save(payload, stream))
+    write_atomic(Path(path), lambda stream: torch.save(payload, stream))
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -43,12 +28,7 @@ def save_pickle(path: Path, value) -> None:
     """Fitted preprocessing (scikit-learn transformers, vocabularies) beside the checkpoints."""
     import pickle
 
-    _atomic_write(Path(path), lambda stream: pickle.dump(value, stream, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, allow_nan=True).encode()
-    _atomic_write(Path(path), lambda stream: stream.write(text))
+    write_atomic(Path(path), lambda stream: pickle.dump(value, stream, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class CheckpointWriter:

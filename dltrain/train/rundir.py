@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltrain.train.checkpoint import CheckpointWriter, save_pickle, write_json
+from dltrain.files import write_json
+from dltrain.train.checkpoint import CheckpointWriter, save_pickle
 
 METRICS = "metrics.json"
 PREPROCESSOR = "preprocessor.pkl"
