@@ -226,9 +226,9 @@ def test_no_statistic_of_a_validation_fold_reaches_its_training(cli, monkeypatch
     for i, (rows, preprocessor) in enumerate(fitted):
         val_rows = set(range(20 * i, 20 * (i + 1)))
         assert set(rows) == set(range(60)) - val_rows
-        scaler = preprocessor._transformer.named_transformers_["numeric"].steps[0][1]
-        assert scaler.mean_[0] == pytest.approx(spike[sorted(rows)].mean())
-    assert abs(fitted[0][1]._transformer.named_transformers_["numeric"].steps[0][1].mean_[0]) < 1
+        assert preprocessor.numeric[0] == "spike"
+        assert preprocessor.mean[0] == pytest.approx(spike[sorted(rows)].mean())
+    assert abs(fitted[0][1].mean[0]) < 1
     assert "color_green" not in fitted[0][1].feature_names  # fold 0's category unseen in its training
     assert "color_green" in fitted[1][1].feature_names
 

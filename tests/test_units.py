@@ -28,6 +28,7 @@ from dltrain.data import Prepared, Split
 from dltrain.data.bundled import load_bundled
 from dltrain.data.spec import DataSpec
 from dltrain.data.synthetic import load_linear_toy, load_synthetic_linear
+from dltrain.data.tabular import TabularPreprocessor
 from dltrain.errors import DltrainError
 from dltrain.models.cnn import CNN, output_side, resolve_padding
 from dltrain.models.linear import LinearRegression
@@ -220,7 +221,7 @@ def regression_member(folder=None, count=64, seed=0, lr=0.05):
     model = LinearRegression(3, 1)
     optimizer, regularizer = build_optimizer(model, OptimizerSettings("sgd", lr), NamedSettings("none"))
     parts = Parts(build_objective("mse", {}, spec), model, optimizer, regularizer, Schedule())
-    data = Prepared(spec, Split(x, y), None, None, {"fitted": "on the training rows"})
+    data = Prepared(spec, Split(x, y), None, None, TabularPreprocessor().fit(pd.DataFrame(x.numpy())))
     member = Member("", seed, data, parts, EarlyStopping("train_loss", "min"))
     if folder is not None:
         member.folder = RunFolder(folder, config={"model": {"name": "linear"}}, spec={"task": "regression"},
@@ -249,7 +250,7 @@ def test_run_folder_goes_from_running_to_finished_with_atomic_checkpoints(tmp_pa
     member.folder.open(member)
     record = json.loads((folder / "metrics.json").read_text())
     assert record["status"] == "running" and record["monitor"] == "train_loss"
-    assert (folder / "preprocessor.pkl").is_file()
+    assert (folder / "preprocessing.json").is_file() and not (folder / "preprocessor.pkl").exists()
     trainer = Trainer([member], settings=TrainerSettings(epochs=3), device=CPU, batch_size=0, shuffle=False)
     trainer.fit()
     assert not list(folder.glob("*.pt"))  # every_seconds=3600: nothing written mid-run
@@ -266,7 +267,7 @@ def test_run_folder_goes_from_running_to_finished_with_atomic_checkpoints(tmp_pa
     assert torch.equal(last["model"]["linear.weight"], member.model.linear.weight.detach())
     assert load_checkpoint(folder / "best.pt")["epoch"] == result.best_epoch == 3
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "metrics.json",
-                                                         "preprocessor.pkl"]  # no temporary left
+                                                         "preprocessing.json", "preprocessing.npz"]  # no temporary left
 
 
 def test_predictions_round_trip_through_the_one_file_schema(tmp_path):

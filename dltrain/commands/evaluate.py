@@ -3,12 +3,12 @@ inputs to a CSV), with the preprocessing saved by the run, never refitted."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 from dltrain.config import read_settings
 from dltrain.data import load_source
+from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
@@ -63,11 +63,11 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
             f"The checkpoint {str(checkpoint)!r} does not fit model={settings.model.name} ({first_line}); "
             f"evaluate it with the settings it was trained with."
         ) from None
-    preprocessor_path = checkpoint.parent / "preprocessor.pkl"
-    if not preprocessor_path.is_file():
-        raise DltrainError(f"No preprocessor.pkl beside {str(checkpoint)!r}; eval and predict need the run folder the checkpoint came from.")
-    with preprocessor_path.open("rb") as stream:
-        preprocessor = pickle.load(stream)  # written by this run of dltrain itself
+    preprocessor = load_preprocessing(checkpoint.parent)  # data only: a run folder may be anyone's
+    if tuple(preprocessor.input_shape) != spec.input_shape:
+        raise DltrainError(f"The saved preprocessing beside {str(checkpoint)!r} makes inputs of shape "
+                           f"{tuple(preprocessor.input_shape)}, but the checkpoint's model reads "
+                           f"{spec.input_shape}; use the run folder the checkpoint was trained in.")
     return TrainedRun(checkpoint.parent, checkpoint, cfg, spec, model, objective, preprocessor)
 
 
@@ -220,5 +220,5 @@ def _image_spec(run):
     """An image model trained on rows-as-sequence: read images at the trained size."""
     from dataclasses import replace
 
-    channels, height, width = run.preprocessor._shape
+    channels, height, width = run.preprocessor.image_shape
     return replace(run.spec, input_shape=(channels, height, width))

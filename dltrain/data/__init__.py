@@ -7,6 +7,7 @@ the modules are imported on the first lookup."""
 from __future__ import annotations
 
 from dltrain.data.spec import INPUT_KINDS, DataSpec, Prepared, Source, Split
+from dltrain.errors import DltrainError
 from dltrain.registry import REQUIRED, Registry
 
 # name -> loader(settings) -> Source
@@ -29,16 +30,22 @@ def load_source(settings) -> Source:
     return DATASETS[settings.name](settings)
 
 
-def prepare(source: Source, train_index, val_index=None) -> Prepared:
-    """Fit preprocessing on the rows in ``train_index`` only and turn every split into tensors."""
+def prepare(source: Source, train_index, val_index=None, *, preprocessor=None) -> Prepared:
+    """Fit preprocessing on the rows in ``train_index`` only and turn every split into tensors;
+    with ``preprocessor`` (already fitted, such as a run's saved one) apply it instead of fitting."""
     import numpy as np
     import torch
 
     from dltrain.data.split import take
 
     train_index = np.asarray(train_index)
-    preprocessor = source.make_preprocessor()
-    preprocessor.fit(take(source.features, train_index), source.target[train_index])
+    if preprocessor is None:
+        preprocessor = source.make_preprocessor()
+        preprocessor.fit(take(source.features, train_index), source.target[train_index])
+    elif type(preprocessor) is not type(source.make_preprocessor()):
+        raise DltrainError(f"The saved preprocessing is a {type(preprocessor).__name__}, but this data "
+                           f"needs a {type(source.make_preprocessor()).__name__}; use the data the run "
+                           f"was trained on.")
 
     target_mean, target_std = 0.0, 1.0
     if source.task == "regression" and source.standardize_target:

@@ -36,6 +36,19 @@ class SeriesPreprocessor:
     def input_shape(self) -> tuple[int, ...]:
         return (self._window, 1)
 
+    def state(self) -> tuple[dict, dict]:
+        """The fitted state as data: (JSON-able window, mean and std, no arrays)."""
+        return {"window": self._window, "mean": self.mean, "std": self.std}, {}
+
+    @classmethod
+    def from_state(cls, state) -> "SeriesPreprocessor":
+        """Rebuild from ``state`` (a dltrain.data.preprocessing.Fields reader)."""
+        preprocessor = cls()
+        preprocessor._window = state.integer("window", minimum=1)
+        preprocessor.mean = state.number("mean")
+        preprocessor.std = state.number("std", positive=True)
+        return preprocessor
+
 
 def generated_series(num_steps: int, seed: int, noise: float) -> np.ndarray:
     """A trend plus two seasons (periods 12 and 50) plus Gaussian noise."""

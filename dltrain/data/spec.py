@@ -50,7 +50,8 @@ class Split:
 
 
 class Preprocessor(Protocol):
-    """Fitted on the training part only, then applied to every split."""
+    """Fitted on the training part only, then applied to every split. A run saves it as data
+    (dltrain.data.preprocessing names each kind), so it exports and rebuilds its fitted state."""
 
     def fit(self, features: Any, target: Any) -> "Preprocessor": ...
 
@@ -58,6 +59,11 @@ class Preprocessor(Protocol):
 
     @property
     def input_shape(self) -> tuple[int, ...]: ...
+
+    def state(self) -> tuple[dict, dict]: ...  # (JSON-able fields, numpy arrays by name)
+
+    @classmethod
+    def from_state(cls, state: Any) -> "Preprocessor": ...  # state: a preprocessing.Fields reader
 
 
 @dataclass

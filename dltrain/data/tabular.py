@@ -19,51 +19,160 @@ class TabularPreprocessor:
     """Numeric columns: standardized (statistics of the training rows, missing values ignored)
     with missing values then set to 0, i.e. to the training mean; without standardization,
     missing values take the training mean. Other columns: one-hot, missing values as a category
-    of their own, categories unseen in training encoded as all zeros."""
+    of their own, categories unseen in training encoded as all zeros.
+
+    ``fit`` measures the statistics (with scikit-learn's scaler and imputer, so they are
+    scikit-learn's to the last bit); ``transform`` applies them from this object's plain fitted
+    state, the same state ``state()`` exports and ``from_state`` rebuilds, so a preprocessor
+    read back from a run folder transforms exactly as the one fitted in training."""
 
     def __init__(self, standardize: bool = True):
         self.standardize = standardize
-        self._transformer = None
-        self.columns: list = []
-        self.feature_names: list[str] = []
+        self.columns: list[str] = []  # what new data must have, in the training data's order
+        self.categories: dict[str, list[str]] = {}  # categorical column -> its one-hot categories
+        self.mean = np.zeros(0)  # per numeric column: the training mean (the imputed value)
+        self.scale: np.ndarray | None = None  # per numeric column, when standardized
+        self.empty: list[str] = []  # numeric columns without a value in training: read as 0 when standardized
 
     def fit(self, features: pd.DataFrame, target=None) -> "TabularPreprocessor":
-        from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+        from sklearn.preprocessing import StandardScaler
 
-        self.columns = list(features.columns)  # what predict must find in new data
-        numeric = [c for c in features.columns if _is_numeric(features[c])]
-        categorical = [c for c in features.columns if c not in numeric]
-        if self.standardize:
-            numeric_steps = make_pipeline(
-                StandardScaler(), SimpleImputer(strategy="constant", fill_value=0.0,
-                                                keep_empty_features=True))
-        else:
-            numeric_steps = SimpleImputer(strategy="mean", keep_empty_features=True)
-        self._transformer = ColumnTransformer(
-            [
-                ("numeric", numeric_steps, numeric),
-                ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                                              dtype=np.float32), categorical),
-            ],
-            verbose_feature_names_out=False,
-        )
-        self._transformer.fit(_categories_as_text(features, categorical))
-        self._categorical = categorical
-        self.feature_names = [str(n) for n in self._transformer.get_feature_names_out()]
+        frame = _named_by_text(features)
+        columns = list(frame.columns)
+        categorical = [c for c in columns if not _is_numeric(frame[c])]
+        numeric = [c for c in columns if c not in categorical]
+        values = _numbers(frame, numeric)
+        mean, scale, empty = np.zeros(len(numeric)), np.ones(len(numeric)) if self.standardize else None, []
+        if numeric and self.standardize:
+            scaler = StandardScaler().fit(values)
+            missing = np.isnan(scaler.mean_)  # no value at all in the training rows
+            empty = [c for c, m in zip(numeric, missing) if m]
+            mean = np.where(missing, 0.0, scaler.mean_)
+            scale = np.where(missing, 1.0, scaler.scale_)
+        elif numeric:
+            mean = SimpleImputer(strategy="mean", keep_empty_features=True).fit(values).statistics_
+        text = _categories_as_text(frame, categorical)
+        # scikit-learn's OneHotEncoder orders string categories the same way: sorted(set(values)).
+        categories = {c: sorted(set(text[c].tolist())) for c in categorical}
+        return self.restore(columns, categories, mean, scale, empty)
+
+    def restore(self, columns, categories: dict, mean, scale=None, empty=()) -> "TabularPreprocessor":
+        """Set the fitted state: ``columns`` in order, ``categories`` of the categorical ones,
+        ``mean`` (and ``scale`` when standardized) of the numeric ones in order, and the names of
+        the numeric columns that had no value in training."""
+        self.columns = [str(c) for c in columns]
+        self.categories = {c: [str(v) for v in categories[c]] for c in self.columns if c in categories}
+        numeric = self.numeric
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(len(numeric))
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float64).reshape(len(numeric))
+        self.empty = [c for c in numeric if c in set(empty)]
         return self
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c for c in self.columns if c not in self.categories]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's inputs in order: the numeric columns, then each category as <column>_<category>."""
+        return self.numeric + [f"{c}_{v}" for c, values in self.categories.items() for v in values]
 
     def transform(self, features: pd.DataFrame):
         import torch
 
-        values = self._transformer.transform(_categories_as_text(features, self._categorical))
-        return torch.as_tensor(np.asarray(values, dtype=np.float32))
+        frame = _named_by_text(features)
+        lacking = [c for c in self.columns if c not in frame.columns]
+        if lacking:
+            raise DltrainError(f"The data lacks the column {lacking[0]!r} the model was trained on; "
+                               f"it needs: {', '.join(self.columns)}.")
+        numeric = self.numeric
+        values = _numbers(frame, numeric)
+        missing = np.isnan(values)
+        if self.standardize:
+            values = (values - self.mean) / self.scale
+            values[missing] = 0.0
+            values[:, [numeric.index(c) for c in self.empty]] = 0.0
+        else:
+            values = np.where(missing, self.mean, values)
+        blocks = [values.astype(np.float32)]
+        text = _categories_as_text(frame, list(self.categories))
+        rows = np.arange(len(frame))
+        for column, categories in self.categories.items():
+            codes = pd.Index(categories).get_indexer(text[column].to_numpy(dtype=object))
+            block = np.zeros((len(frame), len(categories)), dtype=np.float32)
+            known = codes >= 0  # an unseen category stays all zeros
+            block[rows[known], codes[known]] = 1.0
+            blocks.append(block)
+        return torch.as_tensor(np.concatenate(blocks, axis=1))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (len(self.feature_names),)
+
+    def state(self) -> tuple[dict, dict]:
+        """The fitted state as data: (JSON-able settings and columns, numpy arrays by name)."""
+        columns = []
+        for name in self.columns:
+            if name in self.categories:
+                columns.append({"name": name, "type": "categorical", "categories": self.categories[name]})
+            elif name in self.empty and self.standardize:
+                columns.append({"name": name, "type": "numeric", "empty": True})
+            else:
+                columns.append({"name": name, "type": "numeric"})
+        arrays = {"mean": self.mean}
+        if self.standardize:
+            arrays["scale"] = self.scale
+        return {"standardize": self.standardize, "columns": columns}, arrays
+
+    @classmethod
+    def from_state(cls, state) -> "TabularPreprocessor":
+        """Rebuild from ``state`` (a dltrain.data.preprocessing.Fields reader, which refuses
+        anything that is not what ``state()`` writes)."""
+        preprocessor = cls(standardize=state.boolean("standardize"))
+        columns, categories, empty = [], {}, []
+        for index, column in enumerate(state.objects("columns")):
+            name = column.text("name")
+            if name in columns:
+                state.invalid(f"columns[{index}].name", "a name no other column has", name)
+            if column.text("type", choices=("numeric", "categorical")) == "categorical":
+                categories[name] = column.texts("categories", unique=True)
+            elif preprocessor.standardize and column.boolean("empty", default=False):
+                empty.append(name)
+            columns.append(name)
+        if not columns:
+            state.invalid("columns", "a list of one or more columns", [])
+        count = len(columns) - len(categories)
+        mean = state.array("mean", count)
+        scale = state.array("scale", count, positive=True) if preprocessor.standardize else None
+        return preprocessor.restore(columns, categories, mean, scale, empty)
+
+
+def _named_by_text(features: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its column names as text (as predict reads a CSV), each name once."""
+    names = [str(c) for c in features.columns]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DltrainError(f"The data has two columns named {twice!r}; give every column its own name.")
+    return features.set_axis(names, axis=1)
+
+
+def _numbers(frame: pd.DataFrame, numeric: list[str]) -> np.ndarray:
+    """The numeric columns as float64 (missing values as NaN), one sentence for text or infinity."""
+    try:
+        values = frame[numeric].astype("float64").to_numpy(dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        for column in numeric:
+            parsed = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column][parsed.isna() & frame[column].notna()]
+            if len(bad):
+                raise DltrainError(f"The column {column!r} holds {bad.iloc[0]!r}, which is not a number; "
+                                   f"it was numeric in training, so give numbers or leave cells empty.") from None
+        raise
+    if np.isinf(values).any():
+        column = numeric[int(np.isinf(values).any(axis=0).argmax())]
+        raise DltrainError(f"The column {column!r} holds an infinite value; give finite numbers or leave the cell empty.")
+    return values.reshape(len(frame), len(numeric))
 
 
 def _is_numeric(column: pd.Series) -> bool:

@@ -73,6 +73,29 @@ class TextPreprocessor:
     def input_shape(self) -> tuple[int, ...]:
         return (self._longest,)
 
+    def state(self) -> tuple[dict, dict]:
+        """The fitted state as data: (JSON-able options and vocabulary in index order, no arrays)."""
+        return {"level": self.level, "lowercase": self.lowercase, "max_length": self.max_length,
+                "min_freq": self.min_freq, "max_vocab": self.max_vocab,
+                "vocabulary": sorted(self.vocabulary, key=self.vocabulary.__getitem__),
+                "longest": self._longest}, {}
+
+    @classmethod
+    def from_state(cls, state) -> "TextPreprocessor":
+        """Rebuild from ``state`` (a dltrain.data.preprocessing.Fields reader)."""
+        preprocessor = cls(level=state.text("level", choices=LEVELS), lowercase=state.boolean("lowercase"),
+                           max_length=state.integer("max_length", minimum=0),
+                           min_freq=state.integer("min_freq", minimum=1),
+                           max_vocab=state.integer("max_vocab", minimum=3))
+        words = state.texts("vocabulary", unique=True)
+        if words[:2] != [PAD, UNKNOWN] or len(words) > preprocessor.max_vocab:
+            state.invalid("vocabulary", f"{PAD!r}, {UNKNOWN!r} and at most {preprocessor.max_vocab - 2} "
+                                        f"more tokens (max_vocab)", words)
+        preprocessor.vocabulary = {word: index for index, word in enumerate(words)}
+        # fit cuts every text at max_length tokens (0: no limit)
+        preprocessor._longest = state.integer("longest", minimum=1, maximum=preprocessor.max_length or None)
+        return preprocessor
+
 
 # --------------------------------------------------------------------------- the generated set
 

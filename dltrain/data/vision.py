@@ -22,6 +22,10 @@ TORCHVISION = {
                 "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
 }
 
+# Saved preprocessing naming a bigger image (or padding) is refused: one such image would take
+# 64 MiB before it is even a float.
+MAX_IMAGE_VALUES = 1 << 26
+MAX_PADDING = 4096
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -66,9 +70,35 @@ class ImagePreprocessor:
         return x
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the training images, whatever view the model reads."""
+        return self._shape
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         channels, height, width = self._shape
         return (height, channels * width) if self.as_sequence else (channels, height, width)
+
+    def state(self) -> tuple[dict, dict]:
+        """The fitted state as data: (JSON-able image shape, per-channel mean and std, options; no arrays)."""
+        return {"shape": list(self._shape), "scale": self.scale, "mean": list(self.mean),
+                "std": list(self.std), "as_sequence": self.as_sequence, "random_crop": self.random_crop,
+                "horizontal_flip": self.horizontal_flip}, {}
+
+    @classmethod
+    def from_state(cls, state) -> "ImagePreprocessor":
+        """Rebuild from ``state`` (a dltrain.data.preprocessing.Fields reader)."""
+        shape = state.integers("shape", count=3, minimum=1)
+        if shape[0] * shape[1] * shape[2] > MAX_IMAGE_VALUES:
+            state.invalid("shape", f"[channels, height, width] of at most {MAX_IMAGE_VALUES} values", shape)
+        channels = shape[0]
+        preprocessor = cls(state.numbers("mean", count=channels), state.numbers("std", count=channels, positive=True),
+                           as_sequence=state.boolean("as_sequence"),
+                           random_crop=state.integer("random_crop", minimum=0, maximum=MAX_PADDING),
+                           horizontal_flip=state.boolean("horizontal_flip"),
+                           scale=state.number("scale", positive=True))
+        preprocessor._shape = tuple(shape)
+        return preprocessor
 
     @property
     def augment(self):
@@ -111,9 +141,10 @@ def _view_options(options: dict) -> dict:
     if not isinstance(as_sequence, bool):
         raise DltrainError(f"data.as_sequence must be true or false, got {as_sequence!r}.")
     random_crop = options.get("random_crop", 0)
-    if isinstance(random_crop, bool) or not isinstance(random_crop, int) or random_crop < 0:
+    if isinstance(random_crop, bool) or not isinstance(random_crop, int) or not 0 <= random_crop <= MAX_PADDING:
         raise DltrainError(
-            f"data.random_crop must be the padding in pixels of a random crop (0 for none, 4 for CIFAR), got {random_crop!r}."
+            f"data.random_crop must be the padding in pixels of a random crop (0 for none, 4 for CIFAR, "
+            f"at most {MAX_PADDING}), got {random_crop!r}."
         )
     horizontal_flip = options.get("horizontal_flip", False)
     if not isinstance(horizontal_flip, bool):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dltrain.data.preprocessing import save_preprocessing
 from dltrain.files import write_json
-from dltrain.train.checkpoint import CheckpointWriter, save_pickle
+from dltrain.train.checkpoint import CheckpointWriter
 
 METRICS = "metrics.json"
-PREPROCESSOR = "preprocessor.pkl"
 
 
 class RunFolder:
@@ -33,8 +33,8 @@ class RunFolder:
         self.member = member
         if self.writes:
             self.path.mkdir(parents=True, exist_ok=True)
-            # The fitted preprocessing travels with the run: eval and predict apply it, never refit it.
-            save_pickle(self.path / PREPROCESSOR, member.data.preprocessor)
+            # The fitted preprocessing travels with the run, as data: eval and predict apply it, never refit it.
+            save_preprocessing(self.path, member.data.preprocessor)
             self._write()
 
     def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:
