@@ -343,6 +343,35 @@ def predict(
     predict_run(run, given["input"], given.get("output"), console)
 
 
+@app.command("migrate")
+@_user_errors
+def migrate(
+    run: str = typer.Argument(..., help="A run folder, a cv folder or a folder of runs (outputs/): "
+                              "every run folder in it is converted.", show_default=False),
+    trust: bool = typer.Option(False, "--trust", help="You made these run folders or vouch for them: "
+                               "reading a pickle runs whatever code it holds."),
+) -> None:
+    """Re-save the preprocessor.pkl of runs made by an older dltrain as preprocessing.json (data).
+
+    [bold]The risk[/bold]: a pickle is a program, and reading one runs whatever code it holds. An
+    older dltrain saved a run's preprocessing as preprocessor.pkl; eval, predict and resume now
+    refuse such a run, and this command is the one place dltrain reads a pickle, only with
+    [bold]--trust[/bold]. Pass it only for run folders you made yourself or whose source you
+    vouch for, never for one you downloaded or were sent. It converts RUN and every run folder
+    below it (a cv folder's fold_N/ and refit/) and removes each pickle it converted.
+
+    [bold]Examples[/bold]
+
+      dltrain migrate outputs/2026-11-21/18-43-10_93f86a --trust
+
+      dltrain migrate outputs --trust               [dim]# every run under outputs/[/dim]
+    """
+    from dltrain.commands.migrate import migrate as convert
+    from dltrain.console import console
+
+    convert(run, trust, console)
+
+
 def main() -> None:
     app()
 
