@@ -9,6 +9,7 @@ import os
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from dltrain.errors import DltrainError
@@ -36,7 +37,8 @@ def write_atomic(path: Path, content) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
-        os.fchmod(handle, _MODE)
+        with suppress(OSError):  # a file system without modes (FAT, some shares) refuses it
+            os.fchmod(handle, _MODE)
         with os.fdopen(handle, "wb") as stream:
             if callable(content):
                 content(stream)
