@@ -208,8 +208,9 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
     scores = _inference(run, settings, device).predict_scores(run.preprocessor.transform(features)).numpy()
     table = prediction_frame(run.spec.task, run.spec.class_names, scores, keys=names, key="input")
     destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
-    inside = destination.parent.resolve().is_relative_to(run.run_dir.resolve())  # not the file: it may be a link
-    with RunLock(run.run_dir) if inside else nullcontext():  # one writer in a run folder at a time
+    # One writer in a run folder at a time (the folder of the file: the file may be a planted link).
+    inside = destination.parent.resolve().is_relative_to(run.run_dir.resolve())
+    with RunLock(run.run_dir) if inside else nullcontext():
         write_csv(destination, table)
     out.print(f"{len(table)} predictions written to {destination}")
     return destination

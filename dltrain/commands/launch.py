@@ -51,8 +51,8 @@ def check_run_dir(overrides: list[str]) -> None:
             continue
         folder = value.strip().strip("'\"").strip()
         if not folder:
-            raise DltrainError(f"{override!r} names no folder; give a new folder for the run "
-                               f"(hydra.run.dir=outputs/NAME), or leave it out for a fresh one under outputs/.")
+            raise DltrainError(f"{override!r} names no folder; give a new folder for the run (hydra.run.dir="
+                               f"outputs/NAME), or leave it out for a fresh one under outputs/.")
         path = Path(folder).expanduser()
         if path.is_dir() and (locked_by_someone(path) or any((path / name).exists() for name in _RUN_FILES)):
             raise DltrainError(f"hydra.run.dir={folder} is an existing run folder, which a new run would "
