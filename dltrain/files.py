@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 
 from dltrain.errors import DltrainError
 
 LOCK = ".lock"
 TEMPORARY_SUFFIX = ".tmp"
+# Sub-folders of a run whose files dltrain writes too (the fold job's config and overrides).
+_WRITTEN_SUBFOLDERS = (".hydra",)
+
+
+def _file_mode() -> int:
+    # mkstemp makes 0600 files; a run folder is shared like any other output, so the files get
+    # the mode open() would give them (0666 less the umask), read once while nothing else runs.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
 
 
 def write_atomic(path: Path, content) -> None:
@@ -21,6 +37,8 @@ def write_atomic(path: Path, content) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
+        with suppress(OSError):  # a file system without modes (FAT, some shares) refuses it
+            os.fchmod(handle, _MODE)
         with os.fdopen(handle, "wb") as stream:
             if callable(content):
                 content(stream)
@@ -43,53 +61,122 @@ def write_csv(path: Path, frame) -> None:
     write_atomic(path, frame.to_csv(index=False))
 
 
-def remove_orphan_temporaries(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.XXXX.tmp`` files a killed process left in ``folder`` (not below it: each
-    run folder cleans its own); returns what was removed. Call it holding the folder's lock."""
+def copy_file(source: Path, destination: Path) -> None:
+    """``source``'s bytes to ``destination``, written as every other file is (shutil.copyfile
+    would write through a link planted at ``destination``)."""
+    import shutil
+
+    with open(source, "rb") as stream:
+        write_atomic(destination, lambda out: shutil.copyfileobj(stream, out))
+
+
+def remove_links(folder: Path, patterns) -> list[Path]:
+    """Unlink the symlinks among ``folder``'s paths matching ``patterns`` (globs, in order, so a
+    linked sub-folder goes before the files under it): for the files another library (Hydra)
+    writes with a plain ``open()``, which would follow a link planted in a shared run folder."""
     removed = []
-    for entry in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
-        if entry.is_file() or entry.is_symlink():
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
+    for pattern in patterns:
+        for entry in sorted(Path(folder).glob(pattern)):
+            if entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
     return removed
+
+
+def remove_orphan_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.XXXX.tmp`` files a killed process left in ``folder`` and its .hydra/
+    (not in other sub-folders: each run folder cleans its own); returns what was removed. Call
+    it holding the folder's lock (RunLock does, when it takes the lock)."""
+    removed = []
+    for place in (Path(folder), *(Path(folder) / name for name in _WRITTEN_SUBFOLDERS)):
+        if place.is_symlink() or not place.is_dir():
+            continue
+        for entry in place.glob(f".*{TEMPORARY_SUFFIX}"):
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+# The locks this process holds: resolved folder -> [descriptor, holds]. A flock belongs to an
+# open file description, so a second open of FOLDER/.lock in this process would refuse the
+# first; every RunLock of one folder in this process shares one description instead.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
 
 
 class RunLock:
     """An exclusive ``flock`` on ``FOLDER/.lock`` while a process trains or writes the run; the
     operating system releases it when the process ends, however it ends. ``acquire`` refuses in
-    one sentence when another process (or another open of the same folder) holds it."""
+    one sentence when another process holds it; in the process that holds it, it only counts
+    (a cross-validation holds its folder while a fold's job in the same process holds it again),
+    and the lock goes when the last holder releases. Taking it removes the folder's orphan
+    temporary files, left by a process killed mid-write."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self._handle = None
+        self._key: str | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
-        if self._handle is not None:
+        if self._key is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / LOCK
-        if path.is_symlink():  # a planted link would make us open (and create) its target
-            path.unlink()
-        handle = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(handle)
-            raise DltrainError(f"The run folder {str(self.folder)!r} is in use by another dltrain "
-                               f"process; wait for it to finish (or stop it) and try again.") from None
-        self._handle = handle
+            self.folder.mkdir(parents=True, exist_ok=True)
+            key = str(self.folder.resolve())
+        except OSError as error:
+            raise self._unwritable(error) from None
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None:
+                held[1] += 1
+            else:
+                _HELD[key] = [self._lock(), 1]
+                remove_orphan_temporaries(self.folder)
+        self._key = key
         return self
 
+    def _lock(self) -> int:
+        import fcntl
+
+        path = self.folder / LOCK
+        try:
+            if path.is_symlink():  # a planted link would make us open (and create) its target
+                path.unlink()
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as error:
+            raise self._unwritable(error) from None
+        # locked_by_someone's probe (dltrain runs) holds the lock for microseconds: a writer
+        # that meets it tries again for a moment before refusing.
+        deadline = time.monotonic() + 0.2
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return handle
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(handle)
+                    raise DltrainError(f"The run folder {str(self.folder)!r} is in use by another dltrain "
+                                       f"process; wait for it to finish (or stop it) and try again.") from None
+                time.sleep(0.01)
+
+    def _unwritable(self, error: OSError) -> DltrainError:
+        return DltrainError(f"The run folder {str(self.folder)!r} cannot be written "
+                            f"({error.strerror or error}); give a folder you can write to.")
+
     def release(self) -> None:
-        if self._handle is not None:
-            os.close(self._handle)  # closing the descriptor drops the flock
-            self._handle = None
+        if self._key is None:
+            return
+        with _HELD_GUARD:
+            held = _HELD[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                os.close(held[0])  # closing the descriptor drops the flock
+                del _HELD[self._key]
+        self._key = None
 
     @property
     def held(self) -> bool:
-        return self._handle is not None
+        return self._key is not None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -99,7 +186,8 @@ class RunLock:
 
 
 def locked_by_someone(folder: Path) -> bool:
-    """Whether a process (this one included, through another lock object) holds ``folder``'s lock."""
+    """Whether a process (this one included) holds ``folder``'s lock: a run whose metrics.json
+    says ``running`` while nobody holds it was killed."""
     import fcntl
 
     path = Path(folder) / LOCK

@@ -368,3 +368,49 @@ def test_log_rmse_is_the_textbooks_metric_and_a_monitor():
     assert np.isnan(log_rmse(predictions, np.array([1.0, -1.0, 2.0])))  # undefined for targets <= 0
     check_monitor("log_rmse", "regression")
     assert monitor_mode("log_rmse", "auto") == "min"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vectorize", ["true", "false"])
+def test_every_fold_folder_is_held_while_it_trains_and_released_after(monkeypatch, vectorize):
+    """One writer per run folder: the cross-validation holds its own folder throughout, and each
+    fold's (the refit's) while it trains, also when the folds train together in one process."""
+    import dltrain
+    from dltrain.files import locked_by_someone
+    from dltrain.train.engine import Trainer
+
+    seen, fit = [], Trainer.fit
+
+    def watched(trainer):
+        folders = [m.folder.path for m in trainer.members]
+        seen.append({f.name: locked_by_someone(f) for f in [*folders, folders[0].parent]})
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", watched)
+    dltrain.cv("k=3", "data=iris", "trainer.epochs=1", "trainer.progress=false", "logger=none",
+               "cv.refit=true", f"cv.vectorize={vectorize}")
+    (cv_dir,) = cv_run_dirs()
+    folds = [{"fold_0": True, "fold_1": True, "fold_2": True, cv_dir.name: True}]
+    if vectorize == "false":
+        folds = [{f"fold_{i}": True, cv_dir.name: True} for i in range(3)]
+    assert seen == [*folds, {"refit": True, cv_dir.name: True}]
+    held = [cv_dir, cv_dir / "refit", *cv_dir.glob("fold_*")]
+    assert not any(locked_by_someone(folder) for folder in held)  # released, the process lives on
+
+
+@pytest.mark.slow
+def test_cv_into_a_prepared_folder_replaces_planted_links_and_never_writes_through_them(cli, tmp_path):
+    """hydra.run.dir=FOLDER of no run yet is allowed; links someone planted there are replaced."""
+    prepared = Path("prepared")
+    (prepared / "fold_0" / ".hydra").mkdir(parents=True)
+    planted = ["cv_summary.csv", "oof_predictions.csv", "final.pt", "fold_0/val_predictions.csv",
+               "fold_0/metrics.json", "fold_0/.hydra/overrides.yaml"]
+    for i, name in enumerate(planted):
+        victim = tmp_path / f"victim_{i}"
+        victim.write_text("precious")
+        (prepared / name).symlink_to(victim)
+    result = cli("cv", "k=2", "data=iris", *FAST, "cv.refit=true", f"hydra.run.dir={prepared}")
+    assert result.exit_code == 0, result.output
+    assert [p.read_text() for p in sorted(tmp_path.glob("victim_*"))] == ["precious"] * len(planted)
+    assert not any((prepared / name).is_symlink() for name in planted)
+    assert summary_of(prepared.resolve())["objective"]["mean"] is not None

@@ -137,3 +137,32 @@ def test_predict_for_a_text_model_reads_a_csv_of_texts(cli, tmp_path):
     table = pd.read_csv(run_dir / "predictions.csv")
     assert len(table) == 2 and table["prediction"].notna().all()
     assert table.filter(like="probability_").sum(axis=1).tolist() == pytest.approx([1, 1], abs=1e-5)
+
+
+def test_predict_replaces_a_planted_predictions_link_and_leaves_its_target_alone(cli, iris_run, tmp_path):
+    from sklearn.datasets import load_iris
+
+    victim = tmp_path / "bashrc"
+    victim.write_text("export PATH=~/bin:$PATH\n")
+    (iris_run / "predictions.csv").symlink_to(victim)  # a run folder shared by someone else
+    load_iris(as_frame=True).frame.drop(columns="target").iloc[:3].to_csv(tmp_path / "new.csv", index=False)
+    result = cli("predict", str(iris_run), f"input={tmp_path / 'new.csv'}")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "export PATH=~/bin:$PATH\n"
+    assert not (iris_run / "predictions.csv").is_symlink()
+    assert len(pd.read_csv(iris_run / "predictions.csv")) == 3
+
+
+def test_eval_opens_the_run_one_writer_at_a_time_and_clears_what_a_killed_writer_left(cli, iris_run, tmp_path):
+    from dltrain.files import RunLock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (iris_run / "eval.json").symlink_to(victim)
+    (iris_run / ".best.pt.x7k2.tmp").write_bytes(b"half a checkpoint")  # SIGKILL mid-write
+    with RunLock(iris_run):  # this process holds it: eval in the same process may write
+        result = cli("eval", str(iris_run))
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious"
+    assert json.loads((iris_run / "eval.json").read_text())["split"] == "validation"
+    assert not list(iris_run.glob(".*.tmp"))

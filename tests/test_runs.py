@@ -129,3 +129,29 @@ def test_runs_on_an_empty_or_missing_folder(cli):
     result = cli("runs", "nowhere")
     assert result.exit_code == 2
     assert "There is no folder 'nowhere' with runs" in result.output
+
+
+def _running_run(folder: Path) -> Path:
+    """A run folder as a process leaves it while it trains (or when SIGKILL ended it)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- data=iris\n")
+    (folder / "metrics.json").write_text(json.dumps({"status": "running", "monitor": "val_loss",
+                                                     "model": "mlp", "data": "iris"}))
+    return folder
+
+
+def test_a_running_run_that_nobody_holds_was_killed(cli):
+    from dltrain.files import RunLock
+
+    killed, alive = _running_run(Path("outputs/a/fit1")), _running_run(Path("outputs/a/fit2"))
+    killed_cv, alive_cv = Path("outputs/b/cv1"), Path("outputs/b/cv2")
+    for cv_dir in (killed_cv, alive_cv):
+        for index in (0, 1):
+            _running_run(cv_dir / f"fold_{index}")
+    with RunLock(alive), RunLock(alive_cv / "fold_1"):  # a launcher's fold job holds only its fold
+        found = {Path(run["path"]).name: run for run in json.loads(cli("runs", "--json").output)}
+        table = cli("runs").output
+    assert {name: run["status"] for name, run in found.items()} == {
+        "fit1": "killed", "fit2": "running", "cv1": "killed", "cv2": "running"}
+    assert found["fit1"]["seconds"] is not None and found["fit2"]["seconds"] is None
+    assert table.count("killed") == 2 and table.count("running") == 2

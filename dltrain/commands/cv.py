@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JSON, aggregate,
                                         fold_folder, objective_key, print_summary, write_fold_files)
 from dltrain.commands.fit import refuse_data_parallel, train_split
-from dltrain.commands.launch import check_fold_launch, launch, run_folder_overrides, settle_failed
+from dltrain.commands.launch import (check_fold_launch, check_run_dir, launch, run_folder_overrides,
+                                    settle_failed)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
+from dltrain.files import RunLock, copy_file, write_atomic, write_json
 from dltrain.models import stacking_refusal
 from dltrain.train import parallel
-from dltrain.files import write_json
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
 from dltrain.train.population import banner, conclude, open_member, train
@@ -36,6 +38,7 @@ _OWN = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.di
 def cv(overrides: list[str]) -> dict:
     """Cross-validate as ``dltrain cv OVERRIDES`` does; returns the summary (cv_summary.json)."""
     started = time.perf_counter()
+    check_run_dir(overrides)
     refuse_data_parallel("dltrain cv", overrides)
     overrides = resume_overrides(overrides)
     cfg, hydra = compose_with_hydra(overrides)  # one composition: the settings and the launcher
@@ -46,31 +49,32 @@ def cv(overrides: list[str]) -> dict:
     folds = plan_folds(source, plan, settings.data.name)
     selected = [f.index for f in folds] if plan.fold is None else [plan.fold]
     run_dir = _run_dir(overrides)
-    to_run = selected
-    if cfg.get("resume"):  # finished folds stay as they are
-        to_run = [i for i in selected if _status(fold_folder(run_dir, i)) != "finished"]
-        console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
-                      f"{len(selected) - len(to_run)} finished.")
-    for index in to_run:  # a failure noted by an earlier run in the same folder is stale
-        _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
-    task_overrides = [o for o in overrides if not o.startswith(_OWN)]
-    if to_run and in_process:
-        if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
-            typed = [o for o in overrides if not o.startswith(_OWN[3:])]
-            _write_job_files(run_dir, cfg, typed, None)
-        try:
-            train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
-                        task_overrides)
-        except DltrainError:
-            if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
-            raise
-    elif to_run:
-        launch(run_fold_job, task_overrides + [
-            f"cv.fold={','.join(map(str, to_run))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
-            "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
-    _check_finished(run_dir, selected)
-    return finish(cfg, settings, plan, source, selected, run_dir, started=started)
+    with RunLock(run_dir):  # one writer: this process, for the whole cross-validation
+        to_run = selected
+        if cfg.get("resume"):  # finished folds stay as they are
+            to_run = [i for i in selected if _status(fold_folder(run_dir, i)) != "finished"]
+            console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
+                          f"{len(selected) - len(to_run)} finished.")
+        for index in to_run:  # a failure noted by an earlier run in the same folder is stale
+            _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
+        task_overrides = [o for o in overrides if not o.startswith(_OWN)]
+        if to_run and in_process:
+            if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
+                typed = [o for o in overrides if not o.startswith(_OWN[3:])]
+                _write_job_files(run_dir, cfg, typed, None)
+            try:
+                train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
+                            task_overrides)
+            except DltrainError:
+                if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
+                    shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
+                raise
+        elif to_run:
+            launch(run_fold_job, task_overrides + [
+                f"cv.fold={','.join(map(str, to_run))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
+                "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
+        _check_finished(run_dir, selected)
+        return finish(cfg, settings, plan, source, selected, run_dir, started=started)
 
 
 def run_cv(cfg, run_dir: Path) -> float:
@@ -108,8 +112,7 @@ def run_fold_job(cfg, run_dir: Path) -> float:
         failure = DltrainError(f"Fold {plan.fold} of the cross-validation failed: {error}")
         # Leave the sentence where the aggregating process finds it, even when the fold folder
         # itself is removed.
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        _error_note(run_dir).write_text(str(failure))
+        write_atomic(_error_note(run_dir), str(failure))
         raise failure from None
     return result.final.get(objective_key(settings))
 
@@ -129,21 +132,24 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
     ``cv.vectorize`` asks for it and allows it, else one after another."""
     members = _stacked_members(cfg, settings, plan, source, folds, run_dir, out)
     if members is not None:
-        for fold in folds:
-            _write_job_files(fold_folder(run_dir, fold.index), cfg, task_overrides, fold.index)
-        _train_stacked(settings, source, folds, fold_count, run_dir, members, out)
+        with ExitStack() as held:  # every fold's folder, while its member trains with the others
+            for fold in folds:
+                held.enter_context(RunLock(fold_folder(run_dir, fold.index)))
+            for fold in folds:
+                _write_job_files(fold_folder(run_dir, fold.index), cfg, task_overrides, fold.index)
+            _train_stacked(settings, source, folds, fold_count, run_dir, members, out)
         return
     for fold in folds:
         folder = fold_folder(run_dir, fold.index)
-        _write_job_files(folder, cfg, task_overrides, fold.index)
-        try:
-            train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
-        except DltrainError as error:
-            settle_failed(folder, "failed", str(error))
-            failure = f"Fold {fold.index} of the cross-validation failed: {error}"
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            _error_note(folder).write_text(failure)  # as a fold's job under a launcher leaves it
-            raise DltrainError(failure) from None
+        with RunLock(folder):
+            _write_job_files(folder, cfg, task_overrides, fold.index)
+            try:
+                train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
+            except DltrainError as error:
+                settle_failed(folder, "failed", str(error))
+                failure = f"Fold {fold.index} of the cross-validation failed: {error}"
+                write_atomic(_error_note(folder), failure)  # as a fold's job under a launcher leaves it
+                raise DltrainError(failure) from None
 
 
 def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path, *, out=console):
@@ -233,11 +239,10 @@ def _write_job_files(folder: Path, cfg, task_overrides: list[str], index: int | 
     from omegaconf import OmegaConf
 
     hydra_dir = folder / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
     config = cfg if index is None else cfg_with_fold(cfg, index)
     overrides = task_overrides if index is None else [*task_overrides, f"cv.fold={index}"]
-    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides, default_flow_style=False))
+    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(config))
+    write_atomic(hydra_dir / "overrides.yaml", yaml.safe_dump(overrides, default_flow_style=False))
 
 
 # --------------------------------------------------------------------------- the end
@@ -267,9 +272,10 @@ def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
     import numpy as np
 
     folder = Path(run_dir) / "refit"
-    result = train_split(cfg, settings, source, np.arange(len(source)), np.arange(0), folder,
-                         out=out, seed=settings.trainer.seed, title="dltrain cv  refit on all data")
-    shutil.copyfile(folder / "last.pt", Path(run_dir) / FINAL_MODEL)
+    with RunLock(folder):
+        result = train_split(cfg, settings, source, np.arange(len(source)), np.arange(0), folder,
+                             out=out, seed=settings.trainer.seed, title="dltrain cv  refit on all data")
+    copy_file(folder / "last.pt", Path(run_dir) / FINAL_MODEL)
     return {"folder": "refit", "final_model": FINAL_MODEL, "epochs": result.epochs_run,
             "final": {k: v for k, v in result.final.items() if k not in ("epoch", "lr", "seconds")},
             "test": result.test}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dltrain.console import console, fmt
 from dltrain.data.folds import resolve_strategy
-from dltrain.files import write_json
+from dltrain.files import write_csv, write_json
 from dltrain.train.metrics import compute, monitor_mode
 from dltrain.train.predictions import prediction_frame, read_predictions, scores_of
 
@@ -36,12 +36,13 @@ def write_fold_files(run_dir: Path, source, fold, seed: int, result) -> None:
         "class_names": list(source.class_names), "train_size": len(fold.train_index),
         "val_size": len(fold.val_index),
     })
-    prediction_frame(source.task, source.class_names, result.val_scores, keys=fold.val_index,
-                     target=source.target[fold.val_index]).to_csv(run_dir / VAL_PREDICTIONS, index=False)
+    write_csv(run_dir / VAL_PREDICTIONS, prediction_frame(
+        source.task, source.class_names, result.val_scores, keys=fold.val_index,
+        target=source.target[fold.val_index]))
     if result.test_scores is not None:
-        prediction_frame(source.task, source.class_names, result.test_scores,
-                         keys=np.arange(len(source.test_target)), target=np.asarray(source.test_target)
-                         ).to_csv(run_dir / TEST_PREDICTIONS, index=False)
+        write_csv(run_dir / TEST_PREDICTIONS, prediction_frame(
+            source.task, source.class_names, result.test_scores, keys=np.arange(len(source.test_target)),
+            target=np.asarray(source.test_target)))
 
 
 def objective_key(settings) -> str:
@@ -78,13 +79,13 @@ def aggregate(run_dir: Path, selected: list[int], settings, cv, source) -> dict:
     std = {name: float(np.std([row[name] for row in rows])) for name in names}
     oof = pd.concat(predictions, ignore_index=True)
     oof = oof.sort_values(["repeat", "index"] if cv.repeats > 1 else ["index"], kind="stable")
-    oof.to_csv(run_dir / OOF_PREDICTIONS, index=False)
+    write_csv(run_dir / OOF_PREDICTIONS, oof)
     scores, targets = scores_of(oof, source.task, source.class_names)
     columns = ["fold", *(["repeat"] if cv.repeats > 1 else []), "train_size", "val_size", "epochs", *names]
     table = pd.DataFrame(rows)[columns]
     table = pd.concat([table, pd.DataFrame([{"fold": "mean", **mean}, {"fold": "std", **std}])],
                       ignore_index=True)[columns]
-    table.to_csv(run_dir / SUMMARY_CSV, index=False)
+    write_csv(run_dir / SUMMARY_CSV, table)
 
     key = objective_key(settings)
     ensemble = None

@@ -3,6 +3,7 @@ inputs to a CSV), with the preprocessing saved by the run, never refitted."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
+from dltrain.files import RunLock, write_csv, write_json
 from dltrain.train.build import Parts, build
-from dltrain.files import write_json
 from dltrain.train.checkpoint import load_checkpoint
 from dltrain.train.device import resolve_device
 from dltrain.train.population import for_inference
@@ -122,7 +123,8 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     metrics = _inference(run, settings, device).evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
-    write_json(run.run_dir / "eval.json", record)
+    with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
+        write_json(run.run_dir / "eval.json", record)
     from rich.table import Table
 
     from dltrain.console import fmt
@@ -206,8 +208,10 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
     scores = _inference(run, settings, device).predict_scores(run.preprocessor.transform(features)).numpy()
     table = prediction_frame(run.spec.task, run.spec.class_names, scores, keys=names, key="input")
     destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(destination, index=False)
+    # One writer in a run folder at a time (the folder of the file: the file may be a planted link).
+    inside = destination.parent.resolve().is_relative_to(run.run_dir.resolve())
+    with RunLock(run.run_dir) if inside else nullcontext():
+        write_csv(destination, table)
     out.print(f"{len(table)} predictions written to {destination}")
     return destination
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dltrain.config import compose, read_settings
 from dltrain.console import EpochTable, console
-from dltrain.commands.launch import launch
+from dltrain.commands.launch import check_run_dir, launch
 from dltrain.data import load_source
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
@@ -22,6 +22,7 @@ from dltrain.train.population import banner, columns, conclude, open_member, pri
 def fit(overrides: list[str]):
     """Train as ``dltrain fit OVERRIDES`` does; returns the FitResult (None when the run went to
     data-parallel processes started here, which print and write for themselves)."""
+    check_run_dir(overrides)
     given = list(overrides)
     overrides = resume_overrides(given)
     cfg = compose(overrides)  # every config error is one sentence before a run folder exists

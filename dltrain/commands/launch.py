@@ -1,21 +1,23 @@
 """Hydra's run machinery around a task: one unique run folder per run (or per sweep job), the
-composed config and the overrides saved in its .hydra/, and a run that fails on a user error
-never left looking finished."""
+composed config and the overrides saved in its .hydra/, one writer per run folder (its lock, held
+while the task runs), and a run that fails on a user error never left looking finished."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
 import sys
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError
-from dltrain.files import write_json
+from dltrain.files import RunLock, locked_by_someone, remove_links, write_json
 from dltrain.train.parallel import secondary_rank, shared
 
 
@@ -27,6 +29,44 @@ def objective_value(result) -> float | None:
     if isinstance(result, dict):  # a cv summary
         return float(result["objective"]["mean"])
     return float(result.best[result.monitor])
+
+
+# What Hydra writes into a job's folder (and a sweep's) with a plain open(), which would follow a
+# link planted there; dltrain's own files go through dltrain.files, which replaces links.
+_HYDRA_WRITES = (".hydra", ".hydra/*.yaml", "*.log", "multirun.yaml")
+# A folder holding any of these is a run (or a cross-validation) already.
+_RUN_FILES = ("metrics.json", "last.pt", "best.pt", "cv_summary.json", ".hydra")
+
+
+def check_run_dir(overrides: list[str]) -> None:
+    """``hydra.run.dir=`` as the user typed it (dltrain's own use of the key, for resume, folds
+    and data-parallel ranks, comes later): refused when empty, or when it names a folder that
+    already holds a run, which a second run would overwrite and mix with its own. Rank 0 of a
+    data-parallel fit checks for every rank (the others may see the folder it just made)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") != "hydra.run.dir":
+            continue
+        folder = value.strip().strip("'\"").strip()
+        if not folder:
+            raise DltrainError(f"{override!r} names no folder; give a new folder for the run (hydra.run.dir="
+                               f"outputs/NAME), or leave it out for a fresh one under outputs/.")
+        path = Path(folder).expanduser()
+        if path.is_dir() and (locked_by_someone(path) or any((path / name).exists() for name in _RUN_FILES)):
+            raise DltrainError(f"hydra.run.dir={folder} is an existing run folder, which a new run would "
+                               f"overwrite; continue it with resume={folder} alone, or give a new folder.")
+
+
+def _literal_folder(overrides: list[str], key: str) -> Path | None:
+    """The folder ``key=FOLDER`` names when it is a plain path (no interpolation) that exists."""
+    for override in reversed(overrides):
+        if override.startswith(f"{key}="):
+            text = override.split("=", 1)[1].strip().strip("'\"")
+            path = Path(text).expanduser() if text and "${" not in text else None
+            return path if path is not None and path.is_dir() else None
+    return None
 
 
 def run_folder_overrides(overrides: list[str]) -> list[str]:
@@ -62,31 +102,56 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
 
     def job(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        try:
-            result = task(cfg, run_dir)
-            results.append(result)
-            if sweep:
-                return objective_value(result)
-            return result  # Hydra keeps it as the job's return value: what a sweeper optimises
-        except DltrainError as error:
-            errors.append(error)
-            if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
-                settle_failed(run_dir, "failed", str(error), keep=sweep)
-        except KeyboardInterrupt:
-            settle_failed(run_dir, "interrupted", "interrupted by the user")
-            raise
+        with ExitStack() as held:
+            try:
+                if not secondary_rank():  # rank 0 is a data-parallel fit's one writer
+                    held.enter_context(RunLock(run_dir))
+            except DltrainError as error:  # another process writes this folder: leave it as it is
+                errors.append(error)
+                return None
+            try:
+                result = task(cfg, run_dir)
+                results.append(result)
+                if sweep:
+                    return objective_value(result)
+                return result  # Hydra keeps it as the job's return value: what a sweeper optimises
+            except DltrainError as error:
+                errors.append(error)
+                if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
+                    settle_failed(run_dir, "failed", str(error), keep=sweep)
+            except KeyboardInterrupt:
+                settle_failed(run_dir, "interrupted", "interrupted by the user")
+                raise
 
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base=VERSION_BASE)(job)
     argv = ["dltrain", *(["--multirun"] if multirun else []), *overrides, *run_folder_overrides(overrides)]
     saved_argv = sys.argv
     sys.argv = argv
     try:
-        main()
+        with ExitStack() as held:
+            if not secondary_rank():
+                _open_existing(overrides, multirun, held)
+            main()
     finally:
         sys.argv = saved_argv
     if errors and not sweep and (not multirun or not results):
         raise errors[0]
     return results if multirun else results[0]
+
+
+def _open_existing(overrides: list[str], multirun: bool, held: ExitStack) -> None:
+    """A run folder that exists already (a resume's, a cross-validation's being resumed): take
+    its lock before Hydra writes a byte there (another process training it refuses this one),
+    and unlink links planted where Hydra writes, in it and in its jobs' folders (a sweep's)."""
+    folder = _literal_folder(overrides, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if folder is None:
+        return
+    if not multirun:  # a sweep's folder is held by whoever owns it (dltrain cv); its jobs lock their own
+        held.enter_context(RunLock(folder))
+    remove_links(folder, _HYDRA_WRITES)
+    if multirun:
+        for job_folder in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+            remove_links(job_folder, _HYDRA_WRITES)
 
 
 def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = False) -> None:

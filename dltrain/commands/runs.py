@@ -1,6 +1,7 @@
 """Past runs for ``dltrain runs``: find the fit runs and cross-validations under a folder and read
 what each one was (when, command line, model, data, best monitored value, epochs, duration,
-status) from its metrics.json, cv_summary.json and .hydra/ files. Reads only; never imports torch."""
+status) from its metrics.json, cv_summary.json and .hydra/ files; a run that says ``running``
+while no process holds its lock was killed. Reads only; never imports torch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dltrain.errors import DltrainError
+from dltrain.files import locked_by_someone
 
 _FOLD = re.compile(r"^fold_(\d+)$")
 _FOLD_ERROR = re.compile(r"^fold_(\d+)\.error$")
@@ -25,7 +27,7 @@ class RunInfo:
     path: str  # the run folder, as found under the folder searched
     kind: str  # fit | cv
     started: str  # ISO time, local
-    status: str  # finished | failed | interrupted | running | unknown
+    status: str  # finished | failed | interrupted | running | killed | unknown
     command: str  # the command line that repeats the run
     model: str | None
     data: str | None
@@ -138,6 +140,14 @@ def _epochs(metrics: dict) -> int | None:
     return (metrics.get("final") or {}).get("epoch")
 
 
+def _alive(status: str, folders: list[Path]) -> str:
+    """``running`` only while a process holds the lock of one of ``folders`` (the operating
+    system drops it when the process dies, even by SIGKILL); ``killed`` otherwise."""
+    if status == "running" and not any(locked_by_someone(f) for f in folders):
+        return "killed"
+    return status
+
+
 def _read_fit(folder: Path) -> RunInfo:
     metrics = _read_json(folder / "metrics.json")
     hydra_dir = folder / ".hydra"
@@ -145,12 +155,12 @@ def _read_fit(folder: Path) -> RunInfo:
                or _mtime(folder / "metrics.json") or _mtime(folder))
     ended = _mtime(folder / "metrics.json")
     model, data = _names(_read_yaml(hydra_dir / "config.yaml"))
+    status = _alive(metrics.get("status", "unknown"), [folder])
     seconds = metrics.get("seconds")
-    if seconds is None and ended is not None and metrics.get("status") != "running":
+    if seconds is None and ended is not None and status != "running":  # killed: until its last write
         seconds = max(ended - started, 0.0)
     return RunInfo(
-        path=str(folder), kind="fit", started=_iso(started),
-        status=metrics.get("status", "unknown"),
+        path=str(folder), kind="fit", started=_iso(started), status=status,
         command=_command("fit", _read_yaml(hydra_dir / "overrides.yaml")),
         model=metrics.get("model") or model, data=metrics.get("data") or data,
         monitor=metrics.get("monitor"), best=_best(metrics), best_std=None,
@@ -184,6 +194,7 @@ def _read_cv(folder: Path) -> RunInfo:
         status = "failed"
     else:
         status = "running"
+    status = _alive(status, [folder, *fold_dirs])  # a launcher's fold jobs hold their own folders
     error = next((m.get("error") for m in fold_metrics if m.get("error")), None)
     if error is None and errors:
         error = errors[0].read_text().strip()
@@ -218,7 +229,8 @@ def _read_cv(folder: Path) -> RunInfo:
 # --------------------------------------------------------------------------- showing
 
 
-_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan",
+                 "killed": "magenta"}
 
 
 def duration(seconds: float | None) -> str:

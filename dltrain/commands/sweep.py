@@ -16,6 +16,7 @@ from dltrain.commands.fit import refuse_data_parallel, resume_overrides, run_fit
 from dltrain.commands.launch import check_slurm, launch, run_folder_overrides
 from dltrain.console import console, fmt
 from dltrain.errors import DltrainError
+from dltrain.files import write_atomic, write_json
 from dltrain.commands.runs import _read_json, _read_yaml  # run folders are read as dltrain runs reads them
 
 SWEEP_JSON = "sweep.json"
@@ -290,8 +291,8 @@ def report(sweep_dir: Path, kind: str, overrides: list[str], *, out=console) -> 
 
 def write(sweep_dir: Path, kind: str, points: list[Point], optuna) -> None:
     import csv
+    import io
 
-    from dltrain.files import write_json
 
     finished = [p for p in points if p.rank is not None]
     monitor = next((p.monitor for p in finished if p.monitor), None)
@@ -310,15 +311,16 @@ def write(sweep_dir: Path, kind: str, points: list[Point], optuna) -> None:
     keys = list(dict.fromkeys(k for p in points for k in p.swept))
     columns = ["rank", "job", "status", *keys, "value", *(["std"] if kind == "cv" else []), "test",
                "epochs", "seconds", "folder", "error"]
-    with open(Path(sweep_dir) / SWEEP_CSV, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        for p in points:
-            writer.writerow({"rank": p.rank, "job": p.job, "status": p.status,
-                             **{k: p.swept.get(k) for k in keys}, "value": p.value,
-                             **({"std": p.std} if kind == "cv" else {}), "test": p.test,
-                             "epochs": p.epochs, "seconds": p.seconds, "folder": p.folder,
-                             "error": p.error})
+    stream = io.StringIO(newline="")
+    writer = csv.DictWriter(stream, fieldnames=columns)
+    writer.writeheader()
+    for p in points:
+        writer.writerow({"rank": p.rank, "job": p.job, "status": p.status,
+                         **{k: p.swept.get(k) for k in keys}, "value": p.value,
+                         **({"std": p.std} if kind == "cv" else {}), "test": p.test,
+                         "epochs": p.epochs, "seconds": p.seconds, "folder": p.folder,
+                         "error": p.error})
+    write_atomic(Path(sweep_dir) / SWEEP_CSV, stream.getvalue())
 
 
 def table(sweep_dir: Path, kind: str, points: list[Point]):
