@@ -38,7 +38,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -48,7 +47,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,26 +226,44 @@ class Runner:
         self.env.update(PYTHONPATH=os.pathsep.join(p for p in paths if p), COLUMNS="250",
                         PYTHONUNBUFFERED="1")
 
-    def run_all(self, runs: dict[str, Run]) -> None:
-        done = {name: threading.Event() for name in runs}
+    def run_all(self, todo: list[Run], everything: dict[str, Run]) -> None:
+        """Run ``todo`` in its order, ``jobs`` at a time; a resume waits for the run it resumes
+        without holding a worker (``everything``: every run of the plan, by name)."""
+        pending, finished = list(todo), {r.name for r in everything.values() if r not in todo}
+        condition = threading.Condition()
 
-        def one(run: Run) -> None:
-            try:
-                if run.resumes is not None:
-                    done[run.resumes].wait()
-                    if runs[run.resumes].status != "ok":
-                        run.status, run.reason = "skipped", f"{run.resumes} did not succeed"
+        def ready() -> Run | None:
+            return next((r for r in pending if r.resumes is None or r.resumes in finished), None)
+
+        def worker() -> None:
+            while True:
+                with condition:
+                    while pending and ready() is None:
+                        condition.wait()
+                    if not pending:
                         return
-                    run.run_dir = runs[run.resumes].run_dir
-                    run.args = [run.args[0], f"resume={run.run_dir}", *run.args[1:]]
-                self.execute(run)
-            finally:
-                done[run.name].set()
-                self.on_done(run)
+                    run = ready()
+                    pending.remove(run)
+                try:
+                    resumed = everything.get(run.resumes) if run.resumes else None
+                    if resumed is not None and resumed.status != "ok":
+                        run.status, run.reason = "skipped", f"{resumed.name} did not succeed"
+                    else:
+                        if resumed is not None:
+                            run.run_dir = resumed.run_dir
+                            run.args = [run.args[0], f"resume={run.run_dir}", *run.args[1:]]
+                        self.execute(run)
+                finally:
+                    with condition:
+                        finished.add(run.name)
+                        condition.notify_all()
+                    self.on_done(run)
 
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for future in [pool.submit(one, run) for run in runs.values()]:
-                future.result()
+        workers = [threading.Thread(target=worker) for _ in range(self.jobs)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
 
     def execute(self, run: Run) -> None:
         left = self.deadline - time.monotonic()
@@ -405,6 +421,7 @@ class Plan:
             base.append("logger=none")  # TensorBoard and the end-of-run figures: seconds of imports
         epochs = ["trainer.epochs=2"] if quick else []
         self.fit_base = ["fit", *base, *epochs]
+        self.ddp_base = ["fit", *base]  # its epochs are its own
         if self.quick or self.mnist is None:
             self.cnn_data = ["data=digits_images"]
             self.cnn_data_note = ("the embedded digits as 8x8 images (--quick)" if quick
@@ -432,10 +449,9 @@ class Plan:
 
     def _build(self) -> None:
         cuda, quick = self.cuda, self.quick
-        na_cuda = "needs a CUDA GPU"
         auto_precision = ("bf16" if self.bf16 else "32") if cuda else "32"
-        # (check name, run name, overrides, budget, expected resolution, floor) for the trainings;
-        # a run whose settings auto already resolves to is not run twice: alias of that run.
+        # A training whose settings auto already resolves to is not run twice (alias=...): its check
+        # reads the run of auto for its own setting. Budgets are seconds on a GPU.
         self.run("environment", [], 60, launcher="environment")
         self.environment_check()
         fit, cnn = self.fit_base, self.cnn_base
@@ -459,7 +475,8 @@ class Plan:
 
         layout_auto = cuda  # channels_last=auto: on for convolutions on CUDA, off elsewhere
         self.training("cnn precision=auto", "cnn_auto", [*cnn, "trainer.precision=auto"], 90,
-                      {"precision": auto_precision, "channels_last": layout_auto}, self.cnn_floor,
+                      {"precision": auto_precision, "channels_last": layout_auto,
+                       **({"cudnn_benchmark": True} if cuda else {})}, self.cnn_floor,
                       f"recipe=mnist_cnn on {self.cnn_data_note}, precision and channels_last auto")
         self.training("cnn precision=32", "cnn_32", [*cnn, "trainer.precision=32"], 90,
                       {"precision": "32"}, self.cnn_floor, "recipe=mnist_cnn in float32",
@@ -486,11 +503,11 @@ class Plan:
                         na="this GPU has no bfloat16" if cuda and not self.bf16 else None)
 
         self.staging("staging device_data_max_mb=0", "staging", [*fit, "trainer.device_data_max_mb=0"], 60,
-                     "fit_auto", "the default fit with every split in host memory"
+                     "fit_auto", True, "the default fit with every split in host memory"
                      + (" (pinned), each batch copied over without blocking" if cuda else "")
                      + ": equal to the resident run (fit precision=auto)")
         self.staging("staging cnn device_data_max_mb=8", "staging_cnn", [*cnn, "trainer.device_data_max_mb=8"], 90,
-                     "cnn_auto", "recipe=mnist_cnn with its training split in pinned host memory, batches "
+                     "cnn_auto", False, "recipe=mnist_cnn with its training split in pinned host memory, batches "
                      "turned channels_last on the GPU: agrees with the resident run (cnn precision=auto)",
                      na=None if cuda else "pinned memory and channels_last batches are the CUDA path "
                                           "(the CPU path is the staging check above)")
@@ -528,28 +545,28 @@ class Plan:
             return
         check.evaluate = lambda c: self._curves(c, a, b)
 
-    def staging(self, name, run_name, args, budget, reference, what, na=None):
+    def staging(self, name, run_name, args, budget, reference, exact, what, na=None):
         if na:
             check = self._check(name, what, [])
             check.status, check.reason = NOT_APPLICABLE, na
             return
         self.run(run_name, args, budget)
         check = self._check(name, what, [run_name, reference])
-        check.evaluate = lambda c: self._staging(c, run_name, reference, exact=run_name == "staging")
+        check.evaluate = lambda c: self._staging(c, run_name, reference, exact)
 
     def data_parallel(self) -> None:
         first, total = self.ddp_epochs
         if self.cuda:
             if self.gpus >= 2:
-                args, launcher = [*self.fit_base, "trainer.strategy=ddp"], "wrapper"
+                args, launcher = [*self.ddp_base, "trainer.strategy=ddp"], "wrapper"
                 how = f"trainer.strategy=ddp: {self.gpus} processes, one per GPU, nccl"
             else:
-                args, launcher = [*self.fit_base, "trainer.strategy=ddp"], "torchrun"
+                args, launcher = [*self.ddp_base, "trainer.strategy=ddp"], "torchrun"
                 how = ("one GPU: world size 1, started by torchrun --standalone --nproc_per_node=1 "
                        "(trainer.strategy=ddp alone starts one plain process), nccl")
             env = {"NCCL_DEBUG": "VERSION"}
         else:
-            args, launcher, env = [*self.fit_base, "trainer.devices=2"], "wrapper", {}
+            args, launcher, env = [*self.ddp_base, "trainer.devices=2"], "wrapper", {}
             how = "2 CPU processes with gloo (nccl needs CUDA GPUs)"
         self.run("ddp", [*args, f"trainer.epochs={first}"], 120, launcher=launcher, env=env)
         check = self._check("data-parallel", f"the default fit data-parallel, {first} epochs: {how}", ["ddp"])
@@ -609,7 +626,7 @@ class Plan:
                 check.status, check.reason = FAILED, f"could not read the run: {type(error).__name__}: {error}"
 
     def _environment(self, check: Check) -> None:
-        env = self.env
+        env = self.env = environment_of(self.runs["environment"])
         check.results = dict(env)
         missing = [n for n in ("hydra", "omegaconf", "dltrain") if str(env.get(n, "missing")).startswith("missing")]
         if missing:
@@ -952,10 +969,8 @@ def _copy_tree(source: Path, target: Path) -> None:
             shutil.copyfile(path, destination)
 
 
-def probe_environment(runner: Runner, plan_runs: dict) -> dict:
-    run = Run("environment", [], 60, launcher="environment")
-    runner.execute(run)
-    plan_runs["environment"] = run
+def environment_of(run: Run) -> dict:
+    """What the environment run printed (torch, CUDA, the GPUs, dltrain's dependencies)."""
     match = re.search(r"^ENVIRONMENT (.*)$", run.output, re.M)
     return json.loads(match.group(1)) if run.status == "ok" and match else {"error": run.reason or "no output"}
 
@@ -992,19 +1007,23 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     lock = threading.Lock()
     try:
-        boot = Runner(scratch, limit, 1, on_done=lambda run: None)
-        environment_runs: dict = {}
-        environment = probe_environment(boot, environment_runs)
-        if args.device == "cuda" and not environment.get("cuda_available"):
-            print(f"No CUDA GPU here ({environment.get('error') or 'torch sees none'}): run this on the GPU "
-                  f"machine, or with --device cpu (then nothing is written under bench/ unless --output says so).",
-                  file=sys.stderr)
-            return 2
-        if args.device == "cuda" and mnist is None:
-            print("warning: no MNIST subset found (--mnist-root DIR, or python bench/gpu_check.py --bundle "
-                  "before carrying bench/_data): the CNN checks train on the embedded 8x8 digits.", flush=True)
+        runner = Runner(scratch, limit, jobs, on_done=lambda run: write(final=False))
+        environment, probe = {}, None
+        if args.device == "cuda":  # the plan depends on the GPUs (how many, bf16): look first
+            probe = Run("environment", [], 60, launcher="environment")
+            runner.execute(probe)
+            environment = environment_of(probe)
+            if not environment.get("cuda_available"):
+                print(f"No CUDA GPU here ({environment.get('error') or 'torch sees none'}): run this on the GPU "
+                      f"machine, or with --device cpu (which writes nothing under bench/ unless --output says so).",
+                      file=sys.stderr)
+                return 2
+            if mnist is None:
+                print("warning: no MNIST subset found (--mnist-root DIR, or python bench/gpu_check.py --bundle "
+                      "before carrying bench/_data): the CNN checks train on the embedded 8x8 digits.", flush=True)
         plan = Plan(args.device, quick, mnist, environment)
-        plan.runs["environment"] = environment_runs["environment"]
+        if probe is not None:
+            plan.runs["environment"] = probe
         if args.only:
             prefixes = [p.strip() for p in args.only.split(",") if p.strip()]
             wanted = {r for c in plan.checks if c.name.startswith(tuple(prefixes)) for r in c.runs}
@@ -1031,12 +1050,12 @@ def main(argv: list[str] | None = None) -> int:
                 write_atomic(output / "gpu.json", json.dumps(data, indent=1) + "\n")
                 write_atomic(output / "GPU.md", text)
 
-        runner = Runner(scratch, limit - (time.monotonic() - started), jobs, on_done=lambda run: write(final=False))
-        runner.limit = limit
-        # torch.compile's runs last: they take longest, and a slow compiler should not cost the rest
-        todo = {n: r for n, r in sorted(plan.runs.items(), key=lambda item: "compile" in item[0])
-                if r.status == PENDING}
-        runner.run_all(todo)
+        # torch.compile's runs last: they take longest, and a slow compiler should not cost the rest;
+        # with several jobs the data-parallel run and its resume (the longest chain) go first
+        todo = sorted((r for r in plan.runs.values() if r.status == PENDING),
+                      key=lambda r: (r.name != "environment", not (jobs > 1 and r.name.startswith("ddp")),
+                                     "compile" in r.name))
+        runner.run_all(todo, plan.runs)
         write(final=True)
         counts = {s: sum(c.status == s for c in plan.checks) for s in (PASSED, FAILED, NOT_APPLICABLE, SKIPPED)}
         print(f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[NOT_APPLICABLE]} not applicable, "

@@ -171,6 +171,7 @@ def test_gpu_check_reads_cuda_runs_as_a_gpu_would_leave_them(tmp_path):
     assert "trainer.device=cuda" in plan.runs["fit_auto"].args and f"data.root={tmp_path / 'mnist'}" in plan.runs["cnn_auto"].args
 
     plan.runs["environment"].status = "ok"
+    plan.runs["environment"].output = "ENVIRONMENT " + json.dumps(environment)
     for name in plan.runs:
         if name != "environment":
             _finish(gpu_check, plan, name)
