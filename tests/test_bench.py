@@ -155,8 +155,9 @@ def _finish(gpu_check, plan, run_name: str, **probe) -> None:
 def test_gpu_check_reads_cuda_runs_as_a_gpu_would_leave_them(tmp_path):
     """The checks of a CUDA run, on results shaped like a GPU's (no GPU here): the runs auto
     resolves to need not run twice, a setting that resolved otherwise than asked fails with
-    what it resolved to, and one GPU gives a world size of 1, which dltrain trains as one plain
-    process: the data-parallel check says so instead of passing."""
+    what it resolved to; a data-parallel run and its resume are read from dltrain's banner (one GPU:
+    a job of one process, started by torchrun), and a run that trained as one plain process fails
+    the data-parallel check, saying so."""
     gpu_check = _gpu_check()
     environment = {"cuda_available": True, "bf16_supported": True, "torch": "2.11.0", "cuda_runtime": "13.0",
                    "cudnn": 91200, "nccl": "2.27.3", "cpus": 16, "python": "3.12.3", "platform": "Linux",
@@ -175,6 +176,11 @@ def test_gpu_check_reads_cuda_runs_as_a_gpu_would_leave_them(tmp_path):
     for name in plan.runs:
         if name != "environment":
             _finish(gpu_check, plan, name)
+    for name in ("ddp", "ddp_resume"):
+        plan.runs[name].output = "dltrain fit ... device=cuda:0 x 1 processes (DDP, global batch 64)\nNCCL version 2.27.3+cuda13.0"
+    plan.runs["ddp_resume"].output += "\nResuming from RUN/last.pt (after epoch 10)."
+    resumed = _history(20)  # its first 2 epochs are the data-parallel run's
+    plan.runs["ddp_resume"].snapshot.update(history=resumed, final=resumed[-1], epochs_run=20)
     for name, precision in (("fit_32", "32"), ("cnn_32", "32"), ("fit_fp16", "fp16"), ("cnn_fp16", "fp16")):
         plan.runs[name].probe["trainers"][0]["precision"] = precision
     plan.runs["cnn_cl_false"].probe["trainers"][0]["channels_last"] = False
@@ -198,10 +204,11 @@ def test_gpu_check_reads_cuda_runs_as_a_gpu_would_leave_them(tmp_path):
     assert checks["cnn precision=auto"].reason == "precision resolved to '32', expected 'bf16'"
     assert checks["cnn channels_last=true"].status == "passed"  # the same run, read for its own setting
     assert checks["cnn channels_last=true"].reason.startswith("same settings as cnn_auto")
-    assert checks["data-parallel"].status == "failed"
-    assert "never joins a process group" in checks["data-parallel"].reason
+    assert checks["data-parallel"].results == {"processes": 1, "epochs": 2, "val_accuracy": 0.98, "epoch_s": 1.75,
+                                               "wall_s": 9.0, "nccl": "2.27.3+cuda13.0"}
+    assert checks["data-parallel resume"].reason.startswith("continued from epoch 2 to 20")
     failed = {name for name, c in checks.items() if c.status != "passed"}
-    assert failed == {"cnn precision=auto", "cnn bf16 vs 32 loss curves", "data-parallel", "data-parallel resume"}
+    assert failed == {"cnn precision=auto", "cnn bf16 vs 32 loss curves"}
     assert checks["fit precision=auto"].results["peak_gpu_mib"] == 3.0
     assert checks["cv vectorize=auto"].results["stacked"] is True
     assert "largest difference 0" in checks["staging device_data_max_mb=0"].reason
@@ -209,7 +216,12 @@ def test_gpu_check_reads_cuda_runs_as_a_gpu_would_leave_them(tmp_path):
     data, markdown = gpu_check.report(plan, {"date": "today", "command": "python bench/gpu_check.py",
                                              "limit_s": 480, "total_s": 400, "commit": "abc"})
     assert "1 x NVIDIA H200, capability 9.0" in markdown and "not a GPU result" not in markdown
-    assert data["counts"]["failed"] == 4 and len(data["checks"]) == len(GPU_CHECKS)
+    assert data["counts"]["failed"] == 2 and len(data["checks"]) == len(GPU_CHECKS)
+
+    plan.runs["ddp"].output = "dltrain fit ... device=cuda"  # trained as one plain process
+    plan.evaluate(final=True)
+    assert checks["data-parallel"].status == "failed"
+    assert "never joins a process group" in checks["data-parallel"].reason
 
 
 def test_gpu_check_tolerances_and_one_line_reasons():
