@@ -3,7 +3,7 @@
     python bench/gpu_check.py                       # on the GPU machine: writes bench/GPU.md, bench/gpu.json
     python bench/gpu_check.py --output DIR          # the two files into DIR instead
     python bench/gpu_check.py --device cpu --quick  # CI: the same checks on tiny settings, CPU only
-    python bench/gpu_check.py --only cnn,ddp        # the checks whose name starts with one of these
+    python bench/gpu_check.py --only cnn,data-par   # the checks whose name starts with one of these
     python bench/gpu_check.py --bundle              # here, before carrying the repo to a GPU machine
 
 Each check trains through the command line, `python -m dltrain fit|cv OVERRIDES`, in its own
@@ -25,9 +25,10 @@ shared MNIST subset, --mnist-root):
   on CUDA), training and wall time; the host-staging path forced with trainer.device_data_max_mb
   (pinned memory on CUDA), equal to the resident path within STAGING_RELATIVE.
 
---device cpu marks the CUDA-only checks not applicable (with why) and runs the rest; --quick
-trains them for 2 epochs (cv: 2 epochs per fold, data-parallel 1 + 1 on resume) on the embedded
-digits (the CNN reads them as 8x8 images), one CPU thread per process, two processes at a time.
+--device cpu marks the CUDA-only checks not applicable (with why) and runs the rest, one torch
+thread per process; --quick trains them for 2 epochs (cv: 2 epochs per fold, data-parallel 1 + 1
+on resume) on the embedded digits (the CNN reads them as 8x8 images), without TensorBoard logging,
+two processes at a time (--jobs).
 A CPU run writes to bench/_data/gpu-check-cpu/ (git-ignored) unless --output says otherwise: its
 files are not a GPU result. See bench/README.md, "GPU check", for running it on the GPU machine.
 """
