@@ -563,8 +563,8 @@ class Plan:
                 how = f"trainer.strategy=ddp: {self.gpus} processes, one per GPU, nccl"
             else:
                 args, launcher = [*self.ddp_base, "trainer.strategy=ddp"], "torchrun"
-                how = ("one GPU: world size 1, started by torchrun --standalone --nproc_per_node=1 "
-                       "(trainer.strategy=ddp alone starts one plain process), nccl")
+                how = ("one GPU: a data-parallel job of one process, started by torchrun --standalone "
+                       "--nproc_per_node=1 (trainer.strategy=ddp alone trains one plain process), nccl")
             env = {"NCCL_DEBUG": "VERSION"}
         else:
             args, launcher, env = [*self.ddp_base, "trainer.devices=2"], "wrapper", {}

@@ -130,3 +130,25 @@ def test_cv_says_it_does_not_run_data_parallel(cli):
     assert not Path("outputs").exists()
 
 
+
+
+@pytest.mark.slow
+def test_one_process_started_by_torchrun_trains_through_the_process_group(tmp_path, cli):
+    """``torchrun --nproc_per_node=1 -m dltrain fit`` is a data-parallel job of one process (as the
+    README says: DDP when torchrun started the process), so a one-GPU machine reaches the
+    data-parallel path too; it trains exactly like a plain process."""
+    run = [*RUN, "trainer.epochs=1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like the rank (OMP_NUM_THREADS=1 under torchrun)
+    try:
+        result = cli("fit", *run)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    single = only_run(tmp_path)
+    root = tmp_path / "ddp"
+    root.mkdir()
+    code, output = dltrain(["fit", *run], root, launcher=[*TORCHRUN[:-3], "--nproc_per_node=1", "-m", "dltrain"])
+    assert code == 0, output
+    assert "x 1 processes (DDP, global batch 5)" in " ".join(output.split())
+    assert_same_training(only_run(root), single)

@@ -136,7 +136,7 @@ def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
             f"data.batch_size={settings.data.batch_size} is smaller than the {ranks} data-parallel processes; "
             f"it is the global batch, split across them: use at least {ranks} (or 0 for all rows)."
         )
-    if parallel.world_size() > 1:
+    if parallel.launched():  # a rank started by torchrun (or by spawn below), one process or more
         with parallel.process_group(trainer):
             launch(run_fit, overrides)
         return True

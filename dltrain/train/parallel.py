@@ -17,6 +17,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched() -> bool:
+    """This process is a rank of a data-parallel job: started by torchrun or dltrain's own launch
+    (torch's elastic agent sets TORCHELASTIC_RUN_ID), or by another launcher with WORLD_SIZE above
+    1. A job of one process is one too: it trains through the process group like any other."""
+    return world_size() > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def secondary_rank() -> bool:
     """A rank other than 0 of a data-parallel fit: it shares rank 0's run folder, writes nothing."""
     shard = current_shard()
@@ -32,7 +39,7 @@ def _uses_cuda(device: str) -> bool:
 def local_processes(trainer) -> int:
     """How many processes on this machine trainer.strategy / trainer.devices ask for (torchrun's
     own count when it started this one); 1 is a plain single-process fit."""
-    if world_size() > 1:
+    if launched():
         return int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
     if trainer.devices != "auto":
         return trainer.devices
@@ -46,12 +53,12 @@ def local_processes(trainer) -> int:
 def check(trainer) -> int:
     """The number of local processes, after refusing combinations that cannot run (one sentence)."""
     processes = local_processes(trainer)
-    if world_size() > 1 and trainer.devices not in ("auto", processes):
+    if launched() and trainer.devices not in ("auto", processes):
         raise DltrainError(
             f"trainer.devices={trainer.devices} but torchrun started {processes} processes on this "
             f"machine (--nproc_per_node); leave trainer.devices=auto under torchrun."
         )
-    if world_size() == 1 and processes == 1:
+    if not launched() and processes == 1:
         return 1
     if trainer.device == "mps":
         raise DltrainError("trainer.device=mps cannot train data-parallel (that needs CUDA GPUs or the CPU); "
@@ -118,7 +125,7 @@ def quiet() -> None:
 def shared(value):
     """Rank 0's ``value`` on every rank of a data-parallel job (``value`` itself otherwise):
     for the run folder, whose name is random."""
-    if world_size() == 1:
+    if not launched():
         return value
     import torch.distributed as dist
 
@@ -147,7 +154,7 @@ def rank_zero_first():
 
 def current_shard():
     """This process's Shard when it is a rank of an initialized process group, else None."""
-    if world_size() == 1:
+    if not launched():
         return None
     import torch.distributed as dist
 
