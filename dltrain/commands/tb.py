@@ -61,13 +61,13 @@ class Server:
         threading.Thread(target=read_log, name="TensorBoard log", daemon=True).start()
         try:
             ready.wait(timeout)
-        finally:  # also when Ctrl-C or a signal ends the wait
             if self.url is None:
-                self.stop()
-        if self.url is None:
-            said = " ".join(line for line in self._lines if line.strip())[-300:]
-            raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
-                               f"{said or 'it printed nothing'}")
+                said = " ".join(line for line in self._lines if line.strip())[-300:]
+                raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
+                                   f"{said or 'it printed nothing'}")
+        except BaseException:  # also Ctrl-C or a signal during the start
+            self.stop()
+            raise
 
     def stop(self) -> None:
         import subprocess
