@@ -58,10 +58,7 @@ def _user_errors(command):
             from dltrain.console import error_console
 
             error_console.print(f"[bold yellow]{stopped}[/bold yellow]", soft_wrap=True)
-            run_dir = stopped.run_dir
-            if run_dir.name.startswith("fold_"):  # a fold of dltrain cv: resume the whole CV
-                run_dir = run_dir.parent
-            error_console.print(f"Resume with: dltrain {command.__name__} resume={run_dir}",
+            error_console.print(f"Resume with: dltrain {command.__name__} resume={stopped.run_dir}",
                                 soft_wrap=True)
             raise typer.Exit(stopped.exit_code) from None
 

@@ -19,6 +19,7 @@ class RunInterrupted(BaseException):
         import signal
 
         self.run_dir = run_dir
+        self.signal_number = signal_number
         self.exit_code = 128 + signal_number
         name = signal.Signals(signal_number).name
         super().__init__(f"Stopped by {name}; a checkpoint to resume from is saved in {run_dir}.")

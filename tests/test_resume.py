@@ -2,6 +2,8 @@
 with exactly the metrics of an uninterrupted run (fixed seed, CPU)."""
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,14 +154,171 @@ def test_cv_resume_skips_finished_folds_and_finishes_the_rest(cli):
 
 @pytest.mark.slow
 def test_ctrl_c_inside_a_cv_fold_prints_the_cv_resume_command(tmp_path):
-    process = dltrain("cv", "k=2", *RUN, "logger=none", cwd=tmp_path)
-    wait_for_epoch(tmp_path, 1)
-    time.sleep(0.2)
+    """A real Ctrl-C once fold 0 saved its first epoch: two more epochs of ~1,400 steps each are
+    left in the fold, so the signal lands inside it however fast or loaded the machine is."""
+    run = [o for o in RUN if not o.startswith("trainer.epochs=")] + ["trainer.epochs=3"]
+    process = dltrain("cv", "k=2", *run, "logger=none", cwd=tmp_path)
+    fold_0 = wait_for_epoch(tmp_path, 1)
     process.send_signal(signal.SIGINT)
     code, output = finish(process)
     assert code == 130, output
-    (cv_dir,) = {p.parent.parent for p in tmp_path.glob("outputs/**/fold_0/.hydra")}
-    assert f"Resume with: dltrain cv resume={cv_dir.resolve()}" in output.replace("\n", "")
+    cv_dir = fold_0.parent
+    assert cv_resume_target(output) == cv_dir.resolve()
+    assert "Traceback" not in output
+    assert json.loads((fold_0 / "metrics.json").read_text())["status"] == "interrupted"
+    assert not (cv_dir / "fold_1" / "metrics.json").exists()
     code, output = finish(dltrain("cv", f"resume={cv_dir}", cwd=tmp_path))
     assert code == 0, output
-    assert (cv_dir / "cv_summary.json").exists()
+    assert "folds 0, 1 to run, 0 finished" in output
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert summary["status"] == "finished" and [f["epochs"] for f in summary["folds"]] == [3, 3]
+
+
+# iris: a whole cross-validation (2 folds and a refit on all rows) in about a second
+CV = ["k=2", "data=iris", "trainer.epochs=2", "cv.refit=true", "logger=none", "trainer.progress=false"]
+
+
+def cv_resume_target(output: str) -> Path:
+    """The folder of the one ``Resume with: dltrain cv resume=...`` line."""
+    found = re.findall(r"^Resume with: dltrain cv resume=(.+)$", output, re.MULTILINE)
+    assert len(found) == 1, output
+    return Path(found[0])
+
+
+def cv_comparable(cv_dir: Path) -> dict:
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    return {"status": summary["status"], "folds": summary["folds"], "refit": summary["refit"]["final"]}
+
+
+@pytest.fixture(scope="module")
+def cv_reference(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    root = tmp_path_factory.mktemp("cv_reference")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(app, ["cv", *CV], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (summary,) = root.glob("outputs/**/cv_summary.json")
+    return cv_comparable(summary.parent)
+
+
+def status_of(run_dir: Path) -> str | None:
+    metrics = run_dir / "metrics.json"
+    return json.loads(metrics.read_text())["status"] if metrics.exists() else None
+
+
+def signal_at_epoch_end(monkeypatch, call: int) -> None:
+    """Ctrl-C to this process at the end of the ``call``-th epoch that trains (counting on
+    through the folds and the refit), as its early-stopping state takes the epoch's row."""
+    from dltrain.train.stopping import EarlyStopping
+
+    update, calls = EarlyStopping.update, []
+
+    def update_then_signal(stopping, epoch, row):
+        calls.append(epoch)
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return update(stopping, epoch, row)
+
+    monkeypatch.setattr(EarlyStopping, "update", update_then_signal)
+
+
+def signal_after(monkeypatch, module, name: str, when=lambda *args: True) -> None:
+    """Ctrl-C to this process as soon as ``module``'s ``name`` returns (``when`` its positional
+    arguments say so)."""
+    real = getattr(module, name)
+
+    def then_signal(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if when(*args):
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(module, name, then_signal)
+
+
+def _cv_module():
+    import dltrain.commands.cv
+
+    return dltrain.commands.cv
+
+
+def _fit_module():
+    import dltrain.commands.fit
+
+    return dltrain.commands.fit
+
+
+# Where a Ctrl-C lands, and what each folder holds then (fold_0, fold_1, refit). Fold 0's trainer
+# ignores a request in its last epoch (nothing is left to stop), so the cross-validation must stop
+# before fold 1; one made while fold 1 is set up (data prepared, model built) stops its trainer
+# after its first step.
+MOMENTS = {
+    "fold_0_last_epoch": (lambda mp: signal_at_epoch_end(mp, 2), ["finished", None, None]),
+    "between_folds": (lambda mp: signal_after(mp, _cv_module(), "train_fold",
+                                              lambda cfg, settings, source, fold, *rest: fold.index == 0),
+                      ["finished", None, None]),
+    "fold_1_setup": (lambda mp: signal_after(mp, _fit_module(), "open_member",
+                                             lambda *args: Path(args[5]).name == "fold_1"),
+                     ["finished", "interrupted", None]),
+    "refit_epoch": (lambda mp: signal_at_epoch_end(mp, 5), ["finished", "finished", "interrupted"]),
+    "before_the_summary": (lambda mp: signal_after(mp, _cv_module(), "refit"),
+                           ["finished", "finished", "finished"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_ctrl_c_at_any_moment_of_a_cv_prints_its_resume_command(cli, monkeypatch, cv_reference, moment):
+    arrange, statuses = MOMENTS[moment]
+    with monkeypatch.context() as patch:
+        arrange(patch)
+        result = cli("cv", *CV)
+    assert result.exit_code == 130, result.output
+    cv_dir = cv_resume_target(result.output)
+    assert f"Stopped by SIGINT; a checkpoint to resume from is saved in {cv_dir}." in result.output
+    assert [status_of(cv_dir / f) for f in ("fold_0", "fold_1", "refit")] == statuses
+    assert not (cv_dir / "cv_summary.json").exists()  # the mark of a cross-validation that ended
+    result = cli("cv", f"resume={cv_dir}")
+    assert result.exit_code == 0, result.output
+    assert cv_comparable(cv_dir) == cv_reference
+
+
+BETWEEN_FOLDS = """
+import os, sys
+import dltrain.commands.cv as cv
+from dltrain.cli import main
+
+train_fold, signal_number = cv.train_fold, int(sys.argv[1])
+
+def then_signal(cfg, settings, source, fold, *args, **kwargs):
+    result = train_fold(cfg, settings, source, fold, *args, **kwargs)
+    if fold.index == 0:  # fold 0 wrote its metrics and files; fold 1 has not begun
+        os.kill(os.getpid(), signal_number)
+    return result
+
+cv.train_fold = then_signal
+sys.argv = ["dltrain", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_between_two_cv_folds_exits_143_with_the_resume_command(tmp_path, cli, cv_reference):
+    """A real process, signalled exactly at the fold boundary (by itself, as fold 0 returns):
+    SIGTERM there used to kill it with nothing said."""
+    done = subprocess.run([sys.executable, "-c", BETWEEN_FOLDS, str(int(signal.SIGTERM)), "cv", *CV],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    assert done.returncode == 143, done.stdout
+    cv_dir = cv_resume_target(done.stdout)
+    assert "Stopped by SIGTERM" in done.stdout and "Traceback" not in done.stdout
+    assert json.loads((cv_dir / "fold_0" / "metrics.json").read_text())["status"] == "finished"
+    assert not (cv_dir / "fold_1" / "metrics.json").exists()
+    result = cli("cv", f"resume={cv_dir}")
+    assert result.exit_code == 0, result.output
+    assert "folds 1 to run, 1 finished" in result.output
+    assert cv_comparable(cv_dir) == cv_reference

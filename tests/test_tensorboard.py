@@ -5,6 +5,14 @@ logger=none, and a real TensorBoard server queried over HTTP."""
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -225,6 +233,106 @@ def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, mon
     # Stopped: the port no longer answers.
     with pytest.raises(OSError):
         urllib.request.urlopen(answers["url"] + "data/runs", timeout=2)
+
+
+def _write_events(run_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir))
+    writer.add_scalar("loss/train", 1.0, 1)
+    writer.close()
+
+
+@pytest.mark.slow
+def test_dltrain_tb_serves_a_folder_whose_name_starts_with_a_dash(cli, monkeypatch):
+    """``dltrain tb -- -runs``: the folder reaches TensorBoard as a folder, not as a flag."""
+    import dltrain.commands.tb
+
+    _write_events(Path("-runs") / "first")
+    answers = {}
+
+    def query_then_ctrl_c(server):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "first" not in answers.get("runs", []):
+            answers["runs"] = _get_json(server.url + "data/runs")
+            time.sleep(0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dltrain.commands.tb, "wait_for_interrupt", query_then_ctrl_c)
+    result = cli("tb", "--port", "0", "--", "-runs")
+    assert result.exit_code == 0, result.output
+    assert f"TensorBoard for {Path('-runs').resolve()} at" in result.output.replace("\n", "")
+    assert answers["runs"] == ["first"]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):  # gone while we looked
+        return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` now (from /proc): TensorBoard and its data server."""
+    parents = {int(p.name): _parent_of(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie that nobody has reaped yet (this machine's first
+    process may never reap the orphans it inherits)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _first_line_matching(process, pattern: str, timeout: float = 120) -> re.Match:
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    deadline, said = time.monotonic() + timeout, []
+    while (line := lines.get(timeout=max(deadline - time.monotonic(), 0.1))) is not None:
+        said.append(line)
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError("".join(said))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds TensorBoard's processes in /proc")
+@pytest.mark.parametrize("sig,exit_code", [(signal.SIGHUP, 129), (signal.SIGTERM, 143), (signal.SIGKILL, -9)])
+def test_tensorboard_ends_with_dltrain_tb_however_it_ends(tmp_path, sig, exit_code):
+    """A dropped ssh connection (SIGHUP), kill (SIGTERM) and kill -9 end ``dltrain tb``; TensorBoard
+    (started in its own session) and its data server end with it, and the port is free again."""
+    _write_events(tmp_path / "runs" / "first")
+    process = subprocess.Popen([sys.executable, "-m", "dltrain", "tb", "runs", "--port", "0"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tensorboard = []
+    try:
+        port = int(_first_line_matching(process, r"http://127\.0\.0\.1:(\d+)/").group(1))
+        tensorboard = _descendants(process.pid)
+        assert tensorboard and _get_json(f"http://127.0.0.1:{port}/data/runs") == ["first"]
+        process.send_signal(sig)
+        assert process.wait(timeout=120) == exit_code
+        if sig != signal.SIGKILL:  # dltrain itself stopped TensorBoard before it exited
+            assert not _alive(tensorboard[0])
+        deadline = time.monotonic() + 60  # the rest end once they see their stdin close
+        while any(map(_alive, tensorboard)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, tensorboard))
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:  # a failure leaves nothing serving
+        for pid in [process.pid, *tensorboard]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
 
 
 def test_dltrain_tb_on_a_missing_folder_is_one_sentence(cli):

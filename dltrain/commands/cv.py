@@ -27,7 +27,8 @@ from dltrain.models import stacking_refusal
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
-from dltrain.train.population import banner, conclude, open_member, train
+from dltrain.train.population import (banner, conclude, open_member, stop_if_requested, stopping_as_one,
+                                      train)
 from dltrain.train.predictions import read_predictions, scores_of
 from dltrain.train.tensorboard import write_cv_mean
 
@@ -58,23 +59,24 @@ def cv(overrides: list[str]) -> dict:
         for index in to_run:  # a failure noted by an earlier run in the same folder is stale
             _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
         task_overrides = [o for o in overrides if not o.startswith(_OWN)]
-        if to_run and in_process:
-            if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
-                typed = [o for o in overrides if not o.startswith(_OWN[3:])]
-                _write_job_files(run_dir, cfg, typed, None)
-            try:
-                train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
-                            task_overrides)
-            except DltrainError:
-                if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
-                    shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
-                raise
-        elif to_run:
+        if to_run and not in_process:  # the launcher's processes or jobs stop on signals themselves
             launch(run_fold_job, task_overrides + [
                 f"cv.fold={','.join(map(str, to_run))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
                 "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
-        _check_finished(run_dir, selected)
-        return finish(cfg, settings, plan, source, selected, run_dir, started=started)
+        with stopping_as_one(run_dir):  # Ctrl-C or SIGTERM from here on: resume=run_dir continues
+            if to_run and in_process:
+                if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
+                    typed = [o for o in overrides if not o.startswith(_OWN[3:])]
+                    _write_job_files(run_dir, cfg, typed, None)
+                try:
+                    train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
+                                task_overrides)
+                except DltrainError:
+                    if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
+                        shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
+                    raise
+            _check_finished(run_dir, selected)
+            return finish(cfg, settings, plan, source, selected, run_dir, started=started)
 
 
 def run_cv(cfg, run_dir: Path) -> float:
@@ -95,9 +97,10 @@ def cross_validate(cfg, run_dir: Path, *, source=None, task_overrides=(), out=co
     source = load_cv_source(settings, plan) if source is None else source
     folds = plan_folds(source, plan, settings.data.name)
     selected = folds if plan.fold is None else [folds[plan.fold]]
-    train_folds(cfg, settings, plan, source, selected, len(folds), run_dir, list(task_overrides), out=out)
-    return finish(cfg, settings, plan, source, [f.index for f in selected], run_dir, out=out,
-                  started=started)
+    with stopping_as_one(run_dir):
+        train_folds(cfg, settings, plan, source, selected, len(folds), run_dir, list(task_overrides), out=out)
+        return finish(cfg, settings, plan, source, [f.index for f in selected], run_dir, out=out,
+                      started=started)
 
 
 def run_fold_job(cfg, run_dir: Path) -> float:
@@ -143,6 +146,7 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
         folder = fold_folder(run_dir, fold.index)
         with RunLock(folder):
             _write_job_files(folder, cfg, task_overrides, fold.index)
+            stop_if_requested(run_dir)  # Ctrl-C as the previous fold ended: stop before this one
             try:
                 train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
             except DltrainError as error:
@@ -251,6 +255,7 @@ def _write_job_files(folder: Path, cfg, task_overrides: list[str], index: int | 
 def finish(cfg, settings, plan, source, selected: list[int], run_dir: Path, *, out=console,
            started: float | None = None) -> dict:
     """Aggregate the finished fold folders, refit when asked, write and print the summary."""
+    stop_if_requested(run_dir)  # Ctrl-C as the last fold ended
     summary = aggregate(run_dir, selected, settings, plan, source)
     # TensorBoard: the fold-averaged curves and the out-of-fold figure as run cv_mean
     scores, truth = scores_of(read_predictions(run_dir / OOF_PREDICTIONS), source.task, source.class_names)
@@ -261,6 +266,7 @@ def finish(cfg, settings, plan, source, selected: list[int], run_dir: Path, *, o
         summary["refit"] = refit(cfg, settings, source, run_dir, out=out)
     summary["seconds"] = None if started is None else time.perf_counter() - started
     summary["status"] = "finished"
+    stop_if_requested(run_dir)  # a cv_summary.json is the mark of a cross-validation that ended
     write_json(run_dir / SUMMARY_JSON, summary)
     print_summary(summary, run_dir, out)
     return summary

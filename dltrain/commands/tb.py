@@ -1,19 +1,38 @@
-"""``dltrain tb``: TensorBoard's own server on the runs, on 127.0.0.1 only, until Ctrl-C."""
+"""``dltrain tb``: TensorBoard's own server on the runs, on 127.0.0.1 only, until Ctrl-C (or
+SIGTERM, or SIGHUP when the terminal or ssh connection goes away)."""
 
 from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from dltrain.console import console
 from dltrain.errors import DltrainError
 
+# TensorBoard's program in the child, which also ends when dltrain ends however it ends (even
+# SIGKILL): the end of its stdin, the pipe dltrain holds, asks TensorBoard to exit as its own
+# SIGTERM handler does (TensorBoard stops its data server the same way, --die-after-stdin).
+_CHILD = """
+import os, signal, sys, threading
+
+def exit_when_dltrain_ends():
+    sys.stdin.buffer.read()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=exit_when_dltrain_ends, daemon=True).start()
+sys.argv[0] = "tensorboard"
+from tensorboard.main import run_main
+run_main()
+"""
+
+
 class Server:
     """TensorBoard's own program in a child process, serving on 127.0.0.1 only (nothing beyond this
     machine can reach it); ``port=0`` lets the system pick a free port. The child runs in its own
-    session, so Ctrl-C reaches dltrain alone, which then stops it with ``stop()``: no thread or
-    process of TensorBoard outlives it."""
+    session, so Ctrl-C and a terminal's SIGHUP reach dltrain alone, which then stops it with
+    ``stop()``; should dltrain end without doing so, the child ends too (_CHILD)."""
 
     def __init__(self, logdir: Path, port: int = 0, timeout: float = 90):
         import collections
@@ -21,9 +40,10 @@ class Server:
         import sys
         import threading
 
-        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                   "--host", "127.0.0.1", "--port", str(port), "--window_title", "dltrain"]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # One word, absolute: a folder named like a flag (-x) stays a folder.
+        command = [sys.executable, "-c", _CHILD, f"--logdir={Path(logdir).resolve()}",
+                   "--host=127.0.0.1", f"--port={port}", "--window_title=dltrain"]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.url: str | None = None
         self._lines: collections.deque = collections.deque(maxlen=20)
@@ -39,12 +59,15 @@ class Server:
             ready.set()
 
         threading.Thread(target=read_log, name="TensorBoard log", daemon=True).start()
-        ready.wait(timeout)
-        if self.url is None:
+        try:
+            ready.wait(timeout)
+            if self.url is None:
+                said = " ".join(line for line in self._lines if line.strip())[-300:]
+                raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
+                                   f"{said or 'it printed nothing'}")
+        except BaseException:  # also Ctrl-C or a signal during the start
             self.stop()
-            said = " ".join(line for line in self._lines if line.strip())[-300:]
-            raise DltrainError(f"TensorBoard did not start on 127.0.0.1 port {port or 'any'}: "
-                               f"{said or 'it printed nothing'}")
+            raise
 
     def stop(self) -> None:
         import subprocess
@@ -56,6 +79,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._process.stdin.close()
 
 
 _URL = re.compile(r"http://127\.0\.0\.1:\d+/")
@@ -67,8 +91,33 @@ def wait_for_interrupt(server: Server) -> None:
         time.sleep(1)
 
 
+@contextmanager
+def _ending_on(*signal_numbers):
+    """SIGTERM and SIGHUP end dltrain as an exception does (exit 128 + the signal's number), so
+    that what it started is stopped on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signal_number, frame):
+        raise SystemExit(128 + signal_number)
+
+    previous = {number: signal.signal(number, end) for number in signal_numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def serve(logdir: Path, port: int = 0, out=console) -> None:
-    """``dltrain tb``: serve ``logdir`` until Ctrl-C."""
+    """``dltrain tb``: serve ``logdir`` until Ctrl-C (exit 0), SIGTERM (143) or SIGHUP (129);
+    TensorBoard stops with it in every case."""
+    import signal
+
     logdir = Path(logdir)
     if not logdir.is_dir():
         raise DltrainError(f"There is no folder '{logdir}' to show; run dltrain fit first, or pass "
@@ -76,13 +125,14 @@ def serve(logdir: Path, port: int = 0, out=console) -> None:
     if not any(logdir.glob("**/events.out.tfevents.*")):
         out.print(f"[yellow]note:[/yellow] no TensorBoard events under {logdir} yet (runs with "
                   f"logger=none write none); TensorBoard will show runs as they appear.")
-    server = Server(logdir, port)
-    out.print(f"TensorBoard for {logdir.resolve()} at [bold]{server.url}[/bold]  (Ctrl-C to stop)")
-    try:
-        wait_for_interrupt(server)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    with _ending_on(signal.SIGTERM, *([hangup] if hangup else [])):
+        server = Server(logdir, port)
+        try:
+            out.print(f"TensorBoard for {logdir.resolve()} at [bold]{server.url}[/bold]  (Ctrl-C to stop)")
+            wait_for_interrupt(server)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
     out.print("TensorBoard stopped.")
-

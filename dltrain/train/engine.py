@@ -306,25 +306,47 @@ class Trainer:
         return m.summarise(mean_loss, torch.cat(outputs), m.train.targets(order))
 
 
+# Who hears a stop request now, outermost first: a cross-validation, then its fold's trainer.
+_listening: list = []
+
+
+def requested_stop() -> int:
+    """The signal number of the stop request that the listeners of ``stop_on_signals`` hold (0:
+    none), for code between two trainings to act on."""
+    return next((listener.stop_requested for listener in _listening if listener.stop_requested), 0)
+
+
+def _request_stop(signal_number, frame):
+    import signal
+
+    if signal_number == signal.SIGINT and requested_stop():
+        raise KeyboardInterrupt
+    for listener in _listening:
+        listener.stop_requested = listener.stop_requested or signal_number
+
+
 @contextmanager
-def stop_on_signals(trainer):
-    """Ctrl-C or SIGTERM asks the trainer to stop after its current step (it then saves a
-    checkpoint); a second Ctrl-C stops at once."""
+def stop_on_signals(listener):
+    """Ctrl-C or SIGTERM sets ``listener.stop_requested`` to the signal's number instead of
+    stopping the program: a Trainer then stops after its current step (and saves a checkpoint),
+    a cross-validation before its next fold. Nested, a request reaches every listener: one that
+    a fold's trainer no longer acts on (it came in the last epoch, or as the fold ended) still
+    stops the cross-validation, and a listener that starts after a request holds it at once. A
+    second Ctrl-C stops at once (KeyboardInterrupt)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def request_stop(signal_number, frame):
-        if trainer.stop_requested and signal_number == signal.SIGINT:
-            raise KeyboardInterrupt
-        trainer.stop_requested = signal_number
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    listener.stop_requested = listener.stop_requested or requested_stop()
+    previous = {}
+    if not _listening:
+        previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _listening.append(listener)
     try:
         yield
     finally:
+        _listening.remove(listener)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -6,7 +6,7 @@ its best weights, validation scores, the finished metrics.json and TensorBoard r
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.train.build import build
 from dltrain.train.checkpoint import load_checkpoint
 from dltrain.train.device import seed_everything
-from dltrain.train.engine import StopRequested, Trainer, batch_count, stop_on_signals
+from dltrain.train.engine import StopRequested, Trainer, batch_count, requested_stop, stop_on_signals
 from dltrain.train.member import Member
 from dltrain.train.metrics import METRICS, monitor_mode
 from dltrain.train.rundir import RunFolder
@@ -124,6 +124,33 @@ def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first
             raise
     for m in members:
         m.folder.flush()
+
+
+@contextmanager
+def stopping_as_one(run_dir: Path):
+    """Several trainings in ``run_dir`` that resume as one (a cross-validation's folds, then its
+    summary and refit): Ctrl-C or SIGTERM at any moment inside ends them with RunInterrupted
+    naming ``run_dir``, whose resume continues them all. The training under way stops after its
+    step; between trainings the request waits for the next ``stop_if_requested`` (at the latest,
+    the end of the block); a second Ctrl-C stops at once."""
+    import signal
+    from types import SimpleNamespace
+
+    try:
+        with stop_on_signals(SimpleNamespace(stop_requested=0)):
+            yield
+            stop_if_requested(run_dir)
+    except RunInterrupted as stopped:  # a fold's or the refit's own folder: resume the whole
+        raise RunInterrupted(run_dir, stopped.signal_number) from None
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, signal.SIGINT) from None
+
+
+def stop_if_requested(run_dir: Path) -> None:
+    """Between two trainings inside ``stopping_as_one``: stop here if Ctrl-C or SIGTERM came."""
+    signal_number = requested_stop()
+    if signal_number:
+        raise RunInterrupted(run_dir, signal_number)
 
 
 def conclude(member: Member, started: float) -> FitResult:
