@@ -29,16 +29,18 @@ def load_source(settings) -> Source:
     return DATASETS[settings.name](settings)
 
 
-def prepare(source: Source, train_index, val_index=None) -> Prepared:
-    """Fit preprocessing on the rows in ``train_index`` only and turn every split into tensors."""
+def prepare(source: Source, train_index, val_index=None, *, preprocessor=None) -> Prepared:
+    """Fit preprocessing on the rows in ``train_index`` only and turn every split into tensors;
+    ``preprocessor``: one fitted already (a resumed run's own), applied as it is."""
     import numpy as np
     import torch
 
     from dltrain.data.split import take
 
     train_index = np.asarray(train_index)
-    preprocessor = source.make_preprocessor()
-    preprocessor.fit(take(source.features, train_index), source.target[train_index])
+    if preprocessor is None:
+        preprocessor = source.make_preprocessor()
+        preprocessor.fit(take(source.features, train_index), source.target[train_index])
 
     target_mean, target_std = 0.0, 1.0
     if source.task == "regression" and source.standardize_target:

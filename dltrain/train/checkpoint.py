@@ -24,13 +24,6 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise DltrainError(f"The checkpoint {str(path)!r} cannot be read ({type(error).__name__}); it is corrupted or not a dltrain checkpoint.") from None
 
 
-def save_pickle(path: Path, value) -> None:
-    """Fitted preprocessing (scikit-learn transformers, vocabularies) beside the checkpoints."""
-    import pickle
-
-    write_atomic(Path(path), lambda stream: pickle.dump(value, stream, protocol=pickle.HIGHEST_PROTOCOL))
-
-
 class CheckpointWriter:
     """Writes best.pt and last.pt at most every ``every_seconds`` (and always on ``flush``):
     short epochs would otherwise spend more time writing files than training. The best
