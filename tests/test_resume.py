@@ -380,6 +380,16 @@ def test_a_refused_resume_leaves_a_trained_run_as_it_was(cli, iris_fit_run):
     assert result.exit_code == 0 and "Nothing to do" in result.output, result.output
     assert snapshot(run) == before
     assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
+    # A resume that fails once the data is loaded (another program's last.pt, found while the run
+    # folder's lock is held, as any earlier dltrain writer leaves it) writes nothing either.
+    from dltrain.files import RunLock
+
+    torch.save({"model": {}, "epoch": 3}, run / "last.pt")
+    RunLock(run).acquire().release()
+    before = snapshot(run)
+    result = cli("fit", f"resume={run}", "trainer.epochs=16")
+    assert result.exit_code == 2 and "holds no training state to resume from" in result.output, result.output
+    assert snapshot(run) == before
 
 
 @pytest.mark.slow

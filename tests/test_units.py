@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from dltrain.checks import check_keywords, value
 from dltrain.cli import app
 from dltrain.commands import cv_report, launch, runs, sweep, tb
+from dltrain.commands.fit import resume as resume_fit
 from dltrain.commands.resume import CONFIG, resumed_config, split_resume, trains_on
 from dltrain.config import CVSettings, DataSettings, NamedSettings, OptimizerSettings, TrainerSettings
 from dltrain.data import Prepared, Split, prepare
@@ -427,6 +428,8 @@ def test_resume_takes_its_target_from_the_words_and_its_config_from_the_run(tmp_
         resumed_config("run", run_dir, run_dir / CONFIG, ["optimizer.lr=0.5"])
     with pytest.raises(DltrainError, match="'trainer.epochs=3,4' is a sweep"):
         resumed_config("run", run_dir, run_dir / CONFIG, ["trainer.epochs=3,4"])
+    (run_dir / "last.pt").write_bytes(b"not read: the run has finished its 2 epochs")
+    assert resume_fit(str(run_dir), ["trainer.progress=false"]) is None
 
 
 def test_what_a_finished_run_has_left_to_train(tmp_path):

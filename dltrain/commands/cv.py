@@ -23,9 +23,9 @@ from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
+from dltrain.files import RunLock, write_json
 from dltrain.models import stacking_refusal
 from dltrain.train import parallel
-from dltrain.files import write_json
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
 from dltrain.train.population import banner, conclude, open_member, train
@@ -94,15 +94,16 @@ def resume(target: str, overrides: list[str], started: float) -> dict:
         return summary
     source = load_cv_source(settings, plan)
     folds = plan_folds(source, plan, settings.data.name)
-    console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
-                  f"{len(selected) - len(to_run)} finished.")
-    for index in to_run:  # a failure noted by an earlier run in the same folder is stale
-        _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
-    if to_run:
-        train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
-                    _started_with(saved))
-    _check_finished(run_dir, selected)
-    return finish(cfg, settings, plan, source, selected, run_dir, started=started)
+    with RunLock(run_dir):  # one writer: this process, for the whole cross-validation
+        console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
+                      f"{len(selected) - len(to_run)} finished.")
+        for index in to_run:  # a failure noted by an earlier run in the same folder is stale
+            _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
+        if to_run:
+            train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
+                        _started_with(saved))
+        _check_finished(run_dir, selected)
+        return finish(cfg, settings, plan, source, selected, run_dir, started=started)
 
 
 def run_cv(cfg, run_dir: Path) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
+from dltrain.files import RunLock
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
@@ -52,10 +54,19 @@ def resume(target: str, overrides: list[str]):
         console.print(f"Nothing to do: {run_dir} has finished, and trainer.epochs={trainer.epochs} leaves "
                       f"no epoch to train (give a larger one to train it on).")
         return None
-    task = partial(run_fit, cfg, run_dir)
+    task = partial(continue_run, cfg, run_dir)
     if fit_data_parallel(cfg, [*overrides, f"resume={run_dir}"], task):
         return None
     return task()
+
+
+def continue_run(cfg, run_dir: Path):
+    """Train a resumed run here, holding its folder's lock (rank 0 of a data-parallel run, the
+    one that writes): a second process resuming it meanwhile is refused."""
+    with ExitStack() as held:
+        if not parallel.secondary_rank():
+            held.enter_context(RunLock(run_dir))
+        return run_fit(cfg, run_dir)
 
 
 def run_fit(cfg, run_dir: Path, out=console):
