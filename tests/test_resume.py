@@ -241,6 +241,11 @@ def test_saved_override_strings_never_reach_hydra(cli, tmp_path):
     (lambda c: c.update(unknown=1), "is not one dltrain can run (There is no top-level setting 'unknown'"),
     ("!!python/object/apply:os.system [touch marker]\n", "cannot be read (ConstructorError)"),
     ("- a list\n", "is not a mapping of settings"),
+    ("model: " + "[" * 60 + "]" * 60 + "\n", "is too large to be a dltrain config"),
+    ("model: " + "[" * 5000 + "]" * 5000 + "\n", "cannot be read (RecursionError)"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(  # a billion nodes from aliases
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)),
+     "is too large to be a dltrain config"),
 ])
 def test_a_hostile_saved_config_is_one_sentence_and_writes_nothing(cli, change, why):
     run = hand_made_run(Path("outputs/hostile"))
@@ -287,8 +292,8 @@ def test_a_finished_run_without_more_epochs_has_nothing_to_do_and_is_left_as_it_
                   ["trainer.epochs=2"]):
         result = cli("fit", f"resume={run}", *extra)
         assert result.exit_code == 0, result.output
-        assert "Nothing to do" in result.output and "trainer.epochs=2 leaves no epoch to train" in " ".join(
-            result.output.split())
+        assert f"Nothing to do: {run.resolve()} has finished its 2 epochs (a larger trainer.epochs trains it " \
+               f"on)." in " ".join(result.output.split())
         assert snapshot(run) == before
     result = cli("fit", f"resume={run}", "trainer.epochs=1")
     assert result.exit_code == 2

@@ -23,7 +23,7 @@ from dltrain.checks import check_keywords, value
 from dltrain.cli import app
 from dltrain.commands import cv_report, launch, runs, sweep, tb
 from dltrain.commands.fit import resume as resume_fit
-from dltrain.commands.resume import CONFIG, resumed_config, split_resume, trains_on
+from dltrain.commands.resume import CONFIG, nothing_left, resumed_config, split_resume
 from dltrain.config import CVSettings, DataSettings, NamedSettings, OptimizerSettings, TrainerSettings
 from dltrain.data import Prepared, Split, prepare
 from dltrain.data.bundled import load_bundled
@@ -435,20 +435,22 @@ def test_resume_takes_its_target_from_the_words_and_its_config_from_the_run(tmp_
 def test_what_a_finished_run_has_left_to_train(tmp_path):
     folder = tmp_path / "run"
     write_fit_run(folder)  # finished: 2 epochs, the best the last
-    assert not trains_on(folder, TrainerSettings(epochs=2))
-    assert trains_on(folder, TrainerSettings(epochs=3))
+    assert nothing_left(folder, TrainerSettings(epochs=2)) == (
+        "has finished its 2 epochs (a larger trainer.epochs trains it on)")
+    assert nothing_left(folder, TrainerSettings(epochs=3)) is None
     with pytest.raises(DltrainError, match="trainer.epochs=1 is fewer than the 2 epochs"):
-        trains_on(folder, TrainerSettings(epochs=1))
+        nothing_left(folder, TrainerSettings(epochs=1))
     record = json.loads((folder / "metrics.json").read_text())
     (folder / "metrics.json").write_text(json.dumps({**record, "epochs_run": 5, "best_epoch": 2}))
-    # stopped early: 3 epochs without improvement under patience 3
-    assert not trains_on(folder, TrainerSettings(epochs=10, patience=3))
-    assert trains_on(folder, TrainerSettings(epochs=10, patience=4))
-    assert trains_on(folder, TrainerSettings(epochs=10, patience=0))
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=3)) == (
+        "stopped early after 5 epochs, 3 without improvement (a larger trainer.early_stopping.patience, "
+        "or 0, trains it on)")
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=4)) is None
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=0)) is None
     (folder / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
-    assert trains_on(folder, TrainerSettings(epochs=2))  # its last.pt decides how far it got
+    assert nothing_left(folder, TrainerSettings(epochs=2)) is None  # its last.pt decides how far it got
     (folder / "metrics.json").write_text("[")
-    assert trains_on(folder, TrainerSettings(epochs=2))
+    assert nothing_left(folder, TrainerSettings(epochs=2)) is None
 
 
 def test_early_stopping_goes_on_under_the_patience_it_is_loaded_with():

@@ -17,8 +17,8 @@ from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JS
                                         fold_folder, objective_key, print_summary, write_fold_files)
 from dltrain.commands.fit import refuse_data_parallel, train_split
 from dltrain.commands.launch import check_fold_launch, launch, run_folder_overrides, settle_failed
-from dltrain.commands.resume import (CONFIG, cv_folder, refuse_in_use, resumed_config, split_resume,
-                                     trains_on)
+from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
+                                     split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
@@ -86,11 +86,11 @@ def resume(target: str, overrides: list[str], started: float) -> dict:
     parallel.refuse_in_one_process(settings.trainer)
     selected = list(range(plan.fold_count)) if plan.fold is None else [plan.fold]
     refuse_in_use(target, [run_dir, *(fold_folder(run_dir, i) for i in selected)])
-    to_run = [i for i in selected if trains_on(fold_folder(run_dir, i), settings.trainer)]
+    to_run = [i for i in selected if nothing_left(fold_folder(run_dir, i), settings.trainer) is None]
     summary = _read_summary(run_dir)
     if not to_run and summary.get("status") == "finished":
-        console.print(f"Nothing to do: {run_dir} has finished, and trainer.epochs={settings.trainer.epochs} "
-                      f"leaves no epoch to train (give a larger one to train its folds on).")
+        console.print(f"Nothing to do: {run_dir} has finished, with no epoch left to train in any fold "
+                      f"(a larger trainer.epochs trains them on).")
         return summary
     source = load_cv_source(settings, plan)
     folds = plan_folds(source, plan, settings.data.name)

@@ -11,8 +11,8 @@ from functools import partial
 from pathlib import Path
 
 from dltrain.commands.launch import launch
-from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, refuse_in_use, resumed_config,
-                                     split_resume, trains_on)
+from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
+                                     resumed_config, split_resume)
 from dltrain.config import compose, read_settings
 from dltrain.console import EpochTable, console
 from dltrain.data import load_source
@@ -49,10 +49,9 @@ def resume(target: str, overrides: list[str]):
     run_dir = fit_folder(target)
     cfg = resumed_config(target, run_dir, run_dir / CONFIG, overrides)
     refuse_in_use(target, [run_dir])
-    trainer = read_settings(cfg).trainer
-    if not trains_on(run_dir, trainer):
-        console.print(f"Nothing to do: {run_dir} has finished, and trainer.epochs={trainer.epochs} leaves "
-                      f"no epoch to train (give a larger one to train it on).")
+    reason = nothing_left(run_dir, read_settings(cfg).trainer)
+    if reason is not None:
+        console.print(f"Nothing to do: {run_dir} {reason}.")
         return None
     task = partial(continue_run, cfg, run_dir)
     if fit_data_parallel(cfg, [*overrides, f"resume={run_dir}"], task):

@@ -32,6 +32,7 @@ RESUMABLE = (
 CONFIG = Path(".hydra") / "config.yaml"
 _MAX_CONFIG_BYTES = 1 << 20  # a saved config is a few kilobytes
 _MAX_CONFIG_NODES = 100_000  # YAML aliases could make a small file a huge tree
+_MAX_CONFIG_DEPTH = 50  # dltrain's own configs nest three deep
 
 
 def split_resume(overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -129,9 +130,9 @@ def cv_folder(target: str) -> Path:
 
 
 def refuse_in_use(target: str, folders) -> None:
-    """One sentence when another process trains one of ``folders`` (the early, read-only probe;
-    the lock itself is taken where the run folder is opened). Ranks other than 0 of a
-    data-parallel resume skip it: rank 0 may hold the lock already."""
+    """One sentence when another process trains one of ``folders``: the early, read-only probe,
+    before the data is loaded (the lock itself is taken when training starts). Ranks other than 0
+    of a data-parallel resume skip it: rank 0 may hold the lock already."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     busy = next((f for f in folders if locked_by_someone(f)), None)
@@ -194,7 +195,7 @@ def _read_saved(target: str, path: Path) -> dict:
         if path.is_symlink() or path.stat().st_size > _MAX_CONFIG_BYTES:
             raise refuse("is a link or too large to be a dltrain config")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise refuse(f"cannot be read ({type(error).__name__})") from None
     if not isinstance(data, dict):
         raise refuse("is not a mapping of settings")
@@ -202,9 +203,9 @@ def _read_saved(target: str, path: Path) -> dict:
         raise refuse("has a hydra section, which only Hydra's own run writes")
     budget = [_MAX_CONFIG_NODES]
 
-    def check(node, where: str) -> None:
+    def check(node, where: str, depth: int = 0) -> None:
         budget[0] -= 1
-        if budget[0] < 0:
+        if budget[0] < 0 or depth > _MAX_CONFIG_DEPTH:
             raise refuse("is too large to be a dltrain config")
         if isinstance(node, dict):
             for key, value in node.items():
@@ -213,10 +214,10 @@ def _read_saved(target: str, path: Path) -> dict:
                     raise refuse(f"has a key {key!r} that is not a name")
                 if key.startswith("_") and key.endswith("_"):
                     raise refuse(f"has {name}, a key Hydra would instantiate or act on")
-                check(value, name)
+                check(value, name, depth + 1)
         elif isinstance(node, list):
             for index, value in enumerate(node):
-                check(value, f"{where}[{index}]")
+                check(value, f"{where}[{index}]", depth + 1)
         elif isinstance(node, str):
             if "${" in node:
                 raise refuse(f"sets {where} to an interpolation ({node[:40]!r})")
@@ -230,22 +231,27 @@ def _read_saved(target: str, path: Path) -> dict:
 # --------------------------------------------------------------------------- what is left to do
 
 
-def trains_on(folder: Path, trainer) -> bool:
-    """Whether resuming ``folder`` with these TrainerSettings trains (or concludes) anything: not
-    when its metrics.json says it finished and no epoch is left (trainer.epochs reached, or early
-    stopping under the patience now set). Fewer epochs than it finished is one sentence."""
+def nothing_left(folder: Path, trainer) -> str | None:
+    """Why resuming ``folder`` with these TrainerSettings would train (or conclude) nothing, or
+    None when it goes on: its metrics.json says it finished and no epoch is left, trainer.epochs
+    reached or early stopping under the patience now set. Fewer epochs than it finished is one
+    sentence."""
     try:
         record = json.loads((Path(folder) / "metrics.json").read_text())
         finished = record.get("status") == "finished"
         trained, best_epoch = int(record["epochs_run"]), int(record["best_epoch"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return True  # not finished as far as can be told: resume reads its checkpoint
+        return None  # not finished as far as can be told: resume reads its checkpoint
     if not finished:
-        return True
+        return None
     if trainer.epochs < trained:
         raise fewer_epochs(folder, trainer.epochs, trained)
-    stopped = bool(trainer.patience) and trained - best_epoch >= trainer.patience
-    return trained < trainer.epochs and not stopped
+    if trainer.patience and trained - best_epoch >= trainer.patience:
+        return (f"stopped early after {trained} epochs, {trained - best_epoch} without improvement (a larger "
+                f"trainer.early_stopping.patience, or 0, trains it on)")
+    if trained >= trainer.epochs:
+        return f"has finished its {trained} epochs (a larger trainer.epochs trains it on)"
+    return None
 
 
 def fewer_epochs(folder: Path, epochs: int, trained: int) -> DltrainError:
