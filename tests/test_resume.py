@@ -246,7 +246,8 @@ def test_saved_override_strings_never_reach_hydra(cli, tmp_path):
     ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(  # a billion nodes from aliases
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)),
      "is too large to be a dltrain config"),
-])
+], ids=["hydra", "target", "interpolation", "invalid", "unknown", "python-tag", "list", "deep", "deeper",
+        "aliases"])
 def test_a_hostile_saved_config_is_one_sentence_and_writes_nothing(cli, change, why):
     run = hand_made_run(Path("outputs/hostile"))
     path = run / ".hydra" / "config.yaml"
