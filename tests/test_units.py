@@ -22,10 +22,12 @@ from typer.testing import CliRunner
 from dltrain.checks import check_keywords, value
 from dltrain.cli import app
 from dltrain.commands import cv_report, launch, runs, sweep, tb
-from dltrain.commands.fit import resume_overrides
+from dltrain.commands.fit import resume as resume_fit
+from dltrain.commands.resume import CONFIG, nothing_left, resumed_config, split_resume
 from dltrain.config import CVSettings, DataSettings, NamedSettings, OptimizerSettings, TrainerSettings
-from dltrain.data import Prepared, Split
+from dltrain.data import Prepared, Split, prepare
 from dltrain.data.bundled import load_bundled
+from dltrain.data.preprocessing import load_preprocessing, save_preprocessing
 from dltrain.data.spec import DataSpec
 from dltrain.data.synthetic import load_linear_toy, load_synthetic_linear
 from dltrain.data.tabular import TabularPreprocessor
@@ -407,16 +409,71 @@ def test_run_folder_overrides_are_unique_and_keep_the_users_own():
     assert launch.objective_value(None) is None
 
 
-def test_resume_overrides_continue_a_hand_made_run(tmp_path):
-    run_dir = tmp_path / "outputs" / "run"
-    write_fit_run(run_dir, overrides=["data=iris", "trainer.epochs=2", "hydra.job.chdir=false"])
-    (run_dir / "last.pt").write_bytes(b"checkpoint")
-    assert resume_overrides(["data=iris"]) == ["data=iris"]
-    assert resume_overrides([f"resume={run_dir}", "trainer.epochs=4"]) == [
-        "data=iris", "trainer.epochs=2", "trainer.epochs=4", f"resume={run_dir.resolve()}",
-        f"hydra.run.dir={run_dir.resolve()}"]
-    with pytest.raises(DltrainError, match="is not a run folder with a last.pt checkpoint"):
-        resume_overrides([f"resume={tmp_path}"])
+def test_resume_takes_its_target_from_the_words_and_its_config_from_the_run(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dltrain.config import compose
+
+    assert split_resume(["data=iris"]) == (None, ["data=iris"])
+    assert split_resume(["resume=a", "trainer.epochs=4", "++resume=b"]) == ("b", ["trainer.epochs=4"])
+    assert split_resume(["resume=a", "~resume", "k=3"]) == (None, ["k=3"])
+    assert split_resume(["resume=null"]) == (None, [])
+    run_dir = tmp_path / "run"
+    write_fit_run(run_dir)
+    (run_dir / CONFIG).write_text(OmegaConf.to_yaml(compose(["data=iris", "trainer.epochs=2"])))
+    cfg = resumed_config("run", run_dir, run_dir / CONFIG,
+                         ["trainer.epochs=4", "logger=none", "trainer.device=cpu", "~trainer.progress"])
+    assert (cfg.trainer.epochs, cfg.logger.name, cfg.trainer.device, cfg.trainer.progress) == (4, "none", "cpu", True)
+    assert cfg.data.name == "iris" and cfg.resume == str(run_dir)
+    with pytest.raises(DltrainError, match=r"^resume=run cannot change optimizer.lr \(a resumed run keeps"):
+        resumed_config("run", run_dir, run_dir / CONFIG, ["optimizer.lr=0.5"])
+    with pytest.raises(DltrainError, match="'trainer.epochs=3,4' is a sweep"):
+        resumed_config("run", run_dir, run_dir / CONFIG, ["trainer.epochs=3,4"])
+    (run_dir / "last.pt").write_bytes(b"not read: the run has finished its 2 epochs")
+    assert resume_fit(str(run_dir), ["trainer.progress=false"]) is None
+
+
+def test_what_a_finished_run_has_left_to_train(tmp_path):
+    folder = tmp_path / "run"
+    write_fit_run(folder)  # finished: 2 epochs, the best the last
+    assert nothing_left(folder, TrainerSettings(epochs=2)) == (
+        "has finished its 2 epochs (a larger trainer.epochs trains it on)")
+    assert nothing_left(folder, TrainerSettings(epochs=3)) is None
+    with pytest.raises(DltrainError, match="trainer.epochs=1 is fewer than the 2 epochs"):
+        nothing_left(folder, TrainerSettings(epochs=1))
+    record = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**record, "epochs_run": 5, "best_epoch": 2}))
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=3)) == (
+        "stopped early after 5 epochs, 3 without improvement (a larger trainer.early_stopping.patience, "
+        "or 0, trains it on)")
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=4)) is None
+    assert nothing_left(folder, TrainerSettings(epochs=10, patience=0)) is None
+    (folder / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    assert nothing_left(folder, TrainerSettings(epochs=2)) is None  # its last.pt decides how far it got
+    (folder / "metrics.json").write_text("[")
+    assert nothing_left(folder, TrainerSettings(epochs=2)) is None
+
+
+def test_early_stopping_goes_on_under_the_patience_it_is_loaded_with():
+    stopping = EarlyStopping("val_loss", "min", patience=2)
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7], start=1):
+        stopping.update(epoch, {"val_loss": loss})
+    assert stopping.stopped and stopping.waited == 2
+    for patience, stopped in ((2, True), (1, True), (3, False), (0, False)):
+        resumed = EarlyStopping("val_loss", "min", patience=patience)
+        resumed.load_state_dict(stopping.state_dict())
+        assert resumed.stopped is stopped and resumed.best_epoch == 2
+
+
+def test_the_saved_preprocessing_is_the_fitted_one(tmp_path):
+    source = load_bundled(DataSettings("iris", 8, 0.2, True, {}))
+    fitted = prepare(source, np.arange(0, 150, 2)).preprocessor
+    save_preprocessing(tmp_path, fitted)
+    again = prepare(source, np.arange(1, 150, 2), preprocessor=load_preprocessing(tmp_path))
+    features = source.features.iloc[:5] if hasattr(source.features, "iloc") else source.features[:5]
+    torch.testing.assert_close(again.preprocessor.transform(features), fitted.transform(features))
+    with pytest.raises(DltrainError):
+        load_preprocessing(tmp_path / "elsewhere")
 
 
 def test_a_sweep_is_collected_from_its_job_folders_and_ranked(tmp_path):

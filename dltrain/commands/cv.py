@@ -3,7 +3,8 @@ folds planned once; with Hydra's basic launcher the folds then train in this pro
 or all at once as a stacked population with ``cv.vectorize``), with any other launcher each fold
 is a Hydra job over ``cv.fold`` that re-plans the same folds wherever it runs. The finished fold
 folders are then aggregated (cv_report.py), with the fold-averaged TensorBoard run and an
-optional refit on all the data."""
+optional refit on all the data. ``resume=CV_DIR`` (resume.py) trains the unfinished folds in this
+process, one by one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JS
 from dltrain.commands.fit import refuse_data_parallel, train_split
 from dltrain.commands.launch import (check_fold_launch, check_run_dir, launch, run_folder_overrides,
                                     settle_failed)
+from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
+                                     split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
@@ -41,7 +44,9 @@ def cv(overrides: list[str]) -> dict:
     started = time.perf_counter()
     check_run_dir(overrides)
     refuse_data_parallel("dltrain cv", overrides)
-    overrides = resume_overrides(overrides)
+    target, overrides = split_resume(overrides)
+    if target is not None:
+        return resume(target, overrides, started)
     cfg, hydra = compose_with_hydra(overrides)  # one composition: the settings and the launcher
     in_process = check_fold_launch(hydra, overrides)  # the folds go to Hydra's launcher otherwise
     settings, plan = read_settings(cfg), read_cv_settings(cfg)
@@ -51,32 +56,61 @@ def cv(overrides: list[str]) -> dict:
     selected = [f.index for f in folds] if plan.fold is None else [plan.fold]
     run_dir = _run_dir(overrides)
     with RunLock(run_dir):  # one writer: this process, for the whole cross-validation
-        to_run = selected
-        if cfg.get("resume"):  # finished folds stay as they are
-            to_run = [i for i in selected if _status(fold_folder(run_dir, i)) != "finished"]
-            console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
-                          f"{len(selected) - len(to_run)} finished.")
-        for index in to_run:  # a failure noted by an earlier run in the same folder is stale
+        for index in selected:  # a failure noted by an earlier run in the same folder is stale
             _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
         task_overrides = [o for o in overrides if not o.startswith(_OWN)]
-        if to_run and not in_process:  # the launcher's processes or jobs stop on signals themselves
+        if not in_process:  # the launcher's processes or jobs stop on signals themselves
             launch(run_fold_job, task_overrides + [
-                f"cv.fold={','.join(map(str, to_run))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
+                f"cv.fold={','.join(map(str, selected))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
                 "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
         with stopping_as_one(run_dir):  # Ctrl-C or SIGTERM from here on: resume=run_dir continues
-            if to_run and in_process:
-                if not cfg.get("resume"):  # what was typed, for dltrain runs (as a Hydra job keeps it)
-                    typed = [o for o in overrides if not o.startswith(_OWN[3:])]
-                    _write_job_files(run_dir, cfg, typed, None)
+            if in_process:
+                typed = [o for o in overrides if not o.startswith(_OWN[3:])]  # for dltrain runs, as a Hydra job keeps it
+                _write_job_files(run_dir, cfg, typed, None)
                 try:
-                    train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
-                                task_overrides)
+                    train_folds(cfg, settings, plan, source, [folds[i] for i in selected], len(folds),
+                                run_dir, task_overrides)
                 except DltrainError:
                     if not any(run_dir.glob("**/*.pt")) and not any(run_dir.glob("*.error")):
                         shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained, nothing to tell
                     raise
             _check_finished(run_dir, selected)
             return finish(cfg, settings, plan, source, selected, run_dir, started=started)
+
+
+def resume(target: str, overrides: list[str], started: float) -> dict:
+    """``dltrain cv resume=CV_DIR OVERRIDES``: with the config the cross-validation was started
+    with (RESUMABLE overrides applied, resume.py), every unfinished fold goes on from its own
+    last.pt (or starts), one by one in this process; finished folds stay as they are unless a
+    larger trainer.epochs trains them on. Nothing to do leaves the folder as it is."""
+    run_dir = cv_folder(target)
+    saved = run_dir / CONFIG
+    if not saved.is_file():  # its folds ran under a launcher: each fold's config
+        saved = min(run_dir.glob(f"fold_*/{CONFIG}"), key=lambda p: _fold_number(p.parent.parent))
+    cfg = resumed_config(target, run_dir, saved, overrides, cv=True)
+    settings, plan = read_settings(cfg), read_cv_settings(cfg)
+    parallel.refuse_in_one_process(settings.trainer)
+    selected = list(range(plan.fold_count)) if plan.fold is None else [plan.fold]
+    refuse_in_use(target, [run_dir, *(fold_folder(run_dir, i) for i in selected)])
+    to_run = [i for i in selected if nothing_left(fold_folder(run_dir, i), settings.trainer) is None]
+    summary = _read_summary(run_dir)
+    if not to_run and summary.get("status") == "finished":
+        console.print(f"Nothing to do: {run_dir} has finished, with no epoch left to train in any fold "
+                      f"(a larger trainer.epochs trains them on).")
+        return summary
+    source = load_cv_source(settings, plan)
+    folds = plan_folds(source, plan, settings.data.name)
+    # one writer: this process, for the whole cross-validation; Ctrl-C prints resume=run_dir again
+    with RunLock(run_dir), stopping_as_one(run_dir):
+        console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
+                      f"{len(selected) - len(to_run)} finished.")
+        for index in to_run:  # a failure noted by an earlier run in the same folder is stale
+            _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
+        if to_run:
+            train_folds(cfg, settings, plan, source, [folds[i] for i in to_run], len(folds), run_dir,
+                        _started_with(saved))
+        _check_finished(run_dir, selected)
+        return finish(cfg, settings, plan, source, selected, run_dir, started=started)
 
 
 def run_cv(cfg, run_dir: Path) -> float:
@@ -145,7 +179,8 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
     for fold in folds:
         folder = fold_folder(run_dir, fold.index)
         with RunLock(folder):
-            _write_job_files(folder, cfg, task_overrides, fold.index)
+            if not cfg.get("resume") or not (folder / CONFIG).is_file():  # a resumed fold's .hydra stays
+                _write_job_files(folder, cfg, task_overrides, fold.index)
             stop_if_requested(run_dir)  # Ctrl-C as the previous fold ended: stop before this one
             try:
                 train_fold(cfg, settings, source, fold, fold_count, folder, out=out)
@@ -290,30 +325,32 @@ def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
 # --------------------------------------------------------------------------- folders
 
 
-def _status(fold_dir: Path) -> str:
-    metrics = fold_dir / "metrics.json"
-    return json.loads(metrics.read_text()).get("status", "") if metrics.exists() else ""
+def _read_summary(run_dir: Path) -> dict:
+    try:
+        summary = json.loads((run_dir / SUMMARY_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
-def resume_overrides(overrides: list[str]) -> list[str]:
-    """``resume=CV_DIR``: the cross-validation's own overrides (read from a fold's .hydra), then
-    the new ones, in the same folder; unfinished folds then go on from their last.pt."""
+def _fold_number(folder: Path) -> int:
+    digits = folder.name.removeprefix("fold_")
+    return int(digits) if digits.isdigit() else 1 << 30
+
+
+def _started_with(saved: Path) -> list[str]:
+    """What the cross-validation was started with, as its .hydra/overrides.yaml beside ``saved``
+    lists it: read as text for the .hydra/ of a fold that a resume starts (dltrain runs shows
+    it), never replayed."""
     import yaml
 
-    requested = [o for o in overrides if o.startswith("resume=")]
-    if not requested:
-        return overrides
-    target = requested[-1].split("=", 1)[1].strip()
-    run_dir = Path(target).expanduser()
-    saved = sorted(run_dir.glob("fold_*/.hydra/overrides.yaml"))
-    if not saved:
-        raise DltrainError(f"resume={target}: {str(run_dir)!r} is not a cross-validation folder "
-                           f"(no fold_N/.hydra in it); give the folder dltrain cv printed.")
-    own = ("cv.fold=", "resume=", "hydra.")
-    kept = [o for o in yaml.safe_load(saved[0].read_text()) or [] if not o.startswith(own)]
-    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir="))]
-    run_dir = run_dir.resolve()
-    return [*kept, *new, f"resume={run_dir}", f"hydra.run.dir={_quoted(str(run_dir))}"]
+    try:
+        words = yaml.safe_load((saved.parent / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(words, list):
+        return []
+    return [w for w in words if isinstance(w, str) and not w.startswith(_OWN)]
 
 
 def _run_dir(overrides: list[str]) -> Path:

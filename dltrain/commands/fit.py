@@ -1,18 +1,25 @@
-"""``dltrain fit`` (and ``dltrain.fit()``, which behaves the same): resume -> compose ->
-data-parallel -> launch, and the Hydra task that trains one run in its folder."""
+"""``dltrain fit`` (and ``dltrain.fit()``, which behaves the same): compose -> data-parallel ->
+launch, or resume (resume.py) -> data-parallel -> train in the run's own folder; and the task
+that trains one run in its folder."""
 
 from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
+from dltrain.commands.launch import check_run_dir, launch
+from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
+                                     resumed_config, split_resume)
 from dltrain.config import compose, read_settings
 from dltrain.console import EpochTable, console
-from dltrain.commands.launch import check_run_dir, launch
 from dltrain.data import load_source
+from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
+from dltrain.files import RunLock
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
@@ -21,18 +28,50 @@ from dltrain.train.population import banner, columns, conclude, open_member, pri
 
 def fit(overrides: list[str]):
     """Train as ``dltrain fit OVERRIDES`` does; returns the FitResult (None when the run went to
-    data-parallel processes started here, which print and write for themselves)."""
+    data-parallel processes started here, which print and write for themselves, or when a resumed
+    run had nothing left to train)."""
     check_run_dir(overrides)
-    given = list(overrides)
-    overrides = resume_overrides(given)
+    if int(os.environ.get("RANK", "0")) != 0:
+        parallel.quiet()  # rank 0 tells torchrun's user about a bad setting, once
+    target, overrides = split_resume(overrides)
+    if target is not None:
+        return resume(target, overrides)
     cfg = compose(overrides)  # every config error is one sentence before a run folder exists
-    if fit_data_parallel(cfg, given, overrides):  # trainer.strategy=ddp / devices=N / torchrun
+    task = partial(launch, run_fit, overrides)  # here, or in each data-parallel rank
+    if fit_data_parallel(cfg, overrides, task):  # trainer.strategy=ddp / devices=N / torchrun
         return None
-    return launch(run_fit, overrides)
+    return task()
+
+
+def resume(target: str, overrides: list[str]):
+    """``dltrain fit resume=TARGET OVERRIDES``: the run goes on in its own folder from its last.pt,
+    with the config it was trained with (RESUMABLE overrides applied) and its own preprocessing.
+    Not through Hydra: nothing the folder holds is replayed, and its .hydra/ stays as it is."""
+    run_dir = fit_folder(target)
+    cfg = resumed_config(target, run_dir, run_dir / CONFIG, overrides)
+    refuse_in_use(target, [run_dir])
+    reason = nothing_left(run_dir, read_settings(cfg).trainer)
+    if reason is not None:
+        console.print(f"Nothing to do: {run_dir} {reason}.")
+        return None
+    task = partial(continue_run, cfg, run_dir)
+    if fit_data_parallel(cfg, [*overrides, f"resume={run_dir}"], task):
+        return None
+    return task()
+
+
+def continue_run(cfg, run_dir: Path):
+    """Train a resumed run here, holding its folder's lock (rank 0 of a data-parallel run, the
+    one that writes): a second process resuming it meanwhile is refused."""
+    with ExitStack() as held:
+        if not parallel.secondary_rank():
+            held.enter_context(RunLock(run_dir))
+        return run_fit(cfg, run_dir)
 
 
 def run_fit(cfg, run_dir: Path, out=console):
-    """Hydra task: load the data, split off validation rows, train, write the run folder."""
+    """The task (a Hydra job's, or a resume's in the run's own folder): load the data, split off
+    validation rows, train, write the run folder."""
     started = time.perf_counter()
     settings = read_settings(cfg)
     with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
@@ -57,9 +96,11 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
     device = resolve_device(settings.trainer.device)
     device = shard.device(device) if shard is not None else device
+    # A resumed run goes on with the preprocessing it was trained with, never a refitted one.
+    preprocessor = load_preprocessing(resume_from.parent) if resume_from is not None else None
     member = open_member(cfg, settings, source, train_index, val_index, run_dir,
                          seed=settings.trainer.seed if seed is None else seed, main=main,
-                         outcome_figure=outcome_figure, out=out)
+                         outcome_figure=outcome_figure, preprocessor=preprocessor, out=out)
     member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))
@@ -73,6 +114,9 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     out.print(f"run folder: {run_dir}")
     if resume_from is not None:
         member.resume(resume_from, out)
+        trained = member.cursor["epoch"] if member.cursor else len(member.rows)
+        if settings.trainer.epochs < trained:
+            raise fewer_epochs(resume_from.parent, settings.trainer.epochs, trained)
         if shard is not None and member.cursor is not None:
             raise DltrainError(
                 f"resume={resume_from.parent}: its last.pt was saved inside epoch {member.cursor['epoch']} "
@@ -86,47 +130,14 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     return result
 
 
-def resume_overrides(overrides: list[str]) -> list[str]:
-    """Turn ``resume=RUN_DIR`` (or ``resume=last``) into the run's own saved overrides, then the
-    new ones, with Hydra pointed at the same folder so the run continues where it was."""
-    import yaml
-
-    requested = [o for o in overrides if o.startswith("resume=")]
-    if not requested:
-        return overrides
-    target = requested[-1].split("=", 1)[1].strip()
-    if target in ("", "null"):
-        return [o for o in overrides if not o.startswith("resume=")]
-    if target == "last":
-        candidates = [p.parent for p in Path("outputs").glob("**/last.pt")
-                      if (p.parent / ".hydra").is_dir()]
-        if not candidates:
-            raise DltrainError("resume=last found no run with a last.pt under outputs/; give resume=RUN_DIR.")
-        run_dir = max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
-    else:
-        run_dir = Path(target).expanduser()
-    saved_path = run_dir / ".hydra" / "overrides.yaml"
-    if not saved_path.is_file() or not (run_dir / "last.pt").is_file():
-        raise DltrainError(
-            f"resume={target}: {str(run_dir)!r} is not a run folder with a last.pt checkpoint; "
-            f"give a folder under outputs/ (or resume=last)."
-        )
-    saved = yaml.safe_load(saved_path.read_text()) or []
-    run_dir = run_dir.resolve()
-    keep = [o for o in saved if not o.startswith(("resume=", "hydra."))]
-    new = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    return [*keep, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
-
-
 # --------------------------------------------------------------------------- data-parallel
 
 
-def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
-    """``dltrain fit`` as data-parallel processes when the config (or torchrun) asks for them:
-    in a rank started by torchrun, join the process group and train; otherwise start the ranks
-    here (``given``: the user's own overrides, with ``resume=`` resolved). False: a plain fit."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        parallel.quiet()  # rank 0 tells torchrun's user about a bad setting, once
+def fit_data_parallel(cfg, overrides: list[str], task) -> bool:
+    """``dltrain fit`` as data-parallel processes when the config (or torchrun) asks for them: in
+    a rank started by torchrun, join the process group and run ``task`` (which trains); otherwise
+    start the ranks here, each ``dltrain fit OVERRIDES`` (with ``resume=`` resolved). False: a
+    plain fit, ``task`` not run."""
     settings = read_settings(cfg)
     trainer = settings.trainer
     processes = parallel.check(trainer)
@@ -138,12 +149,11 @@ def fit_data_parallel(cfg, given: list[str], overrides: list[str]) -> bool:
         )
     if parallel.launched():  # a rank started by torchrun (or by spawn below), one process or more
         with parallel.process_group(trainer):
-            launch(run_fit, overrides)
+            task()
         return True
     if processes == 1:
         return False
-    resume = [o for o in overrides if o.startswith("resume=")]
-    spawn([o for o in given if not o.startswith("resume=")] + resume[-1:], processes)
+    spawn(overrides, processes)
     return True
 
 

@@ -117,8 +117,7 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
                 return result  # Hydra keeps it as the job's return value: what a sweeper optimises
             except DltrainError as error:
                 errors.append(error)
-                if not cfg.get("resume"):  # a failed resume leaves the earlier run as it was
-                    settle_failed(run_dir, "failed", str(error), keep=sweep)
+                settle_failed(run_dir, "failed", str(error), keep=sweep)
             except KeyboardInterrupt:
                 settle_failed(run_dir, "interrupted", "interrupted by the user")
                 raise

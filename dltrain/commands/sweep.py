@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dltrain.commands.cv import run_cv
-from dltrain.commands.fit import refuse_data_parallel, resume_overrides, run_fit
+from dltrain.commands.fit import refuse_data_parallel, run_fit
 from dltrain.commands.launch import check_slurm, launch, run_folder_overrides
+from dltrain.commands.resume import split_resume
 from dltrain.console import console, fmt
 from dltrain.errors import DltrainError
 from dltrain.files import write_atomic, write_json
@@ -53,8 +54,9 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
     """``dltrain fit -m`` / ``dltrain cv -m``: every point in its own folder under one sweep
     folder, then the ranked table. Exits with a sentence when every point failed."""
     refuse_data_parallel(f"dltrain {kind} -m", overrides)
-    if kind == "fit":
-        overrides = resume_overrides(overrides)
+    if split_resume(overrides)[0] is not None:
+        raise DltrainError(f"dltrain {kind} -m cannot resume: resume= goes on with one run in its own folder; "
+                           f"drop -m (dltrain {kind} resume=...).")
     overrides, sweep_dir = with_sweep_dir(overrides)
     check_points(overrides)
     task = run_cv if kind == "cv" else run_fit

@@ -28,6 +28,7 @@ REGULARIZATION = Registry("regularization", {
 SCHEDULERS = Registry("scheduler", {
     "per_batch": False,     # steps after every batch, not every epoch
     "needs_metric": False,  # step() takes the monitored value
+    "fitted_to_epochs": False,  # its curve spans trainer.epochs: a different count changes every lr
 })
 
 
@@ -127,7 +128,7 @@ def _step(run: ScheduleContext, /, step_size: int = 10, gamma: float = 0.1):
     return torch.optim.lr_scheduler.StepLR(run.optimizer, step_size, gamma)
 
 
-@SCHEDULERS.register("cosine")
+@SCHEDULERS.register("cosine", fitted_to_epochs=True)
 def _cosine(run: ScheduleContext, /, eta_min: float = 0.0):
     return torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, run.epochs, eta_min)
 
@@ -138,7 +139,7 @@ def _plateau(run: ScheduleContext, /, factor: float = 0.1, patience: int = 5):
                                                       patience=patience)
 
 
-@SCHEDULERS.register("onecycle", per_batch=True)
+@SCHEDULERS.register("onecycle", per_batch=True, fitted_to_epochs=True)
 def _onecycle(run: ScheduleContext, /, max_lr_factor: float = 10.0, pct_start: float = 0.3):
     return torch.optim.lr_scheduler.OneCycleLR(
         run.optimizer, max_lr=[g["lr"] * max_lr_factor for g in run.optimizer.param_groups],

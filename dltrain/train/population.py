@@ -44,15 +44,17 @@ class FitResult:
 
 def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, seed: int,
                 label: str = "", record: dict | None = None, main: bool = True, outcome_figure: bool = True,
-                out=console) -> Member:
+                preprocessor=None, out=console) -> Member:
     """A member seeded ``seed`` (initial weights and batch order, the same alone or in a
     population) on rows ``train_index`` of ``source``, validated on ``val_index`` (may be empty),
     writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not;
-    ``outcome_figure``: the logger draws the end's confusion matrix or predicted-vs-true figure)."""
+    ``outcome_figure``: the logger draws the end's confusion matrix or predicted-vs-true figure;
+    ``preprocessor``: the preprocessing a resumed run saved in ``folder``, applied as it is and
+    not written again; None fits it on ``train_index``)."""
     from omegaconf import OmegaConf
 
     seed_everything(seed)
-    data = prepare(source, train_index, val_index)
+    data = prepare(source, train_index, val_index, preprocessor=preprocessor)
     parts = build(settings, data.spec,
                   steps_per_epoch=batch_count(len(data.train), settings.data.batch_size))
     trainer = settings.trainer
@@ -62,7 +64,7 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
         folder, config=OmegaConf.to_container(cfg, resolve=True), spec=asdict(data.spec),
         record={"task": data.spec.task, "monitor": monitor, "mode": mode, "model": settings.model.name,
                 "data": settings.data.name, **(record or {})},
-        every_seconds=trainer.checkpoint_every_seconds, writes=main)
+        every_seconds=trainer.checkpoint_every_seconds, writes=main, resumed=preprocessor is not None)
     logger = RunLogger(settings.logger if main else replace(settings.logger, name="none"), folder, cfg,
                        data.spec, monitor=monitor, seed=seed, out=out, outcome_figure=outcome_figure)
     stopping = EarlyStopping(monitor, mode, trainer.patience, trainer.min_delta)

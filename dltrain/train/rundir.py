@@ -16,25 +16,29 @@ METRICS = "metrics.json"
 
 class RunFolder:
     """``config``: the composed config as plain data (saved in every checkpoint); ``spec``: the
-    DataSpec as a dict; ``record``: what metrics.json starts with (task, monitor, model, data)."""
+    DataSpec as a dict; ``record``: what metrics.json starts with (task, monitor, model, data);
+    ``resumed``: the folder already holds the run's preprocessing, which stays as it is."""
 
     def __init__(self, path: Path, *, config: dict, spec: dict, record: dict, every_seconds: float,
-                 writes: bool = True):
+                 writes: bool = True, resumed: bool = False):
         self.path = Path(path)
         self.config, self.spec = config, spec
         self.record = {"status": "running", **record}
         self.writes = writes
+        self.resumed = resumed
         self.member = None
         self.writer = CheckpointWriter(self.path, every_seconds, self._payload, on_write=self._written)
 
     def open(self, member) -> None:
-        """Bind the member whose state the checkpoints hold; write its preprocessing and the
-        running status (after a resume was checked: a failed one changes nothing)."""
+        """Bind the member whose state the checkpoints hold; write its preprocessing (a fresh
+        run's) and the running status (after a resume was checked: a failed one changes nothing)."""
         self.member = member
         if self.writes:
             self.path.mkdir(parents=True, exist_ok=True)
-            # The fitted preprocessing travels with the run, as data: eval and predict apply it, never refit it.
-            save_preprocessing(self.path, member.data.preprocessor)
+            # The fitted preprocessing travels with the run: eval, predict and resume apply it,
+            # never refit it.
+            if not self.resumed:
+                save_preprocessing(self.path, member.data.preprocessor)
             self._write()
 
     def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:

@@ -35,5 +35,8 @@ class EarlyStopping:
                 "waited": self.waited, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("best_value", "best_epoch", "best", "waited", "stopped"):
+        """Go on from a saved state under this tracker's own patience (a resume may change it):
+        stopped when the epochs waited since the best one reach it."""
+        for key in ("best_value", "best_epoch", "best", "waited"):
             setattr(self, key, state[key])
+        self.stopped = bool(self.patience) and self.waited >= self.patience
