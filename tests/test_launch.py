@@ -99,7 +99,7 @@ def test_a_second_resume_of_a_run_in_training_is_refused(tmp_path):
         second = _dltrain("fit", f"resume={run}", cwd=tmp_path)
         output = second.communicate(timeout=300)[0]
         assert second.returncode == 2, output
-        assert f"The run folder {str(run)!r} is in use by another dltrain process" in " ".join(output.split())
+        assert f"{str(run)!r} is being trained by another dltrain process" in " ".join(output.split())
         assert first.poll() is None  # still training, its folder untouched by the refused one
         assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == saved
         (listed,) = json.loads(_dltrain("runs", "--json", cwd=tmp_path).communicate(timeout=300)[0])
@@ -112,7 +112,7 @@ def test_a_second_resume_of_a_run_in_training_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_unlinks_what_hydra_would_write_through_and_clears_orphans(cli, iris_fit_run, tmp_path):
+def test_resume_never_writes_through_planted_links_and_clears_orphans(cli, iris_fit_run, tmp_path):
     from conftest import copy_run
 
     run = copy_run(iris_fit_run)
@@ -129,5 +129,4 @@ def test_resume_unlinks_what_hydra_would_write_through_and_clears_orphans(cli, i
     assert result.exit_code == 0, result.output
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 16
     assert all(victim.read_text() == "precious" for victim in victims.values())
-    assert not (run / ".hydra" / "hydra.yaml").is_symlink() and not (run / "dltrain.log").is_symlink()
     assert not list(run.glob(".*.tmp")) and not list(run.glob(".hydra/.*.tmp"))

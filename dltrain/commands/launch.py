@@ -139,7 +139,7 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
 
 
 def _open_existing(overrides: list[str], multirun: bool, held: ExitStack) -> None:
-    """A run folder that exists already (a resume's, a cross-validation's being resumed): take
+    """A run folder that exists already (a cross-validation's, whose folds a launcher runs): take
     its lock before Hydra writes a byte there (another process training it refuses this one),
     and unlink links planted where Hydra writes, in it and in its jobs' folders (a sweep's)."""
     folder = _literal_folder(overrides, "hydra.sweep.dir" if multirun else "hydra.run.dir")
