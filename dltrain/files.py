@@ -43,6 +43,26 @@ def write_csv(path: Path, frame) -> None:
     write_atomic(path, frame.to_csv(index=False))
 
 
+def read_json(path: Path):
+    """The JSON value of a run folder's file (metrics.json, cv_summary.json, ...), or None when it
+    holds none that can be read: missing, a folder, a device or a pipe (never opened: reading one
+    may block or never end), not UTF-8 JSON, or nested too deep to parse. Huge numbers and NaN
+    come back as Python numbers: what the value holds is the caller's to check."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def read_json_object(path: Path) -> dict | None:
+    """``read_json``, when the value is a JSON object (what every record dltrain writes is)."""
+    value = read_json(path)
+    return value if isinstance(value, dict) else None
+
+
 def remove_orphan_temporaries(folder: Path) -> list[Path]:
     """Delete the ``.NAME.XXXX.tmp`` files a killed process left in ``folder`` (not below it: each
     run folder cleans its own); returns what was removed. Call it holding the folder's lock."""

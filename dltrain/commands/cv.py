@@ -7,7 +7,6 @@ optional refit on all the data."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
 from dltrain.models import stacking_refusal
 from dltrain.train import parallel
-from dltrain.files import write_json
+from dltrain.files import read_json_object, write_json
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
 from dltrain.train.population import banner, conclude, open_member, train
@@ -279,8 +278,8 @@ def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
 
 
 def _status(fold_dir: Path) -> str:
-    metrics = fold_dir / "metrics.json"
-    return json.loads(metrics.read_text()).get("status", "") if metrics.exists() else ""
+    status = (read_json_object(fold_dir / "metrics.json") or {}).get("status")
+    return status if isinstance(status, str) else ""
 
 
 def resume_overrides(overrides: list[str]) -> list[str]:
@@ -326,12 +325,11 @@ def _error_note(fold_dir: Path) -> Path:
 def _check_finished(run_dir: Path, selected: list[int]) -> None:
     for index in selected:
         folder = fold_folder(run_dir, index)
-        metrics = folder / "metrics.json"
-        record = json.loads(metrics.read_text()) if metrics.exists() else {}
-        if record.get("status") == "finished":
+        status = _status(folder)
+        if status == "finished":
             continue
         note = _error_note(folder)
         if note.exists():
             raise DltrainError(note.read_text())
         raise DltrainError(f"Fold {index} of the cross-validation did not finish "
-                           f"(status {record.get('status', 'unknown')}); see {folder}.")
+                           f"(status {status or 'unknown'}); see {folder}.")
