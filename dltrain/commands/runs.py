@@ -21,6 +21,7 @@ _FOLD = re.compile(r"^fold_(\d+)$")
 _FOLD_ERROR = re.compile(r"^fold_(\d+)\.error$")
 # Folders inside a run that are never runs of their own.
 _SKIP = {".hydra", "cv_mean", "refit"}
+_LARGEST_YAML = 1 << 20
 
 
 @dataclass
@@ -82,11 +83,14 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_yaml(path: Path):
-    """The YAML document in ``path`` (plain data: safe_load builds no objects), or None."""
+    """The YAML document in ``path`` (plain data: safe_load builds no objects), or None; a file
+    larger than any .hydra file dltrain writes is not parsed (YAML is parsed in Python, slowly)."""
     import yaml
 
     try:  # a folder, a pipe or a device is never opened
-        return yaml.safe_load(path.read_bytes()) if path.is_file() else None
+        if not path.is_file() or path.stat().st_size > _LARGEST_YAML:
+            return None
+        return yaml.safe_load(path.read_bytes())
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return None
 
