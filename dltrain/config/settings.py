@@ -64,7 +64,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("device", str, pattern=r"(auto|cpu|mps|cuda(:\d+)?)",
              message="{key} must be auto, cpu, cuda, cuda:N or mps; got {raw!r}."),
         Rule("epochs", int, minimum=1),
-        Rule("seed", int),
+        Rule("seed", int, minimum=0, below=2**32),  # what numpy and scikit-learn accept
         Rule("monitor", str),
         Rule("mode", str, choices=("auto", "min", "max")),
         Rule("grad_clip", float, minimum=0),
@@ -106,7 +106,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "cv": (
         Rule("strategy", str, choices=CV_STRATEGIES),
         Rule("shuffle", bool),
-        Rule("seed", int, minimum=0),
+        Rule("seed", int, minimum=0, below=2**32),
         Rule("repeats", int, minimum=1),
         Rule("group_column", LABEL, nullable=True),
         Rule("fold", int, nullable=True),

@@ -14,7 +14,7 @@ from dltrain.console import EpochProgress, console, fmt
 from dltrain.data import prepare
 from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.train.build import build
-from dltrain.train.checkpoint import load_checkpoint
+from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import StopRequested, Trainer, batch_count, requested_stop, stop_on_signals
 from dltrain.train.member import Member
@@ -163,7 +163,10 @@ def conclude(member: Member, started: float) -> FitResult:
     best_path = member.folder.path / "best.pt"
     if data.test is not None and member.folder.writes:  # best.pt is rank 0's file
         last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(load_checkpoint(best_path, map_location=member.device)["model"])
+        best = load_checkpoint(best_path, map_location=member.device)  # a resumed run's may be old
+        check_weights(best.get("model"), state_shapes(model), best_path, "this model",
+                      "it is not this run's best checkpoint")
+        model.load_state_dict(best["model"])
         test_metrics = member.evaluate(data.test.x, data.test.y)  # in chunks, wherever x lives
         test_scores = member.predict_scores(data.test.x).numpy()
         model.load_state_dict(last_weights)
