@@ -4,7 +4,6 @@ while the task runs), and a run that fails on a user error never left looking fi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -17,7 +16,7 @@ from typing import Callable
 
 from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock, locked_by_someone, remove_links, write_json
+from dltrain.files import RunLock, locked_by_someone, read_json_object, remove_links, write_json
 from dltrain.train.parallel import secondary_rank, shared
 
 
@@ -166,7 +165,7 @@ def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = Fals
         if parent.exists() and not any(parent.iterdir()):
             parent.rmdir()
         return
-    record = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    record = read_json_object(metrics_path) or {}
     record.update(status=status, error=message)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, record)

@@ -7,14 +7,13 @@ never replayed. Only settings that cannot change what the run has learned so far
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings
 from dltrain.console import console
 from dltrain.errors import DltrainError
-from dltrain.files import locked_by_someone
+from dltrain.files import locked_by_someone, read_json_object
 from dltrain.train.optim import SCHEDULERS
 
 # What a resume may change: each key and every key under it (``logger``: the group's option and
@@ -237,7 +236,7 @@ def nothing_left(folder: Path, trainer) -> str | None:
     reached or early stopping under the patience now set. Fewer epochs than it finished is one
     sentence."""
     try:
-        record = json.loads((Path(folder) / "metrics.json").read_text())
+        record = read_json_object(Path(folder) / "metrics.json") or {}
         finished = record.get("status") == "finished"
         trained, best_epoch = int(record["epochs_run"]), int(record["best_epoch"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
