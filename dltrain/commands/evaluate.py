@@ -14,6 +14,7 @@ from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
+from dltrain.models.custom import reading_run
 from dltrain.train.build import Parts, build
 from dltrain.train.checkpoint import load_checkpoint
 from dltrain.train.device import resolve_device
@@ -33,7 +34,14 @@ class TrainedRun:
 
 
 def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
-    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate."""
+    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate (the class
+    of a custom model it names is never imported from that folder: reading_run)."""
+    path = Path(target).expanduser()
+    with reading_run(path if path.is_dir() else path.parent):
+        return _load_run(target, overrides)
+
+
+def _load_run(target: str, overrides: list[str]) -> TrainedRun:
     from omegaconf import OmegaConf
 
     path = Path(target).expanduser()
