@@ -240,32 +240,39 @@ def readme_custom_section() -> tuple[dict[str, str], list[str]]:
 
 
 @pytest.mark.slow
-def test_the_readme_custom_model_trains_evaluates_predicts_resumes_and_cross_validates(cli, tmp_path):
+def test_the_readme_custom_model_trains_evaluates_predicts_resumes_cross_validates_and_exports(cli, tmp_path):
+    from sklearn.datasets import load_iris
+
     files, commands = readme_custom_section()
-    assert sorted(files) == ["my_pkg/__init__.py", "my_pkg/nets.py"]
+    assert sorted(files) == ["my_pkg/nets.py"]
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
+    load_iris(as_frame=True).frame.drop(columns="target").iloc[[0, 60, 120]].to_csv("rows.csv", index=False)
     try:
         run_dir = cv_dir = None
         for command in commands:
             words = shlex.split(command)
             assert words[0] == "dltrain"
-            words = [w.replace("RUN", str(run_dir)).replace("CV_DIR", str(cv_dir)) for w in words]
+            words = [w.replace("CV_DIR", str(cv_dir)).replace("RUN", str(run_dir)) for w in words]
             result = cli(*words[1:])
             assert result.exit_code == 0, f"{command}\n{result.output}"
             if words[1] == "fit" and run_dir is None:
                 (run_dir,) = run_folders()
             if words[1] == "cv" and cv_dir is None:
                 cv_dir = next(p for p in Path("outputs").glob("*/*") if (p / "cv_summary.json").exists())
-        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-        assert config["model"] == {"name": "custom", "_target_": "my_pkg.nets.Net", "hidden_size": 32}
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["status"] == "finished" and metrics["epochs_run"] == 4  # resumed from 3 to 4
-        assert json.loads((run_dir / "eval.json").read_text())["metrics"]["accuracy"] > 0.5
-        assert (run_dir / "predictions.csv").read_text().count("\n") == 4  # a header and 3 rows
-        summary = json.loads((cv_dir / "cv_summary.json").read_text())
-        assert summary["status"] == "finished" and summary["model"] == "custom"
     finally:
         for name in [n for n in sys.modules if n == "my_pkg" or n.startswith("my_pkg.")]:
             del sys.modules[name]
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["model"] == {"name": "custom", "_target_": "my_pkg.nets.Net", "hidden_size": 32}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs_run"] == 4  # resumed from 3 to 4
+    assert json.loads((run_dir / "eval.json").read_text())["rows"] == 30
+    assert (run_dir / "predictions.csv").read_text().count("\n") == 4  # a header and 3 rows
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["model"] == "custom" and summary["refit"]
+    exported = json.loads((cv_dir / "export" / "model.pt2.json").read_text())
+    assert exported["classes"] == ["setosa", "versicolor", "virginica"]
+    program = torch.export.load(str(cv_dir / "export" / "model.pt2")).module()
+    assert program(torch.zeros(2, 4)).shape == (2, 3)

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltrain.commands.resume import cv_holding
 from dltrain.config import read_settings
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
@@ -37,7 +38,8 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
     """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate (the class
     of a custom model it names is never imported from that folder: reading_run)."""
     path = Path(target).expanduser()
-    with reading_run(path if path.is_dir() else path.parent):
+    folder = path if path.is_dir() else path.parent
+    with reading_run(folder), reading_run(cv_holding(folder) or folder):  # a fold's: its cv's too
         return _load_run(target, overrides)
 
 
