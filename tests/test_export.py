@@ -88,6 +88,33 @@ def test_text_models_read_any_number_of_tokens_where_the_model_allows():
     assert [i["shape"] for i in inputs] == [["batch", 6], ["batch"]]
 
 
+def test_export_has_help_with_examples(cli):
+    result = cli("export", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Examples" in text and "dltrain export RUN_DIR format=pt2" in text
+    assert "pip install 'dltrain[export]'" in text
+
+
+class Moody(torch.nn.Module):
+    """Its forward branches on a value of its input, which no traced graph can hold."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.linear(x) if x.sum() > 0 else -self.linear(x)
+
+
+def test_a_model_torch_export_cannot_trace_is_one_sentence():
+    spec = DataSpec(task="multiclass", input_shape=(5,), num_classes=3, class_names=("a", "b", "c"))
+    with pytest.raises(DltrainError, match=r"^torch\.export cannot trace this model \(\w+: .*\); only models "
+                                           r"whose forward torch\.export can trace can be exported\.$") as caught:
+        trace(Moody(), build_objective("auto", {}, spec), spec)
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
 @pytest.mark.parametrize("words, expected", [
     ([], ("onnx", None)), (["format=pt2"], ("pt2", None)), (["output=a/m.pt2"], ("pt2", "a/m.pt2")),
     (["output=m.onnx", "format=onnx"], ("onnx", "m.onnx")), (["output=model.bin"], ("onnx", "model.bin")),

@@ -220,7 +220,11 @@ def write_model(destination: Path, form: str, program, inputs: list[dict], outpu
     except Exception as error:  # the translation to ONNX fails in many ways on an unknown operator
         raise DltrainError(f"The model traced, but ONNX cannot express it ({type(error).__name__}: "
                            f"{_first_line(error)}); export it with format=pt2.") from None
-    data = onnx_program.model_proto.SerializeToString()
+    try:
+        data = onnx_program.model_proto.SerializeToString()
+    except ValueError:  # protobuf's limit: one message of at most 2 GiB
+        raise DltrainError("The model is larger than the 2 GiB an ONNX file holds in one piece; export it "
+                           "with format=pt2.") from None
     write_atomic(destination, data)
 
 
@@ -240,6 +244,9 @@ def describe(destination: Path, form: str, spec, inputs: list[dict]) -> dict:
 
 
 def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours some of its messages
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     text = lines[0].rstrip(".") if lines else type(error).__name__
     return text if len(text) <= 200 else f"{text[:197]}..."
