@@ -31,8 +31,8 @@ _RUN_FILES = ("best.pt", "last.pt", "final.pt", "metrics.json", FILE, ARRAYS, "e
 
 @dataclass
 class Exported:
-    """What an export wrote: the model file, the JSON beside it, and the input names and shapes
-    (``"batch"``, ``"steps"``: any size)."""
+    """What an export wrote: the model file, and the JSON written beside it (its inputs' names
+    and shapes, ``"batch"`` and ``"steps"`` meaning any size; its output; the classes)."""
 
     path: Path
     info: dict
@@ -167,7 +167,7 @@ def trace(model, objective, spec):
 
 def _traceable(model, spec):
     """The recurrent nets read text through packed sequences, which cannot be traced: their
-    padded path (same outputs), or one sentence saying why there is none."""
+    padded path instead, with the same outputs."""
     if isinstance(model, RecurrentNet) and spec.kind == "tokens":
         return model.padded()
     return model
@@ -189,7 +189,7 @@ def _export(module, example, dynamic):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # Predictor.forward(*inputs): the shapes of its one variadic argument, input by input.
-        return torch.export.export(module, example, dynamic_shapes=(dynamic,), strict=False)
+            return torch.export.export(module, example, dynamic_shapes=(dynamic,), strict=False)
     except Exception as error:  # torch.export fails in many ways on what it cannot trace
         raise DltrainError(f"torch.export cannot trace this model ({type(error).__name__}: "
                            f"{_first_line(error)}); only models whose forward torch.export can trace "
