@@ -26,6 +26,7 @@ from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, copy_file, read_json_object, write_atomic, write_json
 from dltrain.models import stacking_refusal
+from dltrain.models.custom import reading_run
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
@@ -83,6 +84,11 @@ def resume(target: str, overrides: list[str], started: float) -> dict:
     last.pt (or starts), one by one in this process; finished folds stay as they are unless a
     larger trainer.epochs trains them on. Nothing to do leaves the folder as it is."""
     run_dir = cv_folder(target)
+    with reading_run(run_dir):  # a custom model's class: never imported from the cv folder
+        return _resume(target, run_dir, overrides, started)
+
+
+def _resume(target: str, run_dir: Path, overrides: list[str], started: float) -> dict:
     saved = run_dir / CONFIG
     if not saved.is_file():  # its folds ran under a launcher: each fold's config
         saved = min(run_dir.glob(f"fold_*/{CONFIG}"), key=lambda p: _fold_number(p.parent.parent))

@@ -7,12 +7,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltrain.commands.resume import cv_holding
 from dltrain.config import read_settings
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
+from dltrain.models.custom import reading_run
 from dltrain.train.build import Parts, build
 from dltrain.train.checkpoint import check_weights, load_checkpoint, planned_shapes, saved_config, saved_spec
 from dltrain.train.device import resolve_device
@@ -32,7 +34,15 @@ class TrainedRun:
 
 
 def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
-    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate."""
+    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate (the class
+    of a custom model it names is never imported from that folder: reading_run)."""
+    path = Path(target).expanduser()
+    folder = path if path.is_dir() else path.parent
+    with reading_run(folder), reading_run(cv_holding(folder) or folder):  # a fold's: its cv's too
+        return _load_run(target, overrides)
+
+
+def _load_run(target: str, overrides: list[str]) -> TrainedRun:
     from omegaconf import OmegaConf
 
     path = Path(target).expanduser()

@@ -13,6 +13,7 @@ from pathlib import Path
 from dltrain.console import EpochProgress, console, fmt
 from dltrain.data import prepare
 from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.build import build
 from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
 from dltrain.train.device import seed_everything
@@ -193,7 +194,9 @@ def banner(title: str, settings, member: Member, device, *, extra: str = "", per
     data, spec = member.data, member.data.spec
     sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
     sizes += f" / {len(data.test)} test" if data.test is not None else ""
-    return (f"[bold]{title}[/bold]  model={settings.model.name} ({count_parameters(member.model):,} "
+    target = settings.model.options.get(TARGET) if settings.model.name == CUSTOM else None
+    return (f"[bold]{title}[/bold]  model={settings.model.name} ({f'{target}, ' if target else ''}"
+            f"{count_parameters(member.model):,} "
             f"parameters{per})  data={settings.data.name} ({sizes}, {spec.task}"
             + (f", {spec.num_classes} classes" if spec.num_classes else "")
             + f")  loss={member.objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
