@@ -73,6 +73,13 @@ def test_a_bad_logger_choice_is_one_sentence(overrides, message):
     assert text.endswith(message) and text.count(". ") == 0, text
 
 
+def test_the_shell_sees_the_loggers_and_how_to_choose_several(cli):
+    listed = cli("list", "logger").output
+    assert "logger=[tensorboard,csv]" in listed and "pip install 'dltrain[mlflow]'" in listed
+    result = cli("fit", "logger=[csv,wandb]")
+    assert result.exit_code == 2 and f"Unknown logger 'wandb'; {VALID}" in result.output
+
+
 def test_a_config_saved_before_loggers_could_be_combined_still_reads():
     """A run folder's or a checkpoint's config from an older dltrain: logger.name beside its settings."""
     old = OmegaConf.create({"data": {"name": "iris"}, "logger": {"name": "tensorboard", "graph": True,
