@@ -233,3 +233,10 @@ def test_mlflow_run_reads_back_with_mlflows_own_client(cli):
     assert stored.read_bytes() == (run_dir / "best.pt").read_bytes()
     assert not Path("mlruns").exists()
     assert_rows_are_history(run_dir / METRICS_CSV, record["history"])
+    # A tracking URI MLflow cannot use is one sentence, and nothing is trained.
+    Path("notes.db").write_text("not a database\n")
+    result = cli("fit", "trainer.epochs=1", "logger=mlflow", "logger.mlflow.tracking_uri=sqlite:///notes.db", *FAST)
+    assert result.exit_code == 2
+    assert ("logger.mlflow.tracking_uri=sqlite:///notes.db could not be used by MLflow ((sqlite3.DatabaseError) "
+            "file is not a database); give a database such as") in result.output
+    assert run_folders() == [run_dir]

@@ -13,7 +13,9 @@ back, so the epochs a killed run logged past its checkpoint stay with the killed
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from dltrain.console import console
@@ -68,20 +70,24 @@ class MlflowLogger(Logger):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        refusals: tuple = (MlflowException, OSError)
+        if importlib.util.find_spec("sqlalchemy") is not None:  # a database store's (a file that is no database)
+            from sqlalchemy.exc import SQLAlchemyError
+
+            refusals += (SQLAlchemyError,)
         name, uri = self.settings.experiment, self.settings.tracking_uri
         try:
-            if uri.startswith(_SQLITE):  # SQLAlchemy makes the database file, not its folder
-                Path(uri[len(_SQLITE):]).parent.mkdir(parents=True, exist_ok=True)
-            client = MlflowClient(tracking_uri=uri)
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                try:
-                    return client, client.create_experiment(name, artifact_location=_artifacts_beside(uri))
-                except MlflowException:  # another process (a sweep's job) created it meanwhile
-                    experiment = client.get_experiment_by_name(name)
-                    if experiment is None:
-                        raise
-        except (MlflowException, OSError) as error:
+            with _one_at_a_time(uri):
+                client = MlflowClient(tracking_uri=uri)  # makes a new database's tables
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    try:
+                        return client, client.create_experiment(name, artifact_location=_artifacts_beside(uri))
+                    except MlflowException:  # a tracking server's: another process made it meanwhile
+                        experiment = client.get_experiment_by_name(name)
+                        if experiment is None:
+                            raise
+        except refusals as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DltrainError(f"logger.mlflow.tracking_uri={uri} could not be used by MLflow ({first}); "
                                f"give a database such as sqlite:///outputs/mlflow.db or a tracking "
@@ -120,6 +126,26 @@ class MlflowLogger(Logger):
         if self.open:
             self.open = False
             self.client.set_terminated(self.run_id, _STATUS[status])
+
+
+@contextmanager
+def _one_at_a_time(uri: str):
+    """For a database file: hold a lock on its folder (made here: SQLAlchemy makes the file, not
+    its folder) while MLflow makes its tables and the experiment. Two processes making a new
+    database at once (the jobs of a sweep) break it: MLflow's table creation has no lock of its own."""
+    if not uri.startswith(_SQLITE):
+        yield
+        return
+    import fcntl
+
+    folder = Path(uri[len(_SQLITE):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the descriptor closes
+        yield
+    finally:
+        os.close(handle)
 
 
 def _artifacts_beside(uri: str) -> str | None:
