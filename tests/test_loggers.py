@@ -90,6 +90,25 @@ def test_a_config_saved_before_loggers_could_be_combined_still_reads():
     assert read_settings(OmegaConf.create({"logger": {"name": "none"}})).logger.names == ()
 
 
+def test_resume_never_takes_the_mlflow_tracking_uri_from_the_run_folder(tmp_path, capsys):
+    """MLflow writes wherever the URI points, outside the run folder: a saved one is not followed."""
+    import yaml
+
+    from dltrain.commands.resume import CONFIG, resumed_config
+
+    run_dir = tmp_path / "run"
+    (run_dir / CONFIG).parent.mkdir(parents=True)
+    saved = OmegaConf.to_container(compose(["logger=[csv,mlflow]", "trainer.epochs=2"]))
+    saved["logger"]["mlflow"]["tracking_uri"] = "sqlite:////elsewhere/planted.db"
+    (run_dir / CONFIG).write_text(yaml.safe_dump(saved))
+    cfg = resumed_config("run", run_dir, run_dir / CONFIG, ["trainer.epochs=3"])
+    assert read_settings(cfg).logger.mlflow.tracking_uri == "sqlite:///outputs/mlflow.db"
+    assert "not at the saved sqlite:////elsewhere/planted.db" in " ".join(capsys.readouterr().out.split())
+    given = resumed_config("run", run_dir, run_dir / CONFIG, ["logger.mlflow.tracking_uri=sqlite:///mine.db"])
+    assert read_settings(given).logger.mlflow.tracking_uri == "sqlite:///mine.db"
+    assert read_settings(given).logger.names == ("csv", "mlflow")
+
+
 # --------------------------------------------------------------------------- the loggers
 
 
