@@ -194,6 +194,7 @@ def list_options(
 
       dltrain list recipes
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from dltrain.config import GROUP_TITLES, GROUPS, group_options
@@ -206,12 +207,13 @@ def list_options(
             raise DltrainError(f"Unknown config group '{group}'; valid groups are: {', '.join(GROUPS)}.")
         groups = (name,)
     for name in groups:
-        table = Table(title=f"{name}: {GROUP_TITLES[name]}  ({name}=OPTION)", title_justify="left",
+        # Brackets are text here (logger=[tensorboard,csv], dltrain[mlflow]), not rich markup.
+        table = Table(title=escape(f"{name}: {GROUP_TITLES[name]}  ({name}=OPTION)"), title_justify="left",
                       show_header=False, box=None, padding=(0, 2))
         table.add_column("option", style="bold cyan", no_wrap=True)
         table.add_column("description")
         for option, description in group_options(name).items():
-            table.add_row(option, description)
+            table.add_row(option, escape(description))
         console.print(table)
         console.print()
 

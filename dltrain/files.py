@@ -84,6 +84,30 @@ def read_json_object(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def append_text(path: Path, text: str) -> bool:
+    """Add ``text`` to the end of ``path`` in one write when it is a plain file of its own: not a
+    link (never followed), not a hard link to another name, not a pipe. False when it is not, or
+    when the write came out short: nothing more is written, and the caller writes the whole file
+    anew with write_atomic (which replaces whatever is there)."""
+    import stat
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        handle = os.open(path, flags)
+    except OSError:  # missing, a link (ELOOP), a pipe with no reader, not writable
+        return False
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        data = text.encode()
+        return os.write(handle, data) == len(data)
+    except OSError:
+        return False
+    finally:
+        os.close(handle)
+
+
 def copy_file(source: Path, destination: Path) -> None:
     """``source``'s bytes to ``destination``, written as every other file is (shutil.copyfile
     would write through a link planted at ``destination``)."""

@@ -13,6 +13,8 @@ from conftest import REPO, run_folders
 from dltrain.config import (
     CVSettings,
     LoggerSettings,
+    MlflowSettings,
+    TensorBoardSettings,
     TrainerSettings,
     apply_overrides,
     compose,
@@ -34,7 +36,7 @@ REFUSED = {
     "trainer.patience=3": "did you mean trainer.early_stopping.patience?",
     "+trainer.early_stopping.foo=1": "its settings are: early_stopping.patience, early_stopping.min_delta.",
     "+cv.foo=1": "cv=default has no setting 'foo'; its settings are: strategy, shuffle, seed, repeats,",
-    "+logger.foo=1": "logger=tensorboard has no setting 'foo'; its settings are: log_every_n_steps,",
+    "+logger.foo=1": "logger=tensorboard has no setting 'foo'; its settings are: tensorboard.log_every_n_steps,",
     "+foo=1": "There is no top-level setting 'foo'; the top-level settings are resume, k and the groups",
     "+modle.depth=3": "There is no top-level setting 'modle'; did you mean model?",
     "+model.depth=3": "model=mlp has no setting 'depth'; its settings are: hidden_sizes, activation,",
@@ -90,7 +92,7 @@ def test_a_config_lacking_keys_reads_as_one_with_every_default():
 def test_each_default_lives_in_one_place():
     """The settings dataclasses carry no default of their own: each comes from the YAML of the
     option config.yaml selects, and the reader has no fallback for a key the YAML defines."""
-    for cls in (TrainerSettings, LoggerSettings, CVSettings):
+    for cls in (TrainerSettings, LoggerSettings, TensorBoardSettings, MlflowSettings, CVSettings):
         for item in dataclasses.fields(cls):
             assert item.default is dataclasses.MISSING, f"{cls.__name__}.{item.name} has a literal default"
     trainer_yaml = option_settings("trainer", "default")
@@ -100,12 +102,15 @@ def test_each_default_lives_in_one_place():
     assert CVSettings(strategy="repeated").repeats == option_settings("cv", "default")["repeats"]
     assert CVSettings().repeats == 1  # repeats applies to strategy=repeated only
     # Every rule's key is defined by the YAML of the options it applies to, nowhere else.
-    every_option = {"trainer": group_options("trainer"), "logger": ["tensorboard"], "cv": group_options("cv"),
+    every_option = {"trainer": group_options("trainer"), "logger": ["tensorboard", "mlflow"], "cv": group_options("cv"),
                     "data": group_options("data"), "optimizer": group_options("optimizer")}
     for group, options in every_option.items():
         for option in options:
             settings = option_settings(group, option)
-            for rule in RULES[group]:
+            # a logger's settings are under its own name: logger.tensorboard.graph, logger.mlflow.experiment
+            rules = [r for r in RULES[group] if group != "logger" or r.key.startswith(f"{option}.")]
+            assert rules, f"{group}={option}"
+            for rule in rules:
                 node = settings
                 for part in rule.key.split("."):
                     assert part in node, f"{group}={option} does not define {rule.key}"

@@ -96,7 +96,7 @@ def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
     common = ["data=diabetes", "k=2", "model=mlp", "model.hidden_sizes=[8]", "model.dropout=0",
               "optimizer=sgd", "optimizer.momentum=0.9", "optimizer.lr=0.05", "scheduler=onecycle",
               "trainer.grad_clip=0.05", "trainer.epochs=2", "trainer.progress=false"]
-    result = cli("cv", *common, "cv.vectorize=true", "logger.log_every_n_steps=3", "logger.figures=false",
+    result = cli("cv", *common, "cv.vectorize=true", "logger.tensorboard.log_every_n_steps=3", "logger.tensorboard.figures=false",
                  "hydra.run.dir=outputs/true")
     assert result.exit_code == 0, result.output
     result = cli("cv", *common, "cv.vectorize=false", "logger=none", "hydra.run.dir=outputs/false")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dltrain.errors import DltrainError
-from dltrain.files import (RunLock, copy_file, locked_by_someone, remove_links, remove_orphan_temporaries,
-                           write_atomic, write_json)
+from dltrain.files import (RunLock, append_text, copy_file, locked_by_someone, remove_links,
+                           remove_orphan_temporaries, write_atomic, write_json)
 
 
 def test_write_atomic_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
@@ -22,6 +22,25 @@ def test_write_atomic_replaces_a_symlink_instead_of_writing_through_it(tmp_path)
     write_atomic(link, "a,b\n1,2\n")
     assert target.read_text() == "precious"
     assert not link.is_symlink() and link.read_text() == "a,b\n1,2\n"
+
+
+def test_append_text_adds_to_a_plain_file_only_and_never_through_a_link(tmp_path):
+    path = tmp_path / "metrics.csv"
+    assert not append_text(path, "a\n") and not path.exists()  # nothing to add to: the caller writes it
+    path.write_text("a\n")
+    assert append_text(path, "1\n") and path.read_text() == "a\n1\n"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    path.unlink()
+    path.symlink_to(outside)
+    assert not append_text(path, "2\n")
+    path.unlink()
+    os.link(outside, path)  # a second name of another file
+    assert not append_text(path, "2\n")
+    path.unlink()
+    os.mkfifo(path)  # a pipe nobody reads: opening it to write would block
+    assert not append_text(path, "2\n")
+    assert outside.read_text() == "precious\n"
 
 
 def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary(tmp_path):

@@ -58,7 +58,7 @@ def test_fit_logs_grouped_curves_whose_values_are_metrics_json(cli):
     from tensorboard.plugins.hparams import api_pb2
 
     result = cli("fit", "data=iris", "trainer.epochs=3", "data.batch_size=16",
-                 "logger.log_every_n_steps=4", *FAST)
+                 "logger.tensorboard.log_every_n_steps=4", *FAST)
     assert result.exit_code == 0, result.output
     (run_dir,) = run_folders()
     metrics = read_metrics(run_dir)
@@ -103,8 +103,8 @@ def test_fit_logs_grouped_curves_whose_values_are_metrics_json(cli):
 @pytest.mark.slow
 def test_image_run_logs_sample_grid_graph_histograms_confusion_and_worst_misclassified(cli):
     result = cli("fit", "data=digits_images", "model=cnn", "model.channels=[4]", "trainer.epochs=2",
-                 "data.val_fraction=0.5", "logger.graph=true", "logger.histograms_every_n_epochs=2",
-                 "logger.max_images=8", *FAST)
+                 "data.val_fraction=0.5", "logger.tensorboard.graph=true",
+                 "logger.tensorboard.histograms_every_n_epochs=2", "logger.tensorboard.max_images=8", *FAST)
     assert result.exit_code == 0, result.output
     (run_dir,) = run_folders()
     board = events(run_dir)
@@ -188,12 +188,12 @@ def test_logger_settings_are_validated_in_one_sentence(cli):
 
     from dltrain.cli import app
 
-    result = CliRunner().invoke(app, ["fit", "logger.log_every_n_steps=-1"])
+    result = CliRunner().invoke(app, ["fit", "logger.tensorboard.log_every_n_steps=-1"])
     assert result.exit_code == 2
-    assert "logger.log_every_n_steps must be at least 0, got -1." in result.output
+    assert "logger.tensorboard.log_every_n_steps must be at least 0, got -1." in result.output
     result = CliRunner().invoke(app, ["fit", "logger=wandb"])
     assert result.exit_code == 2
-    assert "Unknown logger 'wandb'; valid options are: none, tensorboard." in result.output
+    assert "Unknown logger 'wandb'; valid options are: csv, mlflow, none, tensorboard." in result.output
 
 
 def _get_json(url: str):

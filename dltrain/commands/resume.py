@@ -11,14 +11,15 @@ import os
 from pathlib import Path
 
 from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings
+from dltrain.config.settings import default_setting
 from dltrain.console import console
 from dltrain.errors import DltrainError
 from dltrain.files import locked_by_someone, read_json_object
 from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.optim import SCHEDULERS
 
-# What a resume may change: each key and every key under it (``logger``: the group's option and
-# its settings). Everything else is what the run was trained with.
+# What a resume may change: each key and every key under it (``logger``: the loggers chosen and
+# their settings). Everything else is what the run was trained with.
 RESUMABLE = (
     "trainer.epochs",  # more epochs (a finished run trains on), never fewer than trained
     "trainer.early_stopping.patience",
@@ -160,11 +161,14 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     except DltrainError as error:
         raise DltrainError(f"resume={target}: the saved config {str(saved)!r} is not one dltrain can run "
                            f"({str(error).rstrip('.')}).") from None
+    keys = []
     for override in parse_overrides(overrides):
         key = override.key_or_group
+        keys.append(key)
         if override.package or not any(key == k or key.startswith(f"{k}.") for k in RESUMABLE):
             raise DltrainError(f"resume={target} cannot change {key} (a resumed run keeps what it was "
                                f"trained with; only {allowed_keys()} may change); start a new run to change it.")
+    _own_tracking_uri(cfg, keys)
     cfg = apply_overrides(cfg, overrides)
     after = _validated(cfg, cv)
     epochs = after.trainer.epochs
@@ -175,6 +179,23 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     with open_dict(cfg):
         cfg["resume"] = str(folder)
     return cfg
+
+
+def _own_tracking_uri(cfg, keys: list[str]) -> None:
+    """MLflow writes wherever logger.mlflow.tracking_uri points, outside the run folder, so a saved
+    one is the folder's word only: a resume logs to the default URI, or to the one it is given."""
+    from omegaconf import OmegaConf
+    from rich.markup import escape
+
+    saved = OmegaConf.select(cfg, "logger.mlflow.tracking_uri", default=None)
+    default = default_setting("logger", "mlflow.tracking_uri")
+    if saved is None or saved == default:
+        return
+    cfg.logger.mlflow.tracking_uri = default
+    if not {"logger", "logger.mlflow", "logger.mlflow.tracking_uri"} & set(keys):
+        console.print(f"[yellow]note:[/yellow] resume logs to MLflow at {default}, not at the saved "
+                      f"{escape(str(saved))} (a run folder does not choose where dltrain writes outside it); "
+                      f"give logger.mlflow.tracking_uri=URI to log there.")
 
 
 def _validated(cfg, cv: bool):

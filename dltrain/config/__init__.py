@@ -19,9 +19,11 @@ from dltrain.config.settings import (
     CVSettings,
     DataSettings,
     LoggerSettings,
+    MlflowSettings,
     NamedSettings,
     OptimizerSettings,
     Settings,
+    TensorBoardSettings,
     TrainerSettings,
     read_cv_settings,
     read_logger_settings,
@@ -30,7 +32,8 @@ from dltrain.config.settings import (
 
 __all__ = [
     "CV_STRATEGIES", "CVSettings", "DataSettings", "GROUPS", "GROUP_TITLES", "LoggerSettings",
-    "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TrainerSettings", "VERSION_BASE",
+    "MlflowSettings", "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TensorBoardSettings",
+    "TrainerSettings", "VERSION_BASE",
     "check_overrides", "compose", "compose_with_hydra", "config_dir", "explain_hydra_error", "group_options",
     "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings",
     "read_logger_settings", "read_settings", "apply_overrides", "to_yaml",

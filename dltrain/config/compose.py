@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from dltrain.config.explain import explain_hydra_error
-from dltrain.config.groups import GROUPS, config_dir, group_options, option_settings
+from dltrain.config.groups import (GROUPS, MULTI_GROUPS, config_dir, group_options, option_settings,
+                                   options_settings)
 from dltrain.config.settings import read_settings, with_defaults
 from dltrain.errors import DltrainError
 
@@ -37,18 +38,28 @@ def check_overrides(overrides: list[str]) -> None:
         group = override.key_or_group
         if group not in GROUPS or override.is_delete() or override.package:
             continue
-        if override.is_sweep_override():
-            values = [str(v) for v in override.sweep_iterator()]
-        else:
-            values = [override.value()]
-        options = group_options(group)
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
             if value is None and group == "recipe":
                 continue
-            if str(value) not in options:
-                raise DltrainError(
-                    f"Unknown {group} '{value}'; valid options are: {', '.join(options)}."
-                )
+            chosen_options(group, value, override.input_line)
+
+
+def chosen_options(group: str, value, word: str) -> list[str]:
+    """The options an override's value chooses of a group (several, as a list, for MULTI_GROUPS:
+    logger=[tensorboard,csv]), or one sentence for one that is not an option."""
+    options = group_options(group)
+    if isinstance(value, list) and group not in MULTI_GROUPS:
+        raise DltrainError(f"'{word}' chooses several {group} options, but a run has one {group}; "
+                           f"to train each in turn, sweep them with -m: {group}={','.join(map(str, value))}.")
+    if isinstance(value, list) and not value:
+        raise DltrainError(f"'{word}' chooses no {group}; choose none with {group}=none, or one or more "
+                           f"of: {', '.join(options)}.")
+    chosen = [str(item) for item in (value if isinstance(value, list) else [value])]
+    for option in chosen:
+        if option not in options:
+            raise DltrainError(f"Unknown {group} '{option}'; valid options are: {', '.join(options)}.")
+    return chosen
 
 
 def compose(overrides: list[str], *, validate: bool = True):
@@ -124,11 +135,9 @@ def apply_overrides(cfg, overrides: list[str]):
             if override.is_delete():
                 _delete(cfg, key)
             elif key in GROUPS:
-                option = override.value()
-                if str(option) not in group_options(key):
-                    raise DltrainError(f"Unknown {key} '{option}'; valid options are: "
-                                       f"{', '.join(group_options(key))}.")
-                cfg[key] = option_settings(key, str(option))
+                chosen = chosen_options(key, override.value(), word)
+                cfg[key] = (options_settings(key, chosen) if key in MULTI_GROUPS
+                            else option_settings(key, chosen[0]))
             else:
                 OmegaConf.update(cfg, key, override.value(), force_add=True)
     return with_defaults(cfg)

@@ -6,7 +6,15 @@ from __future__ import annotations
 import difflib
 import re
 
-from dltrain.config.groups import SETTING_GROUPS, default_choices, group_options, option_settings, top_level_settings
+from dltrain.config.groups import (
+    MULTI_GROUPS,
+    SETTING_GROUPS,
+    default_choices,
+    group_options,
+    option_settings,
+    options_settings,
+    top_level_settings,
+)
 from dltrain.models.custom import CUSTOM
 
 _PLUGINS = {  # hydra/<group>=<option> -> the pip command that installs the plugin holding it
@@ -104,7 +112,9 @@ def unknown_setting(group: str | None, option: str | None, key: str, settings: d
     head = f"{group}={option} has no setting '{key}'"
     if match:
         return f"{head}; did you mean {group}.{match}?"
-    return f"{head}; its settings are: {', '.join(_level(settings, key)) or 'none'}."
+    # The top of a group of several options holds only their names: list the settings under them.
+    names = _leaves(settings) if group in MULTI_GROUPS and "." not in key else _level(settings, key)
+    return f"{head}; its settings are: {', '.join(names) or 'none'}."
 
 
 def no_such_setting(key: str, verb: str, cfg=None) -> str:
@@ -114,6 +124,18 @@ def no_such_setting(key: str, verb: str, cfg=None) -> str:
     group, _, rest = key.partition(".")
     if group == "hydra":
         return f"{head}."
+    if group in MULTI_GROUPS and rest:
+        chosen = _options(cfg, group)
+        option = rest.partition(".")[0]
+        if option in group_options(group) and option not in chosen:
+            together = ",".join([*chosen, option])
+            return (f"{head}: {group}.{option} settings apply when {option} is among the {group} options "
+                    f"chosen; choose it too, as in {group}=[{together}].")
+        settings = options_settings(group, chosen)
+        match = did_you_mean(rest, _leaves(settings))
+        if match:
+            return f"{head}; did you mean {group}.{match}?"
+        return f"{head}; the settings of the {group} options chosen are: {', '.join(_leaves(settings)) or 'none'}."
     if group in SETTING_GROUPS and rest:
         option = _option(cfg, group)
         if (group, option) == ("model", CUSTOM) and verb == "override":
@@ -130,6 +152,17 @@ def no_such_setting(key: str, verb: str, cfg=None) -> str:
     if match:
         return f"{head}; did you mean {match}?"
     return f"{head}; the top-level settings are {', '.join(top)} and the groups {', '.join(SETTING_GROUPS)}."
+
+
+def _options(cfg, group: str) -> list[str]:
+    """The options cfg holds for a group of which several can be chosen, else config.yaml's default."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, group, default=None) if cfg is not None else None
+    if not OmegaConf.is_dict(node):
+        default = default_choices()[group]
+        return list(default) if isinstance(default, (list, tuple)) else [default]
+    return [str(key) for key in node.keys() if key in group_options(group)]
 
 
 def _option(cfg, group: str) -> str:

@@ -10,6 +10,10 @@ from pathlib import Path
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
           "recipe")
 SETTING_GROUPS = tuple(group for group in GROUPS if group != "recipe")  # a recipe only sets the others
+# Groups of which several options can be chosen at once (logger=[tensorboard,csv], Hydra's list of
+# options): each option keeps its settings under its own name (logger.tensorboard.graph), and the
+# options chosen are the names the group's node holds (logger=none: an empty node).
+MULTI_GROUPS = ("logger",)
 GROUP_TITLES = {
     "data": "datasets",
     "model": "models",
@@ -18,7 +22,7 @@ GROUP_TITLES = {
     "scheduler": "learning-rate schedulers",
     "regularization": "regularization",
     "trainer": "trainer presets",
-    "logger": "TensorBoard logging (logger=none turns it off)",
+    "logger": "loggers (several at once: logger=[tensorboard,csv]; logger=none: none)",
     "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
     "recipe": "recipes (complete presets)",
 }
@@ -75,6 +79,14 @@ def _option_settings(group: str, option: str) -> dict:
     for entry in entries:
         settings = merged(settings, own if entry == "_self_" else _option_settings(group, entry))
     return settings
+
+
+def options_settings(group: str, options) -> dict:
+    """The settings of several options of a group chosen at once (MULTI_GROUPS), merged."""
+    settings: dict = {}
+    for option in options:
+        settings = merged(settings, _option_settings(group, option))
+    return copy.deepcopy(settings)
 
 
 def merged(base: dict, top: dict) -> dict:

@@ -17,10 +17,12 @@ from typing import Any
 from dltrain.checks import _first_line, value
 from dltrain.config.explain import unknown_setting
 from dltrain.config.groups import (
+    MULTI_GROUPS,
     SETTING_GROUPS,
     default_choices,
     group_options,
     option_settings,
+    options_settings,
     top_level_settings,
 )
 from dltrain.errors import DltrainError
@@ -97,12 +99,17 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("weight_decay", float, minimum=0),
         Rule("l1", float, minimum=0),
     ),
-    "logger": (
-        Rule("log_every_n_steps", int, minimum=0),
-        Rule("graph", bool),
-        Rule("histograms_every_n_epochs", int, minimum=0),
-        Rule("figures", bool),
-        Rule("max_images", int, minimum=1),
+    "logger": (  # each logger's settings under its own name (config/groups.py MULTI_GROUPS)
+        Rule("tensorboard.log_every_n_steps", int, minimum=0),
+        Rule("tensorboard.graph", bool),
+        Rule("tensorboard.histograms_every_n_epochs", int, minimum=0),
+        Rule("tensorboard.figures", bool),
+        Rule("tensorboard.max_images", int, minimum=1),
+        Rule("mlflow.tracking_uri", str, pattern=r"\S+",
+             message="{key} must be a tracking URI such as sqlite:///outputs/mlflow.db; got {raw!r}."),
+        Rule("mlflow.experiment", str, pattern=r".*\S.*",
+             message="{key} must name an MLflow experiment; got {raw!r}."),
+        Rule("mlflow.checkpoint", bool),
     ),
     "cv": (
         Rule("strategy", str, choices=CV_STRATEGIES),
@@ -184,7 +191,9 @@ def default_setting(group: str, key: str) -> Any:
     rule = next(rule for rule in RULES[group] if rule.key == key)
     if not group:
         return check(OmegaConf.create(top_level_settings()), key, rule)
-    settings = option_settings(group, default_choices()[group])
+    # An option of a group chosen several at once holds its settings under its own name.
+    option = key.split(".", 1)[0] if group in MULTI_GROUPS else default_choices()[group]
+    settings = option_settings(group, option)
     return check(OmegaConf.create({group: settings}), f"{group}.{key}", rule)
 
 
@@ -243,19 +252,49 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
-class LoggerSettings:
-    """What lands in TensorBoard (``name`` none writes nothing)."""
+class TensorBoardSettings:
+    """What lands in a run's TensorBoard events (logger=tensorboard)."""
 
-    name: str = field(default_factory=lambda: default_choices()["logger"])
-    log_every_n_steps: int = _default("logger", "log_every_n_steps")
-    graph: bool = _default("logger", "graph")
-    histograms_every_n_epochs: int = _default("logger", "histograms_every_n_epochs")
-    figures: bool = _default("logger", "figures")
-    max_images: int = _default("logger", "max_images")
+    log_every_n_steps: int = _default("logger", "tensorboard.log_every_n_steps")
+    graph: bool = _default("logger", "tensorboard.graph")
+    histograms_every_n_epochs: int = _default("logger", "tensorboard.histograms_every_n_epochs")
+    figures: bool = _default("logger", "tensorboard.figures")
+    max_images: int = _default("logger", "tensorboard.max_images")
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Where a run's MLflow run goes (logger=mlflow)."""
+
+    tracking_uri: str = _default("logger", "mlflow.tracking_uri")
+    experiment: str = _default("logger", "mlflow.experiment")
+    checkpoint: bool = _default("logger", "mlflow.checkpoint")  # best.pt as an artifact
+
+
+def _chosen_by_default(logger: str) -> bool:
+    return logger in _as_list(default_choices()["logger"])
+
+
+def _as_list(choice) -> list:
+    return list(choice) if isinstance(choice, (list, tuple)) else [choice]
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    """The loggers a run reports to, each with its settings (None or False: not chosen; all of
+    them so with logger=none). The defaults: config.yaml's choice."""
+
+    tensorboard: TensorBoardSettings | None = field(
+        default_factory=lambda: TensorBoardSettings() if _chosen_by_default("tensorboard") else None)
+    csv: bool = field(default_factory=lambda: _chosen_by_default("csv"))  # metrics.csv in the run folder
+    mlflow: MlflowSettings | None = field(
+        default_factory=lambda: MlflowSettings() if _chosen_by_default("mlflow") else None)
 
     @property
-    def enabled(self) -> bool:
-        return self.name != "none"
+    def names(self) -> tuple[str, ...]:
+        """The loggers chosen, by their option names."""
+        return tuple(name for name, chosen in (("tensorboard", self.tensorboard), ("csv", self.csv),
+                                               ("mlflow", self.mlflow)) if chosen)
 
 
 @dataclass(frozen=True)
@@ -312,6 +351,48 @@ def selected_option(cfg, group: str) -> str:
     return name
 
 
+def selected_options(cfg, group: str) -> list[str]:
+    """The options chosen of a group of which several can be (MULTI_GROUPS): the names its node
+    holds (none for logger=none), or config.yaml's default for a group the config lacks. A name
+    that is no option is not one of them: check_keys refuses it."""
+    from omegaconf import OmegaConf
+
+    node = cfg._get_node(group) if group in cfg.keys() else None
+    if node is None or node._is_none() or not OmegaConf.is_dict(node):
+        return _as_list(default_choices()[group])
+    options = group_options(group)
+    return [str(key) for key in node.keys() if key in options]
+
+
+def option_label(cfg, group: str) -> str:
+    """The option a group holds as the shell chooses it: mlp, none, [tensorboard,csv]."""
+    if group not in MULTI_GROUPS:
+        return selected_option(cfg, group)
+    chosen = selected_options(cfg, group)
+    return "none" if not chosen else chosen[0] if len(chosen) == 1 else f"[{','.join(chosen)}]"
+
+
+def _group_settings(cfg, group: str) -> dict:
+    """The settings the option(s) a group holds define, with their defaults."""
+    if group in MULTI_GROUPS:
+        return options_settings(group, selected_options(cfg, group))
+    return option_settings(group, selected_option(cfg, group))
+
+
+def _older_logger(cfg) -> None:
+    """A config saved before loggers could be combined (a run folder's .hydra/config.yaml, a
+    checkpoint's config) named its one logger with ``logger.name`` beside that logger's settings;
+    today each chosen logger holds its settings under its own name (``logger.tensorboard``)."""
+    from omegaconf import OmegaConf
+
+    node = cfg._get_node("logger") if "logger" in cfg.keys() else None
+    if node is None or not OmegaConf.is_dict(node) or not isinstance(node.get("name"), str):
+        return
+    settings = OmegaConf.to_container(node, resolve=False)
+    name = settings.pop("name")
+    cfg["logger"] = {} if name == "none" else {name: settings}
+
+
 def with_defaults(cfg):
     """A copy of cfg with every setting its options define that it lacks (one deleted with
     ``~key``) back at the option's default; one sentence for a group that is not a group."""
@@ -320,8 +401,9 @@ def with_defaults(cfg):
     cfg = copy.deepcopy(cfg)
     with read_write(cfg), open_dict(cfg):
         _fill(cfg, top_level_settings())
+        _older_logger(cfg)
         for group in SETTING_GROUPS:
-            settings = option_settings(group, selected_option(cfg, group))
+            settings = _group_settings(cfg, group)
             if group not in cfg.keys() or cfg._get_node(group)._is_none():
                 cfg[group] = settings
                 continue
@@ -355,20 +437,20 @@ def check_keys(cfg) -> None:
     for group in SETTING_GROUPS:
         node = cfg._get_node(group)
         if OmegaConf.is_dict(node):
-            option = selected_option(cfg, group)
-            if (group, option) == ("model", CUSTOM):
+            if group == "model" and selected_option(cfg, group) == CUSTOM:
                 continue  # its keys are its class's arguments, checked against its signature (_model)
-            _check_node(node, option_settings(group, option), group, option, "")
+            settings = _group_settings(cfg, group)
+            _check_node(node, settings, group, option_label(cfg, group), "", settings)
 
 
-def _check_node(node, settings: dict, group: str, option: str, prefix: str) -> None:
+def _check_node(node, settings: dict, group: str, option: str, prefix: str, whole: dict) -> None:
     from omegaconf import OmegaConf
 
     for key in node.keys():
         if key not in settings:
-            raise DltrainError(unknown_setting(group, option, f"{prefix}{key}", option_settings(group, option)))
+            raise DltrainError(unknown_setting(group, option, f"{prefix}{key}", whole))
         if isinstance(settings[key], dict) and OmegaConf.is_dict(node._get_node(key)):
-            _check_node(node._get_node(key), settings[key], group, option, f"{prefix}{key}.")
+            _check_node(node._get_node(key), settings[key], group, option, f"{prefix}{key}.", whole)
 
 
 def checked(cfg):
@@ -440,7 +522,17 @@ def read_logger_settings(cfg) -> LoggerSettings:
 
 
 def _logger(cfg) -> LoggerSettings:
-    return LoggerSettings(name=selected_option(cfg, "logger"), **_read(cfg, "logger"))
+    chosen = selected_options(cfg, "logger")
+
+    def settings_of(logger: str) -> dict[str, Any]:
+        return {rule.field: check(cfg, f"logger.{rule.key}", rule) for rule in RULES["logger"]
+                if rule.key.startswith(f"{logger}.")}
+
+    return LoggerSettings(
+        tensorboard=TensorBoardSettings(**settings_of("tensorboard")) if "tensorboard" in chosen else None,
+        csv="csv" in chosen,
+        mlflow=MlflowSettings(**settings_of("mlflow")) if "mlflow" in chosen else None,
+    )
 
 
 def read_cv_settings(cfg) -> CVSettings:

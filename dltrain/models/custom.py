@@ -134,7 +134,7 @@ def _import_one(name: str, target: str, foreign: tuple[Path, ...]) -> None:
     if spec is None:
         cwd = os.getcwd()
         where = (f"the working directory ({cwd})" if not any(_within(cwd, f) for f in foreign) else
-                 f"the working directory, which is inside the run folder being read and so not searched")
+                 "the working directory, which is inside the run folder being read and so not searched")
         raise DltrainError(f"model._target_={target}: there is no module {name} in the installed "
                            f"packages or {where}.")
     places = [spec.origin] if spec.origin and spec.has_location else []

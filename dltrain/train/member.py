@@ -40,7 +40,7 @@ class Member:
     parts: object  # Parts from build(): objective, model, optimizer, regularizer, schedule
     stopping: EarlyStopping
     folder: object = None  # RunFolder
-    logger: object = None  # RunLogger (or None)
+    logger: object = None  # Loggers (train/loggers.py), or None
     rows: list = field(default_factory=list)
     callbacks: list = field(default_factory=list)  # called (epoch, row) at every epoch's end
     cursor: dict | None = None  # position inside an interrupted epoch, for an exact resume

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dltrain.console import EpochProgress, console, fmt
@@ -16,10 +16,13 @@ from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.build import build
 from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
+from dltrain.train.csv_logger import CsvLogger
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import StopRequested, Trainer, batch_count, requested_stop, stop_on_signals
+from dltrain.train.loggers import Loggers
 from dltrain.train.member import Member
 from dltrain.train.metrics import METRICS, monitor_mode
+from dltrain.train.mlflow_logger import MlflowLogger
 from dltrain.train.rundir import RunFolder
 from dltrain.train.stopping import EarlyStopping
 from dltrain.train.tensorboard import RunLogger
@@ -66,10 +69,24 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
         record={"task": data.spec.task, "monitor": monitor, "mode": mode, "model": settings.model.name,
                 "data": settings.data.name, **(record or {})},
         every_seconds=trainer.checkpoint_every_seconds, writes=main, resumed=preprocessor is not None)
-    logger = RunLogger(settings.logger if main else replace(settings.logger, name="none"), folder, cfg,
-                       data.spec, monitor=monitor, seed=seed, out=out, outcome_figure=outcome_figure)
+    logger = open_loggers(settings.logger, folder, cfg, data.spec, monitor=monitor, seed=seed, out=out,
+                          outcome_figure=outcome_figure) if main else Loggers([])
     stopping = EarlyStopping(monitor, mode, trainer.patience, trainer.min_delta)
     return Member(label, seed, data, parts, stopping, folder=run_folder, logger=logger)
+
+
+def open_loggers(settings, folder: Path, cfg, spec, *, monitor: str, seed: int, out=console,
+                 outcome_figure: bool = True) -> Loggers:
+    """The loggers ``settings`` (LoggerSettings) chooses, for a run in ``folder``, as one."""
+    loggers = []
+    if settings.tensorboard is not None:
+        loggers.append(RunLogger(settings.tensorboard, folder, cfg, spec, monitor=monitor, seed=seed, out=out,
+                                 outcome_figure=outcome_figure))
+    if settings.csv:
+        loggers.append(CsvLogger(folder))
+    if settings.mlflow is not None:
+        loggers.append(MlflowLogger(settings.mlflow, folder, cfg, seed=seed, out=out))
+    return Loggers(loggers)
 
 
 def for_inference(parts, trainer_settings, device) -> Member:
@@ -103,15 +120,15 @@ def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first
     members = trainer.members
     for m in members:
         m.folder.open(m)
-        if m.logger is not None:
-            m.logger.start(m.model, m.optimizer, m.data, trainer.device, first_epoch=first_epoch)
     with ExitStack() as stack:
         trainer.progress = stack.enter_context(EpochProgress(progress, out))
         stack.enter_context(stop_on_signals(trainer))
-        for m in members:
-            if m.logger is not None:
-                stack.enter_context(m.logger)
         try:
+            for m in members:  # a logger that cannot start (an MLflow server out of reach) fails the run
+                if m.logger is not None:
+                    stack.enter_context(m.logger)
+                    m.logger.start(m.model, m.optimizer, m.data, trainer.device, first_epoch=first_epoch,
+                                   history=list(m.rows))
             trainer.fit()
         except DltrainError as error:
             for m in members:

@@ -5,8 +5,8 @@ cross-validation. (The server behind ``dltrain tb`` is dltrain/commands/tb.py.)
 Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<metric>/val``,
 ``lr``, ``time/epoch_seconds``, ``throughput/samples_per_second``; at the last epoch
 ``loss/test`` and ``<metric>/test`` (best model, when the data has a test split) and
-``best/<monitor>``. With ``logger.log_every_n_steps`` also ``step/loss_train`` and ``step/lr``,
-one point per N optimizer steps (written in batches, see ``RunLogger.step``)."""
+``best/<monitor>``. With ``logger.tensorboard.log_every_n_steps`` also ``step/loss_train`` and
+``step/lr``, one point per N optimizer steps (written in batches, see ``RunLogger.step``)."""
 
 from __future__ import annotations
 
@@ -118,16 +118,12 @@ class _Writer:
             self.summary.close()
 
 
-# Exceptions that mean the user stopped the run (Ctrl-C, SIGTERM), not that it failed.
-_INTERRUPTIONS = ("KeyboardInterrupt", "StopRequested", "RunInterrupted")
-
-
 class RunLogger:
-    """Everything one run (or one fold) writes to TensorBoard, in its run folder. With
-    ``logger=none`` every method returns at once and TensorBoard is never imported.
+    """Everything one run (or one fold) writes to TensorBoard, in its run folder (logger=tensorboard;
+    ``settings``: TensorBoardSettings), one of the loggers of loggers.py.
 
-    ``with logger:`` around training ends the HParams session as failed or interrupted when
-    training raises; ``finish`` ends it as finished after the last figures."""
+    ``close`` ends the HParams session as failed or interrupted when training raises; ``finish``
+    ends it as finished after the last figures."""
 
     def __init__(self, settings, run_dir: Path, cfg, spec, *, monitor: str, seed: int, out=console,
                  outcome_figure: bool = True):
@@ -135,7 +131,6 @@ class RunLogger:
         # The end's confusion matrix or predicted-vs-true figure; the folds of a cross-validation
         # leave it to the out-of-fold figure of its cv_mean run (one drawing instead of k).
         self.outcome_figure = outcome_figure
-        self.enabled = settings.enabled
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.spec = spec
@@ -151,12 +146,11 @@ class RunLogger:
 
     # ------------------------------------------------------------------ start
 
-    def start(self, model, optimizer, data, device, first_epoch: int = 1) -> None:
+    def start(self, model, optimizer, data, device, first_epoch: int = 1, history=()) -> None:
         """Open the events file; write the config, the HParams session, and (once) the graph
         and the sample images. A resumed run (``first_epoch`` > 1) hides the events a killed
-        run logged past its checkpoint, so every curve goes on without a doubled stretch."""
-        if not self.enabled:
-            return
+        run logged past its checkpoint, so every curve goes on without a doubled stretch (its
+        ``history`` is in the events file already)."""
         from omegaconf import OmegaConf
 
         self.model, self.optimizer = model, optimizer
@@ -205,11 +199,9 @@ class RunLogger:
 
     @property
     def step_every(self) -> int:
-        return self.settings.log_every_n_steps if self.enabled else 0
+        return self.settings.log_every_n_steps
 
     def epoch_end(self, epoch: int, row: dict) -> None:
-        if not self.enabled:
-            return
         self._write_steps()
         tags = scalar_tags(row)
         if row.get("seconds"):
@@ -225,7 +217,7 @@ class RunLogger:
     def flush(self) -> None:
         """Put what is logged so far on disk (called whenever a checkpoint is written, so that a
         run killed later resumes with its curves intact up to that checkpoint)."""
-        if self.enabled and self.writer is not None:
+        if self.writer is not None:
             self._write_steps()
             self.writer.summary.flush()
 
@@ -248,22 +240,11 @@ class RunLogger:
             self._steps.clear()
         self._steps_written = time.monotonic()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if kind is not None:
-            interrupted = any(c.__name__ in _INTERRUPTIONS for c in kind.__mro__)
-            self.close("interrupted" if interrupted else "failed")
-        return False
-
     # ------------------------------------------------------------------ the end
 
     def finish(self, result, data, member) -> None:
         """Test metrics and the best value at the last epoch, the end-of-run figures, the
         session's end; then close the events file."""
-        if not self.enabled:
-            return
         try:
             last = result.epochs_run
             tags = scalar_tags({f"test_{k}": v for k, v in (result.test or {}).items()})
@@ -342,9 +323,9 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path, outcome=N
     that reached it, under the same tags as the folds (so the mean curve overlays them), an
     HParams session of its own, and (``outcome``: task, scores, truth, class names of the
     out-of-fold predictions) the confusion matrix or predicted-vs-true figure of every row
-    predicted by the model that did not train on it. Returns its folder (None with logger=none
-    or one fold)."""
-    if not settings.logger.enabled or len(fold_dirs) < 2:
+    predicted by the model that did not train on it. Returns its folder (None without
+    logger=tensorboard, or for one fold)."""
+    if settings.logger.tensorboard is None or len(fold_dirs) < 2:
         return None
     histories = [_history(Path(f) / "metrics.json") for f in fold_dirs]
     folder = Path(run_dir) / CV_MEAN
@@ -364,7 +345,7 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path, outcome=N
             tags = scalar_tags(mean)
             tags["cv/folds"] = len(rows)
             writer.scalars(tags, epoch)
-        if outcome is not None and settings.logger.figures:
+        if outcome is not None and settings.logger.tensorboard.figures:
             from dltrain.train import figures
 
             task, scores, truth, class_names = outcome
