@@ -7,11 +7,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from dltrain.config import read_settings
+from dltrain.config import read_settings, upgrade_saved
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
+from dltrain.data.target import TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
 from dltrain.train.build import Parts, build
@@ -48,7 +49,7 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
     state = load_checkpoint(checkpoint)
     if not isinstance(state, dict) or not {"model", "config", "spec"} <= set(state):
         raise DltrainError(f"The checkpoint {str(checkpoint)!r} is not a dltrain checkpoint (it lacks model, config or spec).")
-    cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
+    cfg = apply_overrides(OmegaConf.create(upgrade_saved(state["config"])), overrides)
     settings = read_settings(cfg)
     spec_fields = dict(state["spec"])
     for key in ("input_shape", "class_names", "feature_names"):
@@ -80,11 +81,11 @@ def apply_overrides(cfg, overrides: list[str]):
 
 
 def _encoded_targets(targets, class_names, spec):
-    """Targets in the trained model's class indices (standardized as in training for regression)."""
+    """Targets in the trained model's class indices (transformed as in training for regression)."""
     import numpy as np
 
     if spec.task == "regression":
-        return (np.asarray(targets, dtype=np.float64) - spec.target_mean) / spec.target_std
+        return TargetTransform.of(spec).encode(targets)
     if tuple(class_names) == tuple(spec.class_names):
         return np.asarray(targets)
     unknown = [c for c in class_names if c not in spec.class_names]

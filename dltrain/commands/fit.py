@@ -16,7 +16,7 @@ from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_l
 from dltrain.config import compose, read_settings
 from dltrain.console import EpochTable, console
 from dltrain.data import load_source
-from dltrain.data.preprocessing import load_preprocessing
+from dltrain.data.preprocessing import load_saved
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock
@@ -96,11 +96,12 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
     device = resolve_device(settings.trainer.device)
     device = shard.device(device) if shard is not None else device
-    # A resumed run goes on with the preprocessing it was trained with, never a refitted one.
-    preprocessor = load_preprocessing(resume_from.parent) if resume_from is not None else None
+    # A resumed run goes on with the preprocessing (and target transform) it was trained with,
+    # never refitted ones.
+    preprocessor, target = load_saved(resume_from.parent) if resume_from is not None else (None, None)
     member = open_member(cfg, settings, source, train_index, val_index, run_dir,
                          seed=settings.trainer.seed if seed is None else seed, main=main,
-                         outcome_figure=outcome_figure, preprocessor=preprocessor, out=out)
+                         outcome_figure=outcome_figure, preprocessor=preprocessor, target=target, out=out)
     member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))

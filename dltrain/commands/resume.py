@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings
+from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings, upgrade_saved
 from dltrain.console import console
 from dltrain.errors import DltrainError
 from dltrain.files import locked_by_someone
@@ -150,7 +150,7 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     ``folder``. One sentence for anything else, before anything is written."""
     from omegaconf import OmegaConf, open_dict
 
-    cfg = OmegaConf.create(_read_saved(target, saved))
+    cfg = OmegaConf.create(upgrade_saved(_read_saved(target, saved)))
     with open_dict(cfg):
         cfg["resume"] = None
         if cv and saved.parent.parent != folder:  # a fold's config: the whole cross-validation

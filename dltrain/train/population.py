@@ -44,17 +44,17 @@ class FitResult:
 
 def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, seed: int,
                 label: str = "", record: dict | None = None, main: bool = True, outcome_figure: bool = True,
-                preprocessor=None, out=console) -> Member:
+                preprocessor=None, target=None, out=console) -> Member:
     """A member seeded ``seed`` (initial weights and batch order, the same alone or in a
     population) on rows ``train_index`` of ``source``, validated on ``val_index`` (may be empty),
     writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not;
     ``outcome_figure``: the logger draws the end's confusion matrix or predicted-vs-true figure;
-    ``preprocessor``: the preprocessing a resumed run saved in ``folder``, applied as it is and
-    not written again; None fits it on ``train_index``)."""
+    ``preprocessor``, ``target``: the preprocessing and target transform a resumed run saved in
+    ``folder``, applied as they are and not written again; None fits them on ``train_index``)."""
     from omegaconf import OmegaConf
 
     seed_everything(seed)
-    data = prepare(source, train_index, val_index, preprocessor=preprocessor)
+    data = prepare(source, train_index, val_index, preprocessor=preprocessor, target=target)
     parts = build(settings, data.spec,
                   steps_per_epoch=batch_count(len(data.train), settings.data.batch_size))
     trainer = settings.trainer
@@ -173,7 +173,8 @@ def conclude(member: Member, started: float) -> FitResult:
         run_dir=member.folder.path, task=data.spec.task, monitor=member.monitor,
         best_epoch=stopping.best_epoch, best=stopping.best, final=member.rows[-1], test=test_metrics,
         epochs_run=len(member.rows), stopped_early=stopping.stopped,
-        seconds=time.perf_counter() - started, model_summary=describe() if callable(describe) else None,
+        seconds=time.perf_counter() - started,
+        model_summary=describe(target=data.target) if callable(describe) else None,
         model=model, val_scores=val_scores, test_scores=test_scores,
     )
     if member.logger is not None:

@@ -38,7 +38,7 @@ class RunFolder:
             # The fitted preprocessing travels with the run: eval, predict and resume apply it,
             # never refit it.
             if not self.resumed:
-                save_preprocessing(self.path, member.data.preprocessor)
+                save_preprocessing(self.path, member.data.preprocessor, member.data.target)
             self._write()
 
     def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:

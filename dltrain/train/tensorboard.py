@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from dltrain.console import console
+from dltrain.data.target import TargetTransform
 
 # The hparams recorded are the composed config minus settings that do not change what is learned.
 _NOT_HPARAMS = ("hydra", "logger", "cv", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
@@ -287,7 +288,7 @@ class RunLogger:
         spec = self.spec
         add_image = self.writer.summary.add_image
         if spec.task == "regression":
-            truth = truth * spec.target_std + spec.target_mean
+            truth = TargetTransform.of(spec).decode(truth)
         if self.outcome_figure:  # a fold leaves it to the cross-validation's out-of-fold one
             tag, picture = figures.outcome(spec.task, scores, truth, spec.class_names,
                                            rows=f"{name} rows (epoch {step})")
