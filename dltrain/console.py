@@ -23,21 +23,90 @@ def fmt(value) -> str:
 
 
 class EpochTable:
-    """Prints a header once, then one aligned row per epoch as training goes."""
+    """Prints a header once, then one aligned row per epoch as training goes, fitted to the
+    console's width: headers are abbreviated first, then the least important columns are left out
+    (named once, above the header); a number is never cut. ``priority``: the columns, most
+    important first (default: their order). A value that is not finite is flagged ``(!)``."""
 
-    def __init__(self, columns: list[str], out: Console = console):
-        self.columns = columns
-        self.widths = [max(len(c), 8) for c in columns]
+    def __init__(self, columns: list[str], out: Console = console, *, priority: list[str] | None = None):
+        self.columns = list(columns)
+        self.priority = [c for c in (priority or columns) if c in self.columns]
+        self.priority += [c for c in self.columns if c not in self.priority]
         self.out = out
-        self._header_printed = False
+        self.shown: list[str] | None = None  # the columns that fit, in their order
+        self.headers: dict[str, str] = {}
+        self.widths: dict[str, int] = {}
+
+    def layout(self, width: int) -> list[str]:
+        """Choose the columns and headers that fit ``width`` characters (the first always stays)."""
+        for names in (lambda c: c, abbreviated):
+            headers = {c: names(c) for c in self.columns}
+            widths = {c: max(len(headers[c]), _value_width(c)) for c in self.columns}
+            shown = list(self.columns)
+            while len(shown) > 1 and sum(widths[c] for c in shown) + _GAP * (len(shown) - 1) > width:
+                shown.remove(next(c for c in reversed(self.priority) if c in shown and c != self.columns[0]))
+            if len(shown) == len(self.columns) or names is abbreviated:
+                self.shown, self.headers, self.widths = shown, headers, widths
+                return shown
+        raise AssertionError("unreachable")
 
     def row(self, values: dict) -> None:
-        if not self._header_printed:
-            header = "  ".join(c.rjust(w) for c, w in zip(self.columns, self.widths))
-            self.out.print(f"[bold]{header}[/bold]", soft_wrap=True)
-            self._header_printed = True
-        cells = [fmt(values.get(c)).rjust(w) for c, w in zip(self.columns, self.widths)]
-        self.out.print("  ".join(cells), soft_wrap=True)
+        from rich.markup import escape
+
+        if self.shown is None:
+            self.layout(self.out.width)
+            left_out = [c for c in self.columns if c not in self.shown]
+            if left_out:
+                self.out.print(f"[dim]Not shown at {self.out.width} columns: {', '.join(left_out)} "
+                               f"(all are in metrics.json).[/dim]")
+            header = (" " * _GAP).join(self.headers[c].rjust(self.widths[c]) for c in self.shown)
+            self.out.print(f"[bold]{escape(header)}[/bold]", soft_wrap=True)
+        cells = []
+        for column in self.shown:
+            value, width = values.get(column), self.widths[column]
+            text = cell(value, width).rjust(width)
+            cells.append(f"[bold red]{text}[/bold red]" if _flagged(value) else text)
+        self.out.print((" " * _GAP).join(cells), soft_wrap=True)
+
+
+_GAP = 2  # spaces between columns
+# What a header may be shortened to when the full names do not fit.
+_SHORTER = (("train_", "trn_"), ("accuracy", "acc"), ("macro_f1", "f1"), ("roc_auc", "auc"),
+            ("log_rmse", "lrmse"), ("seconds", "sec"))
+
+
+def abbreviated(column: str) -> str:
+    for long, short in _SHORTER:
+        column = column.replace(long, short)
+    return column
+
+
+def _value_width(column: str) -> int:
+    """The characters a column's values need: a metric's 10 (-1.234e+05, 12345.6789)."""
+    return {"epoch": 5, "lr": 9, "seconds": 8, "folds": 5}.get(column, 10)
+
+
+def _flagged(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def cell(value, width: int) -> str:
+    """``value`` as fmt writes it, with fewer digits when that is longer than ``width`` (the
+    number is never cut); a value that is not finite ends in ``(!)``."""
+    text = fmt(value)
+    if _flagged(value):
+        return f"{text}(!)"
+    if isinstance(value, float) and len(text) > width:
+        for digits in (3, 2, 1, 0):
+            text = f"{value:.{digits}e}"
+            if len(text) <= width:
+                break
+    return text
+
+
+def plural(count: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class EpochProgress:

@@ -23,7 +23,8 @@ from dltrain.files import RunLock
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
-from dltrain.train.population import banner, columns, conclude, open_member, print_summary, train
+from dltrain.train.population import (banner, column_priority, columns, conclude, open_member, print_summary,
+                                      train)
 
 
 def fit(overrides: list[str]):
@@ -109,7 +110,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         out.print(f"[yellow]note:[/yellow] {note}")
     trainer = Trainer([member], settings=settings.trainer, device=device,
                       batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
-                      table=EpochTable(columns(member), out), shard=shard)
+                      table=EpochTable(columns(member), out, priority=column_priority(member)), shard=shard)
     ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
     out.print(banner(title, settings, member, device, extra=ddp, threads=trainer.threads_note))
     out.print(f"run folder: {run_dir}")

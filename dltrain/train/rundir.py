@@ -95,5 +95,5 @@ class RunFolder:
         self.record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
                            final=result.final, test=result.test, epochs_run=result.epochs_run,
                            stopped_early=result.stopped_early, seconds=result.seconds,
-                           model_summary=result.model_summary, history=self.member.rows)
+                           model_summary=result.model_summary, notes=result.notes, history=self.member.rows)
         self._write()
