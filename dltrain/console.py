@@ -1,12 +1,84 @@
-"""Console output: the shared rich Console, a live progress bar per epoch, one row per epoch."""
+"""Console output: the shared rich Console (which also writes what it prints into the run
+folders' logs), a live progress bar per epoch, one row per epoch fitted to the width."""
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 from rich.console import Console
+from rich.control import Control
 
-console = Console(highlight=False)
+from dltrain.errors import DltrainError, RunInterrupted
+
+
+class RunConsole(Console):
+    """rich's Console that also writes what it prints, as plain text, to the streams attached
+    with ``logging_to`` (each run's dltrain.log): everything but live displays such as progress
+    bars. A ``muted`` one prints into those streams only, while its live displays still show in
+    the terminal (the folds of a cross-validation: one line each on the terminal, everything in
+    their own logs)."""
+
+    def __init__(self, *args, muted: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.muted = muted
+        self._logs: list[Console] = []
+
+    def print(self, *objects, **kwargs) -> None:
+        live = bool(objects) and all(isinstance(o, Control) for o in objects)  # a live display's refresh
+        if live or not self.muted:
+            super().print(*objects, **kwargs)
+        if not live:
+            for log in self._logs:
+                log.print(*objects, **kwargs)
+
+    @contextmanager
+    def logging_to(self, *streams):
+        """While inside, what this console prints also goes to each text stream in ``streams``
+        (at this console's width, without colour), and so does the sentence of an error or stop
+        that ends the block."""
+        logs = [Console(file=stream, width=self.width, color_system=None, force_terminal=False,
+                        force_jupyter=False, highlight=False, emoji=False, no_color=True)
+                for stream in streams]
+        self._logs.extend(logs)
+        try:
+            yield self
+        except BaseException as error:
+            ending = _ending(error)
+            for log in logs if ending else ():
+                log.print(ending, markup=False, soft_wrap=True)
+            raise
+        finally:
+            for log in logs:
+                self._logs.remove(log)
+
+    def muted_copy(self) -> "RunConsole":
+        """A muted console on the same terminal (see the class)."""
+        return RunConsole(file=self.file, width=self.width, highlight=False, muted=True, quiet=self.quiet,
+                          force_terminal=self.is_terminal, color_system=self.color_system)
+
+
+def muted_copy(out: Console) -> RunConsole:
+    """``out``'s muted copy (a plain rich Console, as a test may pass, gets one on its file)."""
+    if isinstance(out, RunConsole):
+        return out.muted_copy()
+    return RunConsole(file=out.file, width=out.width, highlight=False, muted=True)
+
+
+def _ending(error: BaseException) -> str | None:
+    """How a log says why the output stopped: the error's own sentence where it has one."""
+    if isinstance(error, (SystemExit, GeneratorExit)):
+        return None
+    if isinstance(error, DltrainError):
+        return f"Error: {error}"
+    if isinstance(error, RunInterrupted):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "Interrupted."
+    return f"Error: {type(error).__name__}: {error}"
+
+
+console = RunConsole(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 

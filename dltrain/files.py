@@ -9,13 +9,14 @@ import os
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from dltrain.errors import DltrainError
 
 LOCK = ".lock"
 TEMPORARY_SUFFIX = ".tmp"
+LOG = "dltrain.log"  # a run's console output
 # Sub-folders of a run whose files dltrain writes too (the fold job's config and overrides).
 _WRITTEN_SUBFOLDERS = (".hydra",)
 
@@ -48,6 +49,47 @@ def write_atomic(path: Path, content) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def open_append(path: Path):
+    """``path`` opened to append text (created with the user's umask), never through a planted
+    symlink or into a pipe or device: such a thing at ``path`` is replaced by a fresh file. rich
+    flushes each print at once, one ``write(2)`` on an O_APPEND descriptor, so writers that
+    share the file (Hydra's job log) never overwrite each other."""
+    import errno
+    import stat
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            path.unlink()
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(handle).st_mode):  # something planted after the check
+        os.close(handle)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(handle, True)
+    return os.fdopen(handle, "a", encoding="utf-8")
+
+
+@contextmanager
+def console_log(out, *folders: Path):
+    """While inside, what ``out`` (dltrain.console's RunConsole) prints is also appended to each
+    folder's dltrain.log (a plain rich Console logs nothing); a log that cannot be opened is
+    said once and left out, as the run matters more than its log."""
+    with ExitStack() as stack:
+        streams = []
+        for folder in folders:
+            try:
+                streams.append(stack.enter_context(open_append(Path(folder) / LOG)))
+            except OSError as error:
+                out.print(f"[yellow]note:[/yellow] {Path(folder) / LOG} cannot be written "
+                          f"({error.strerror or error}); the output is not logged there.")
+        if streams and hasattr(out, "logging_to"):
+            stack.enter_context(out.logging_to(*streams))
+        yield
 
 
 def write_json(path: Path, data) -> None:

@@ -19,7 +19,7 @@ from dltrain.data import load_source
 from dltrain.data.preprocessing import load_saved
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock
+from dltrain.files import RunLock, console_log
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
@@ -72,15 +72,17 @@ def continue_run(cfg, run_dir: Path):
 
 def run_fit(cfg, run_dir: Path, out=console):
     """The task (a Hydra job's, or a resume's in the run's own folder): load the data, split off
-    validation rows, train, write the run folder."""
+    validation rows, train, write the run folder; what it prints is also appended to the run's
+    dltrain.log (rank 0's, in a data-parallel fit)."""
     started = time.perf_counter()
-    settings = read_settings(cfg)
-    with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
-        source = load_source(settings.data)
-    train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
-    resume = cfg.get("resume")
-    return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
-                       resume_from=Path(resume) / "last.pt" if resume else None)
+    with console_log(out, *([] if parallel.secondary_rank() else [run_dir])):
+        settings = read_settings(cfg)
+        with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
+            source = load_source(settings.data)
+        train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+        resume = cfg.get("resume")
+        return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
+                           resume_from=Path(resume) / "last.pt" if resume else None)
 
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
