@@ -111,7 +111,7 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
     assert all(r["status"] == "finished" for r in records)
     assert all((folder / ".hydra" / "config.yaml").is_file() for folder in folds)  # a Hydra job each
     # one TensorBoard run per fold, plus their average, all under the run folder
-    assert all(list(folder.glob("events.out.tfevents.*")) for folder in folds)
+    assert all(list((folder / folder.name).glob("events.out.tfevents.*")) for folder in folds)
     assert summary["tensorboard_mean_run"] == "cv_mean"
     assert list((run_dir / "cv_mean").glob("events.out.tfevents.*"))
 

@@ -26,10 +26,12 @@ FAST = ["trainer.progress=false", "trainer.checkpoint_every_seconds=0"]
 
 
 def events(folder: Path):
-    """An EventAccumulator holding everything in folder's events file (not its sub-folders)."""
+    """An EventAccumulator holding everything in a run's events file (in its TensorBoard run's
+    sub-folder, named after it; cv_mean's right in it), not a fold's or another run's."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (path,) = list(Path(folder).glob("events.out.tfevents.*"))
+    folder = Path(folder)
+    (path,) = list(folder.glob("events.out.tfevents.*")) or list((folder / folder.name).glob("events.out.tfevents.*"))
     accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "histograms": 0,
                                                              "tensors": 0})
     accumulator.Reload()

@@ -282,7 +282,7 @@ def _train_stacked(settings, source, folds, fold_count: int, run_dir: Path, memb
             result = conclude(member, started)
             write_fold_files(member.folder.path, source, fold, member.seed, result)
             print_fold(fold.index, fold_count, result, out)
-    out.print(f"{len(members)} folds trained together in {time.perf_counter() - started:.1f} s.")
+    out.print(f"{plural(len(members), 'fold')} trained together in {time.perf_counter() - started:.1f} s.")
 
 
 def cfg_with_fold(cfg, index: int):

@@ -124,8 +124,9 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     metrics = _inference(run, settings, device).evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
+    saved = run.run_dir / eval_file(settings.data, other_data=split == "all")
     with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
-        write_json(run.run_dir / "eval.json", record)
+        write_json(saved, record)
     from rich.table import Table
 
     from dltrain.console import fmt
@@ -137,8 +138,23 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     for name, value in metrics.items():
         table.add_row(name, fmt(value))
     out.print(table)
-    out.print(f"Saved to {run.run_dir / 'eval.json'}")
+    out.print(f"Saved to {saved}")
     return record
+
+
+def eval_file(data, *, other_data: bool) -> str:
+    """eval.json for the run's own data; eval-<data>.json for other data (named by its file's
+    stem, else by the dataset's name), so evaluating on several never overwrites one another."""
+    import re
+
+    if not other_data:
+        return "eval.json"
+    path = data.options.get("path")
+    label = data.name
+    if isinstance(path, str) and path not in ("", "???"):
+        label = Path(path).name.removesuffix(".gz").removesuffix(".csv") or label
+    label = re.sub(r"[^\w.-]+", "_", label).lstrip(".")[:80] or "data"
+    return f"eval-{label}.json"
 
 
 # ------------------------------------------------------------------------------ predict

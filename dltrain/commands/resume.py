@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings, upgrade_saved
-from dltrain.console import console
+from dltrain.console import console, plural
 from dltrain.errors import DltrainError
 from dltrain.files import locked_by_someone
 from dltrain.train.optim import SCHEDULERS
@@ -170,8 +170,9 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     epochs = after.trainer.epochs
     if epochs != before.trainer.epochs and SCHEDULERS[after.scheduler.name].fitted_to_epochs:
         raise DltrainError(f"resume={target} cannot change trainer.epochs to {epochs}: scheduler="
-                           f"{after.scheduler.name} spreads its curve over the {before.trainer.epochs} "
-                           f"epochs the run started with; start a new run for {epochs} epochs.")
+                           f"{after.scheduler.name} spreads its curve over the "
+                           f"{plural(before.trainer.epochs, 'epoch')} the run started with; start a new run "
+                           f"for {plural(epochs, 'epoch')}.")
     with open_dict(cfg):
         cfg["resume"] = str(folder)
     return cfg
@@ -247,13 +248,13 @@ def nothing_left(folder: Path, trainer) -> str | None:
     if trainer.epochs < trained:
         raise fewer_epochs(folder, trainer.epochs, trained)
     if trainer.patience and trained - best_epoch >= trainer.patience:
-        return (f"stopped early after {trained} epochs, {trained - best_epoch} without improvement (a larger "
+        return (f"stopped early after {plural(trained, 'epoch')}, {trained - best_epoch} without improvement (a larger "
                 f"trainer.early_stopping.patience, or 0, trains it on)")
     if trained >= trainer.epochs:
-        return f"has finished its {trained} epochs (a larger trainer.epochs trains it on)"
+        return f"has finished its {plural(trained, 'epoch')} (a larger trainer.epochs trains it on)"
     return None
 
 
 def fewer_epochs(folder: Path, epochs: int, trained: int) -> DltrainError:
-    return DltrainError(f"trainer.epochs={epochs} is fewer than the {trained} epochs {str(folder)!r} has "
+    return DltrainError(f"trainer.epochs={epochs} is fewer than the {plural(trained, 'epoch')} {str(folder)!r} has "
                         f"trained (or started); resume it with trainer.epochs={trained} or more.")

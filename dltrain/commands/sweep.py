@@ -59,7 +59,7 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
                            f"drop -m (dltrain {kind} resume=...).")
     overrides, sweep_dir = with_sweep_dir(overrides)
     check_points(overrides)
-    task = run_cv if kind == "cv" else run_fit
+    task = _telling_failures(run_cv if kind == "cv" else run_fit, _fixed_keys(overrides), out)
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage imports it, chattily
@@ -79,6 +79,22 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
         first = next((p for p in points if p.error), points[0])
         raise DltrainError(f"Every point of the sweep failed; the first: {first.error or first.status}")
     return points
+
+
+def _telling_failures(task, fixed: set[str], out):
+    """``task`` as a sweep's job runs it, saying at once (not only in the table at the end) when
+    its point fails, with the point's swept settings."""
+    def point(cfg, run_dir: Path):
+        try:
+            return task(cfg, run_dir)
+        except DltrainError as error:
+            from hydra.core.hydra_config import HydraConfig
+
+            swept = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0] not in fixed]
+            out.print(f"[red]Point {Path(run_dir).name} failed[/red] ({' '.join(swept) or 'no swept setting'}): "
+                      f"{error}", soft_wrap=False)
+            raise
+    return point
 
 
 def with_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:
