@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, NewLine
 from rich.control import Control
 
 from dltrain.errors import DltrainError, RunInterrupted
@@ -25,7 +25,8 @@ class RunConsole(Console):
         self._logs: list[Console] = []
 
     def print(self, *objects, **kwargs) -> None:
-        live = bool(objects) and all(isinstance(o, Control) for o in objects)  # a live display's refresh
+        # A live display's refresh (Control) and the line it ends with (NewLine, from line()).
+        live = bool(objects) and all(isinstance(o, (Control, NewLine)) for o in objects)
         if live or not self.muted:
             super().print(*objects, **kwargs)
         if not live:
@@ -163,16 +164,19 @@ def _flagged(value) -> bool:
 
 
 def cell(value, width: int) -> str:
-    """``value`` as fmt writes it, with fewer digits when that is longer than ``width`` (the
-    number is never cut); a value that is not finite ends in ``(!)``."""
+    """``value`` as fmt writes it, with fewer decimals when that is longer than ``width`` (a
+    number is rounded, never cut); a value that is not finite ends in ``(!)``."""
     text = fmt(value)
     if _flagged(value):
         return f"{text}(!)"
     if isinstance(value, float) and len(text) > width:
+        kind = "e" if "e" in text else "f"
         for digits in (3, 2, 1, 0):
-            text = f"{value:.{digits}e}"
+            text = f"{value:.{digits}{kind}}"
             if len(text) <= width:
                 break
+        if len(text) > width and kind == "f":
+            text = f"{value:.2e}"
     return text
 
 
