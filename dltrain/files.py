@@ -5,6 +5,7 @@ A run folder may come from someone else: nothing here reads its files as code.""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import threading
@@ -74,22 +75,79 @@ def open_append(path: Path):
     return os.fdopen(handle, "a", encoding="utf-8")
 
 
+class RunLog(io.TextIOBase):
+    """A run folder's dltrain.log as a text stream. ``held``: what is written stays in memory
+    until ``release()`` appends it and opens the file for the rest (a resume holds its output
+    until its checks passed, so a refused resume leaves the folder as it was); never released,
+    it is dropped."""
+
+    def __init__(self, path: Path, *, held: bool = False):
+        self.path = Path(path)
+        self._held: io.StringIO | None = io.StringIO() if held else None
+        self._stream = None if held else open_append(self.path)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            return self._stream.write(text)
+        return self._held.write(text) if self._held is not None else len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+    def release(self) -> None:
+        """Append what was held and write on into the file (OSError when it cannot be opened)."""
+        if self._stream is None and self._held is not None:
+            held, self._held = self._held.getvalue(), None
+            self._stream = open_append(self.path)
+            self._stream.write(held)
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        super().close()
+
+
+class RunLogs:
+    """The logs ``console_log`` writes: ``release()`` them once a held run may write."""
+
+    def __init__(self, out, logs: list[RunLog]):
+        self.out, self.logs = out, logs
+
+    def release(self) -> None:
+        for log in self.logs:
+            try:
+                log.release()
+            except OSError as error:
+                _unlogged(self.out, log.path, error)
+
+
+def _unlogged(out, path: Path, error: OSError) -> None:
+    out.print(f"[yellow]note:[/yellow] {path} cannot be written ({error.strerror or error}); the "
+              f"output is not logged there.")
+
+
 @contextmanager
-def console_log(out, *folders: Path):
+def console_log(out, *folders: Path, held: bool = False):
     """While inside, what ``out`` (dltrain.console's RunConsole) prints is also appended to each
-    folder's dltrain.log (a plain rich Console logs nothing); a log that cannot be opened is
-    said once and left out, as the run matters more than its log."""
+    folder's dltrain.log (``held``: see RunLog; a plain rich Console logs nothing). A log that
+    cannot be opened is said once and left out, as the run matters more than its log. Yields
+    the RunLogs."""
     with ExitStack() as stack:
-        streams = []
+        logs = []
         for folder in folders:
             try:
-                streams.append(stack.enter_context(open_append(Path(folder) / LOG)))
+                logs.append(stack.enter_context(RunLog(Path(folder) / LOG, held=held)))
             except OSError as error:
-                out.print(f"[yellow]note:[/yellow] {Path(folder) / LOG} cannot be written "
-                          f"({error.strerror or error}); the output is not logged there.")
-        if streams and hasattr(out, "logging_to"):
-            stack.enter_context(out.logging_to(*streams))
-        yield
+                _unlogged(out, Path(folder) / LOG, error)
+        if logs and hasattr(out, "logging_to"):
+            stack.enter_context(out.logging_to(*logs))
+        yield RunLogs(out, logs)
 
 
 def write_json(path: Path, data) -> None:

@@ -236,7 +236,7 @@ def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, mon
 
     copy_run(iris_fit_run)  # a finished run with its events, trained once per session (conftest.py)
     (run_dir,) = run_folders()
-    run_name = run_dir.relative_to("outputs").as_posix()
+    run_name = f"{run_dir.relative_to('outputs').as_posix()}/{run_dir.name}"  # its events' folder is named after it
     answers = {}
 
     def query_then_ctrl_c(server):

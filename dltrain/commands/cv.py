@@ -206,10 +206,10 @@ def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path,
     seed = fold_seed(settings, fold)
     resume_from = folder / "last.pt" if cfg.get("resume") and (folder / "last.pt").exists() else None
     fold_out = muted_copy(out)
-    with console_log(fold_out, folder):
+    with console_log(fold_out, folder, held=resume_from is not None) as logs:
         result = train_split(cfg, settings, source, fold.train_index, fold.val_index, folder, out=fold_out,
                              seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
-                             resume_from=resume_from, outcome_figure=False)
+                             resume_from=resume_from, outcome_figure=False, logs=logs)
     write_fold_files(folder, source, fold, seed, result)
     print_fold(fold.index, fold_count, result, out)
     return result

@@ -73,26 +73,27 @@ def continue_run(cfg, run_dir: Path):
 def run_fit(cfg, run_dir: Path, out=console):
     """The task (a Hydra job's, or a resume's in the run's own folder): load the data, split off
     validation rows, train, write the run folder; what it prints is also appended to the run's
-    dltrain.log (rank 0's, in a data-parallel fit)."""
+    dltrain.log (rank 0's, in a data-parallel fit; a resume's once its checks passed)."""
     started = time.perf_counter()
-    with console_log(out, *([] if parallel.secondary_rank() else [run_dir])):
+    resume = cfg.get("resume")
+    with console_log(out, *([] if parallel.secondary_rank() else [run_dir]), held=bool(resume)) as logs:
         settings = read_settings(cfg)
         with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
             source = load_source(settings.data)
         train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
-        resume = cfg.get("resume")
         return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
-                           resume_from=Path(resume) / "last.pt" if resume else None)
+                           resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
 
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
                 seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
-                resume_from: Path | None = None, callbacks=(), outcome_figure: bool = True):
+                resume_from: Path | None = None, callbacks=(), outcome_figure: bool = True, logs=None):
     """One fit (or one fold of a cross-validation, ``seed`` then differs per fold): a population
     of one member trained on rows ``train_index`` (preprocessing fitted on them only), validated on
     ``val_index`` (may be empty), written to ``run_dir``; ``resume_from``: a last.pt to continue
     exactly (down to the step inside an interrupted epoch); ``callbacks``: called (epoch, row)
-    at every epoch's end; ``outcome_figure``: see open_member."""
+    at every epoch's end; ``outcome_figure``: see open_member; ``logs``: the run's held logs
+    (files.console_log), released once a resume's checks passed."""
     started = time.perf_counter() if started is None else started
     parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
     shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
@@ -127,6 +128,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
                 f"by a single-process run, which only a single process continues exactly; resume it "
                 f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
             )
+    if logs is not None:  # from here on the run writes its folder
+        logs.release()
     first_epoch = member.cursor["epoch"] if member.cursor else len(member.rows) + 1
     train(trainer, run_dir, progress=settings.trainer.progress and main, out=out, first_epoch=first_epoch)
     result = conclude(member, started)
