@@ -70,6 +70,20 @@ def test_log_refuses_a_target_that_is_not_above_zero_in_one_sentence(tmp_path):
     assert TargetTransform("log", 1.0, 2.0).decode(np.zeros(1)) == pytest.approx(np.e)
 
 
+def test_a_linear_models_w_and_b_are_told_in_the_targets_units():
+    from dltrain.models.linear import LinearRegression
+
+    model = LinearRegression(1, 1)
+    with torch.no_grad():
+        model.linear.weight.fill_(0.5)
+        model.linear.bias.fill_(-0.25)
+    # trained on (y - 4) / 2: y = 2 * (0.5 x - 0.25) + 4 = 1 x + 3.5
+    assert model.describe(target=TargetTransform("standardize", 4.0, 2.0)) == "w = [1.0000], b = [3.5000]"
+    assert model.describe() == "w = [0.5000], b = [-0.2500]"
+    assert model.describe(target=TargetTransform("log", 4.0, 2.0)).endswith("(predicting the standardized log "
+                                                                          "of the target)")
+
+
 def test_the_old_key_is_refused_by_name_and_an_old_runs_config_is_read_in_the_new_one(cli):
     result = cli("config", "data=csv", "data.path=x.csv", "data.standardize_target=true")
     assert result.exit_code == 2
