@@ -111,17 +111,20 @@ class EpochTable:
         self.widths: dict[str, int] = {}
 
     def layout(self, width: int) -> list[str]:
-        """Choose the columns and headers that fit ``width`` characters (the first always stays)."""
-        for names in (lambda c: c, abbreviated):
-            headers = {c: names(c) for c in self.columns}
-            widths = {c: max(len(headers[c]), _value_width(c)) for c in self.columns}
-            shown = list(self.columns)
-            while len(shown) > 1 and sum(widths[c] for c in shown) + _GAP * (len(shown) - 1) > width:
-                shown.remove(next(c for c in reversed(self.priority) if c in shown and c != self.columns[0]))
-            if len(shown) == len(self.columns) or names is abbreviated:
-                self.shown, self.headers, self.widths = shown, headers, widths
-                return shown
-        raise AssertionError("unreachable")
+        """Choose the columns and headers that fit ``width`` characters: every column by its
+        full name when they fit, else abbreviated and, least important first, left out (the
+        first column always stays)."""
+        self._fit(lambda column: column, width)
+        if len(self.shown) < len(self.columns):
+            self._fit(abbreviated, width)
+        return self.shown
+
+    def _fit(self, name, width: int) -> None:
+        self.headers = {c: name(c) for c in self.columns}
+        self.widths = {c: max(len(self.headers[c]), _value_width(c)) for c in self.columns}
+        self.shown = list(self.columns)
+        while len(self.shown) > 1 and sum(self.widths[c] for c in self.shown) + _GAP * (len(self.shown) - 1) > width:
+            self.shown.remove(next(c for c in reversed(self.priority) if c in self.shown and c != self.columns[0]))
 
     def row(self, values: dict) -> None:
         from rich.markup import escape

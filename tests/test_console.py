@@ -67,7 +67,8 @@ def test_a_validation_loss_that_is_not_finite_is_flagged_in_its_row():
     notes = run_notes([{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": math.nan},
                        {"epoch": 3, "val_loss": math.inf}])
     assert notes == ["val_loss was nan or inf in 2 epochs of 3 (first in epoch 2): the model's outputs on "
-                     "the validation rows were not finite numbers, so no such epoch counts as the best."]
+                     "the validation rows were not finite numbers there (weights that diverge, or inputs "
+                     "far outside the training rows')."]
 
 
 def result(**changes) -> FitResult:

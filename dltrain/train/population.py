@@ -196,7 +196,7 @@ def conclude(member: Member, started: float) -> FitResult:
 
 def run_notes(rows: list[dict]) -> list[str]:
     """What a run's end says beyond its numbers (one sentence each): validation losses that were
-    not finite numbers, and a validation R\u00b2 that stayed below 0 (a model worse than
+    not finite numbers, and a validation R² that stayed below 0 (a model worse than
     predicting the mean)."""
     notes = []
     losses = [(row["epoch"], row["val_loss"]) for row in rows if isinstance(row.get("val_loss"), float)]
@@ -204,8 +204,8 @@ def run_notes(rows: list[dict]) -> list[str]:
     if bad:
         kinds = " or ".join(dict.fromkeys(fmt(value) for _, value in bad))
         notes.append(f"val_loss was {kinds} in {plural(len(bad), 'epoch')} of {len(losses)} (first in epoch "
-                     f"{bad[0][0]}): the model's outputs on the validation rows were not finite numbers, "
-                     f"so no such epoch counts as the best.")
+                     f"{bad[0][0]}): the model's outputs on the validation rows were not finite numbers "
+                     f"there (weights that diverge, or inputs far outside the training rows').")
     scores = [row["val_r2"] for row in rows if isinstance(row.get("val_r2"), float) and math.isfinite(row["val_r2"])]
     if scores and max(scores) < 0:
         notes.append(f"val_r2 stayed below 0 (at best {fmt(max(scores))}): the model predicts the validation "
