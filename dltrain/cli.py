@@ -296,7 +296,8 @@ def evaluate(
         None, help="Evaluate on other data: data=NAME or data.path=FILE ...", show_default=False),
 ) -> None:
     """Evaluate a trained model: on the data's test split when it has one, on the run's
-    validation rows otherwise, or on the data you name; prints and saves eval.json.
+    validation rows otherwise, or on the data you name; prints and saves eval.json (eval-DATA.json
+    for other data).
 
     [bold]Examples[/bold]
 

@@ -5,17 +5,19 @@ A run folder may come from someone else: nothing here reads its files as code.""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import threading
 import time
-from contextlib import suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from dltrain.errors import DltrainError
 
 LOCK = ".lock"
 TEMPORARY_SUFFIX = ".tmp"
+LOG = "dltrain.log"  # a run's console output
 # Sub-folders of a run whose files dltrain writes too (the fold job's config and overrides).
 _WRITTEN_SUBFOLDERS = (".hydra",)
 
@@ -51,6 +53,104 @@ def write_atomic(path: Path, content) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def open_append(path: Path):
+    """``path`` opened to append text (created with the user's umask), never through a planted
+    symlink or into a pipe or device: such a thing at ``path`` is replaced by a fresh file. rich
+    flushes each print at once, one ``write(2)`` on an O_APPEND descriptor, so writers that
+    share the file (Hydra's job log) never overwrite each other."""
+    import errno
+    import stat
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            path.unlink()
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), 0o666)
+    if not stat.S_ISREG(os.fstat(handle).st_mode):  # something planted after the check
+        os.close(handle)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(handle, True)
+    return os.fdopen(handle, "a", encoding="utf-8")
+
+
+class RunLog(io.TextIOBase):
+    """A run folder's dltrain.log as a text stream. ``held``: what is written stays in memory
+    until ``release()`` appends it and opens the file for the rest (a resume holds its output
+    until its checks passed, so a refused resume leaves the folder as it was); never released,
+    it is dropped."""
+
+    def __init__(self, path: Path, *, held: bool = False):
+        self.path = Path(path)
+        self._held: io.StringIO | None = io.StringIO() if held else None
+        self._stream = None if held else open_append(self.path)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            return self._stream.write(text)
+        return self._held.write(text) if self._held is not None else len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+    def release(self) -> None:
+        """Append what was held and write on into the file (OSError when it cannot be opened)."""
+        if self._stream is None and self._held is not None:
+            held, self._held = self._held.getvalue(), None
+            self._stream = open_append(self.path)
+            self._stream.write(held)
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        super().close()
+
+
+class RunLogs:
+    """The logs ``console_log`` writes: ``release()`` them once a held run may write."""
+
+    def __init__(self, out, logs: list[RunLog]):
+        self.out, self.logs = out, logs
+
+    def release(self) -> None:
+        for log in self.logs:
+            try:
+                log.release()
+            except OSError as error:
+                _unlogged(self.out, log.path, error)
+
+
+def _unlogged(out, path: Path, error: OSError) -> None:
+    out.print(f"[yellow]note:[/yellow] {path} cannot be written ({error.strerror or error}); the "
+              f"output is not logged there.")
+
+
+@contextmanager
+def console_log(out, *folders: Path, held: bool = False):
+    """While inside, what ``out`` (dltrain.console's RunConsole) prints is also appended to each
+    folder's dltrain.log (``held``: see RunLog; a plain rich Console logs nothing). A log that
+    cannot be opened is said once and left out, as the run matters more than its log. Yields
+    the RunLogs."""
+    with ExitStack() as stack:
+        logs = []
+        for folder in folders:
+            try:
+                logs.append(stack.enter_context(RunLog(Path(folder) / LOG, held=held)))
+            except OSError as error:
+                _unlogged(out, Path(folder) / LOG, error)
+        if logs and hasattr(out, "logging_to"):
+            stack.enter_context(out.logging_to(*logs))
+        yield RunLogs(out, logs)
 
 
 def write_json(path: Path, data) -> None:

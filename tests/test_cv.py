@@ -111,7 +111,7 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
     assert all(r["status"] == "finished" for r in records)
     assert all((folder / ".hydra" / "config.yaml").is_file() for folder in folds)  # a Hydra job each
     # one TensorBoard run per fold, plus their average, all under the run folder
-    assert all(list(folder.glob("events.out.tfevents.*")) for folder in folds)
+    assert all(list((folder / folder.name).glob("events.out.tfevents.*")) for folder in folds)
     assert summary["tensorboard_mean_run"] == "cv_mean"
     assert list((run_dir / "cv_mean").glob("events.out.tfevents.*"))
 
@@ -129,6 +129,19 @@ def test_cv_writes_folds_summary_and_out_of_fold_predictions(cli):
         assert fmt(float(np.mean(values))) in result.output and fmt(float(np.std(values))) in result.output
     assert summary["objective"] == {"metric": "val_loss", "mode": "min",
                                     "mean": summary["mean"]["val_loss"], "std": summary["std"]["val_loss"]}
+
+    # the console: one line per fold (no Result table, no epoch rows), each fold's whole output
+    # in its own dltrain.log, and the cross-validation's in its own
+    fold_lines = [line for line in result.output.splitlines() if " of 3): " in line]
+    assert [line.split(":")[0] for line in fold_lines] == [f"fold_{i} ({i + 1} of 3)" for i in range(3)]
+    assert all("): 2 epochs, best val_loss " in line for line in fold_lines)
+    assert "Result" not in result.output and "train_loss" not in result.output.split("Cross-validation")[0]
+    for folder, record in zip(folds, records):
+        log = (folder / "dltrain.log").read_text()
+        assert log.startswith(f"dltrain cv  {folder.name} (") and "Result" in log
+        assert log.splitlines()[-1].startswith(f"Best val_loss = {fmt(record['best']['val_loss'])} at epoch")
+    log = (run_dir / "dltrain.log").read_text()
+    assert all(line in log for line in fold_lines) and "Mean val_loss over 3 folds" in log
 
     # every sample predicted exactly once, by the fold that did not train on it
     oof = pd.read_csv(run_dir / "oof_predictions.csv")
@@ -175,6 +188,7 @@ def test_joblib_launched_folds_equal_sequential_folds(cli):
     result = cli("cv", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  "hydra.run.dir=outputs/parallel")
     assert result.exit_code == 0, result.output
+    assert "Launching" not in result.output and "#0 :" not in result.output  # no Hydra launch lines
     sequential, parallel = summary_of(Path("outputs/sequential")), summary_of(Path("outputs/parallel"))
     for a, b in zip(sequential["folds"], parallel["folds"]):
         assert a.keys() == b.keys()

@@ -103,7 +103,7 @@ def test_sgd_momentum_onecycle_regression_and_tensorboard(cli):
     assert result.exit_code == 0, result.output
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(Path("outputs/true/fold_1"))).Reload()
+    events = EventAccumulator(str(Path("outputs/true/fold_1/fold_1"))).Reload()  # named after its folder
     assert [e.step for e in events.Scalars("loss/val")] == [1, 2]
     assert len(events.Scalars("step/loss_train")) == 2 * 7 // 3  # 7 steps per epoch
     assert Path("outputs/true/cv_mean").is_dir()

@@ -12,6 +12,7 @@ from dltrain.errors import DltrainError
 
 
 def settings(**options):
+    options = {"target_transform": "standardize", **options}  # conf/data/time_series.yaml's
     return DataSettings(name="time_series", batch_size=8, val_fraction=0.2, shuffle=True, options=options)
 
 

@@ -94,7 +94,7 @@ def test_two_ranks_train_like_one_process_through_ctrl_c_and_a_torchrun_resume(t
     assert torch.load(run_dir / "last.pt", weights_only=True)["trainer"]["cursor"] is None
     assert {p.name for p in run_dir.iterdir()} >= {".hydra", "dltrain.log", "metrics.json",
                                                    "preprocessing.json", "best.pt", "last.pt"}
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # TensorBoard: rank 0 only
+    assert len(list(run_dir.glob("**/events.out.tfevents.*"))) == 1  # TensorBoard: rank 0 only
 
     code, output = dltrain(["fit", f"resume={run_dir}", "logger=none"], root, launcher=TORCHRUN)
     assert code == 0, output

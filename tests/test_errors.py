@@ -101,7 +101,7 @@ def test_diverging_loss_stops_with_a_sentence_and_marks_the_run_failed(cli):
     import torch
 
     result = cli("fit", "data=diabetes", "model=linear", "data.standardize=false",
-                 "data.standardize_target=false", "optimizer=sgd", "optimizer.lr=10", "trainer.epochs=5")
+                 "data.target_transform=none", "optimizer=sgd", "optimizer.lr=10", "trainer.epochs=5")
     assert result.exit_code == 2
     assert "The training loss became inf in epoch 2 at step 2 of 12; lower optimizer.lr (now 10)" in result.output
     (folder,) = run_folders()

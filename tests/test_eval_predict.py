@@ -30,17 +30,31 @@ def test_eval_on_the_validation_rows_matches_the_run(cli, iris_run):
     assert record["metrics"]["loss"] == pytest.approx(metrics["best"]["val_loss"], rel=1e-5)
 
 
-def test_eval_on_another_csv(cli, iris_run, tmp_path):
+def test_eval_on_another_csv_saves_its_own_file_beside_eval_json(cli, iris_run, tmp_path):
     from sklearn.datasets import load_iris
 
+    assert cli("eval", str(iris_run)).exit_code == 0
+    own = (iris_run / "eval.json").read_text()
     frame = load_iris(as_frame=True).frame
     frame["target"] = frame["target"].map({0: "setosa", 1: "versicolor", 2: "virginica"})
     frame.to_csv(tmp_path / "iris.csv", index=False)
     result = cli("eval", str(iris_run / "last.pt"), "data=csv", f"data.path={tmp_path / 'iris.csv'}")
     assert result.exit_code == 0, result.output
-    record = json.loads((iris_run / "eval.json").read_text())
+    record = json.loads((iris_run / "eval-iris.json").read_text())  # named after the data
     assert record["split"] == "all" and record["rows"] == 150
     assert record["metrics"]["accuracy"] > 0.8
+    assert (iris_run / "eval.json").read_text() == own  # the run's own evaluation stays
+    assert f"Saved to {iris_run / 'eval-iris.json'}" in " ".join(result.output.split())
+
+
+def test_the_run_log_holds_what_the_run_printed(iris_run):
+    log = (iris_run / "dltrain.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].startswith("dltrain fit  model=mlp") and "run folder:" in log
+    header = next(line for line in lines if line.split()[:2] == ["epoch", "train_loss"])
+    rows = lines[lines.index(header) + 1: lines.index(header) + 16]
+    assert [int(row.split()[0]) for row in rows] == list(range(1, 16))
+    assert "Result" in log and lines[-1].startswith("Best val_loss = ")
 
 
 def test_predict_writes_classes_and_probabilities(cli, iris_run, tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dltrain.errors import DltrainError
-from dltrain.files import (RunLock, append_text, copy_file, locked_by_someone, remove_links,
+from dltrain.files import (LOG, RunLock, append_text, console_log, copy_file, locked_by_someone, open_append,
+                           remove_links,
                            remove_orphan_temporaries, write_atomic, write_json)
 
 
@@ -125,6 +126,33 @@ def test_files_get_the_mode_open_would_give_not_mkstemps_private_one(tmp_path):
     os.umask(umask)
     write_json(tmp_path / "metrics.json", {})
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_run_log_appends_never_through_a_planted_link_or_into_a_pipe(tmp_path):
+    from io import StringIO
+
+    from dltrain.console import RunConsole
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOG).symlink_to(outside)
+    out = RunConsole(file=StringIO(), width=80)
+    with console_log(out, run):
+        out.print("first run")
+    with console_log(out, run):  # a resume appends
+        out.print("[bold]resumed[/bold]")
+    assert outside.read_text() == "precious"
+    assert not (run / LOG).is_symlink() and (run / LOG).read_text() == "first run\nresumed\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((run / LOG).stat().st_mode) == 0o666 & ~umask
+    os.unlink(run / LOG)
+    os.mkfifo(run / LOG)  # opening a pipe with no reader would block or fail: replaced
+    with open_append(run / LOG) as stream:
+        stream.write("a line\n")
+    assert stat.S_ISREG(os.lstat(run / LOG).st_mode) and (run / LOG).read_text() == "a line\n"
 
 
 def test_copy_file_and_remove_links_never_write_through_a_link(tmp_path):

@@ -161,7 +161,7 @@ def test_every_kind_transforms_identically_after_save_and_load(tmp_path):
                         after if isinstance(after, tuple) else (after,)):
             assert a.dtype == b.dtype and torch.equal(a, b), name
         document = json.loads((folder / FILE).read_text())
-        assert document["format"] == "dltrain-preprocessing" and document["version"] == 1
+        assert document["format"] == "dltrain-preprocessing" and document["version"] == 2
         assert "Preprocessor" not in (folder / FILE).read_text()  # a kind, never a class path
         assert (folder / ARRAYS).exists() == (name == "tabular")
     word = cases["text-word"][0]
@@ -245,7 +245,7 @@ HOSTILE_DOCUMENTS = {
     "kind is a class path": (put("kind", value="dltrain.data.tabular.TabularPreprocessor"), "kind must be one of"),
     "kind is os.system": (put("kind", value="os.system"), "kind must be one of"),
     "no kind": (delete("kind"), "kind must be present"),
-    "newer version": (put("version", value=2), "format version 2, from a newer dltrain"),
+    "newer version": (put("version", value=3), "format version 3, from a newer dltrain"),
     "version as text": (put("version", value="1"), "version must be an integer"),
     "other format": (put("format", value="pickle"), "format must be one of"),
     "state is a list": (put("state", value=[1, 2]), "state must be a JSON object, got a list of 2 items"),
@@ -258,6 +258,12 @@ HOSTILE_DOCUMENTS = {
     "column type unknown": (put("state", "columns", 0, "type", value="code"), "state.columns[0].type must be one of"),
     "category twice": (put("state", "columns", 4, "categories", value=["a", "a"]), "categories[1] must be a string not already"),
     "empty flag as text": (put("state", "columns", 3, "empty", value="true"), "state.columns[3].empty must be true or false"),
+    "target transform unknown": (put("target", value={"transform": "exp", "mean": 0, "std": 1}),
+                                 "target.transform must be one of 'none', 'standardize', 'log'"),
+    "target std 0": (put("target", value={"transform": "standardize", "mean": 0, "std": 0}),
+                     "target.std must be a finite number above 0"),
+    "target with a stray key": (put("target", value={"transform": "none", "mean": 0, "std": 1, "code": "x"}),
+                                "target.code must be absent"),
 }
 
 

@@ -78,7 +78,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference
     # TensorBoard goes on too: one point per epoch, none doubled by the restart
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir)).Reload()
+    events = EventAccumulator(str(run_dir / run_dir.name)).Reload()  # the TensorBoard run, named after its folder
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     points = events.Scalars("loss/train")
     assert [p.step for p in points] == [1, 2]

@@ -54,6 +54,9 @@ def test_fit_sweep_ranks_every_point_and_lists_a_failed_one_with_its_reason(cli)
         assert read_metrics(sweep_dir / point["folder"])["status"] == "failed"
 
     out = " ".join(result.output.split())
+    # a failed point says so when it fails, before the next point starts, with its swept settings
+    failure = "Point 1 failed (optimizer.lr=0.1 model=cnn): model=cnn needs image data"
+    assert failure in out and out.index(failure) < out.index(f"run folder: {sweep_dir.resolve() / '2'}")
     assert "ranked by val_loss at its best epoch (lowest first)" in out
     assert " lr " in out and " model " in out  # the swept keys are columns
     assert out.count("model=cnn needs image data") >= 2 and "2 of 4 points did not finish" in out

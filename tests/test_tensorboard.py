@@ -26,10 +26,12 @@ FAST = ["trainer.progress=false", "trainer.checkpoint_every_seconds=0"]
 
 
 def events(folder: Path):
-    """An EventAccumulator holding everything in folder's events file (not its sub-folders)."""
+    """An EventAccumulator holding everything in a run's events file (in its TensorBoard run's
+    sub-folder, named after it; cv_mean's right in it), not a fold's or another run's."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (path,) = list(Path(folder).glob("events.out.tfevents.*"))
+    folder = Path(folder)
+    (path,) = list(folder.glob("events.out.tfevents.*")) or list((folder / folder.name).glob("events.out.tfevents.*"))
     accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "histograms": 0,
                                                              "tensors": 0})
     accumulator.Reload()
@@ -196,6 +198,33 @@ def test_logger_settings_are_validated_in_one_sentence(cli):
     assert "Unknown logger 'wandb'; valid options are: csv, mlflow, none, tensorboard." in result.output
 
 
+def test_tensorboard_names_a_run_after_its_folder_and_a_sweep_point_after_its_overrides(tmp_path):
+    """TensorBoard names a run by the folder of its events below the one it serves: a run's
+    events go in a sub-folder named after the run, never "." (the run folder served alone) nor a
+    sweep's bare job number."""
+    import yaml
+
+    from dltrain.train.tensorboard import events_folder, run_name
+
+    run = tmp_path / "outputs" / "2026-12-01" / "10-00-00_abc123"
+    assert events_folder(run) == run / "10-00-00_abc123" and run_name(tmp_path / "cv" / "fold_2") == "fold_2"
+    sweep = tmp_path / "multirun" / "10-00-00_def456"
+    (sweep / "3" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["data=iris", "optimizer.lr=0.1,0.01", "trainer.progress=false",
+                                          "data.path=/a/b.csv,/c/d.csv"]}}}))
+    (sweep / "3" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+        ["data=iris", "optimizer.lr=0.01", "trainer.progress=False", "data.path=/c/d.csv"]))
+    assert run_name(sweep / "3") == "optimizer.lr=0.01,data.path=_c_d.csv"
+    assert run_name(sweep / "4") == "4"  # no saved overrides to name it by
+    (sweep / "5").mkdir()
+    (sweep / "5" / "events.out.tfevents.1.host").write_bytes(b"")  # an older dltrain's run
+    assert events_folder(sweep / "5") == sweep / "5"
+    (sweep / "3" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model.name=" + "x" * 300]))
+    long = run_name(sweep / "3")  # a file system takes the name; two points never share one
+    assert long.startswith("model.name=xxx") and len(long) <= 120
+
+
 def _get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -207,7 +236,7 @@ def test_dltrain_tb_serves_a_finished_run_over_http_and_stops_on_ctrl_c(cli, mon
 
     copy_run(iris_fit_run)  # a finished run with its events, trained once per session (conftest.py)
     (run_dir,) = run_folders()
-    run_name = run_dir.relative_to("outputs").as_posix()
+    run_name = f"{run_dir.relative_to('outputs').as_posix()}/{run_dir.name}"  # its events' folder is named after it
     answers = {}
 
     def query_then_ctrl_c(server):

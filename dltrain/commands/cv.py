@@ -21,10 +21,10 @@ from dltrain.commands.launch import (check_fold_launch, check_run_dir, launch, r
 from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
                                      split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
-from dltrain.console import EpochTable, console, fmt
+from dltrain.console import EpochTable, console, fmt, muted_copy, plural
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock, copy_file, read_json_object, write_atomic, write_json
+from dltrain.files import RunLock, console_log, copy_file, read_json_object, write_atomic, write_json
 from dltrain.models import stacking_refusal
 from dltrain.models.custom import reading_run
 from dltrain.train import parallel
@@ -55,14 +55,17 @@ def cv(overrides: list[str]) -> dict:
     folds = plan_folds(source, plan, settings.data.name)
     selected = [f.index for f in folds] if plan.fold is None else [plan.fold]
     run_dir = _run_dir(overrides)
-    with RunLock(run_dir):  # one writer: this process, for the whole cross-validation
+    # one writer: this process, for the whole cross-validation, whose output its dltrain.log keeps
+    with RunLock(run_dir), console_log(console, run_dir):
         for index in selected:  # a failure noted by an earlier run in the same folder is stale
             _error_note(fold_folder(run_dir, index)).unlink(missing_ok=True)
         task_overrides = [o for o in overrides if not o.startswith(_OWN)]
         if not in_process:  # the launcher's processes or jobs stop on signals themselves
+            # Each fold prints one line when it ends (its job's output is in its own log), so
+            # Hydra's lines about launching them would only repeat the folder and the overrides.
             launch(run_fold_job, task_overrides + [
                 f"cv.fold={','.join(map(str, selected))}", f"hydra.sweep.dir={_quoted(str(run_dir))}",
-                "hydra.sweep.subdir=fold_${cv.fold}"], multirun=True)
+                "hydra.sweep.subdir=fold_${cv.fold}", "hydra/hydra_logging=none"], multirun=True)
         with stopping_as_one(run_dir):  # Ctrl-C or SIGTERM from here on: resume=run_dir continues
             if in_process:
                 typed = [o for o in overrides if not o.startswith(_OWN[3:])]  # for dltrain runs, as a Hydra job keeps it
@@ -106,7 +109,7 @@ def _resume(target: str, run_dir: Path, overrides: list[str], started: float) ->
     source = load_cv_source(settings, plan)
     folds = plan_folds(source, plan, settings.data.name)
     # one writer: this process, for the whole cross-validation; Ctrl-C prints resume=run_dir again
-    with RunLock(run_dir), stopping_as_one(run_dir):
+    with RunLock(run_dir), console_log(console, run_dir), stopping_as_one(run_dir):
         console.print(f"Resuming {run_dir}: folds {', '.join(map(str, to_run)) or 'none'} to run, "
                       f"{len(selected) - len(to_run)} finished.")
         for index in to_run:  # a failure noted by an earlier run in the same folder is stale
@@ -136,7 +139,7 @@ def cross_validate(cfg, run_dir: Path, *, source=None, task_overrides=(), out=co
     source = load_cv_source(settings, plan) if source is None else source
     folds = plan_folds(source, plan, settings.data.name)
     selected = folds if plan.fold is None else [folds[plan.fold]]
-    with stopping_as_one(run_dir):
+    with console_log(out, run_dir), stopping_as_one(run_dir):
         train_folds(cfg, settings, plan, source, selected, len(folds), run_dir, list(task_overrides), out=out)
         return finish(cfg, settings, plan, source, [f.index for f in selected], run_dir, out=out,
                       started=started)
@@ -181,6 +184,11 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
                 _write_job_files(fold_folder(run_dir, fold.index), cfg, task_overrides, fold.index)
             _train_stacked(settings, source, folds, fold_count, run_dir, members, out)
         return
+    out.print(f"[bold]dltrain cv[/bold]  {plural(len(folds), 'fold')} of {fold_count} one by one: "
+              f"model={settings.model.name} data={settings.data.name}; each fold's epochs are in "
+              f"{run_dir}/fold_N/dltrain.log")
+    for note in source.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
     for fold in folds:
         folder = fold_folder(run_dir, fold.index)
         with RunLock(folder):
@@ -197,14 +205,29 @@ def train_folds(cfg, settings, plan, source, folds: list[Fold], fold_count: int,
 
 
 def train_fold(cfg, settings, source, fold: Fold, fold_count: int, folder: Path, *, out=console):
-    """One fold alone in ``folder`` (from its own last.pt under ``dltrain cv resume=``)."""
+    """One fold alone in ``folder`` (from its own last.pt under ``dltrain cv resume=``): its
+    whole output (banner, epoch rows, result) goes to its own dltrain.log, one line to ``out``
+    (its progress bar too, in a terminal)."""
     seed = fold_seed(settings, fold)
     resume_from = folder / "last.pt" if cfg.get("resume") and (folder / "last.pt").exists() else None
-    result = train_split(cfg, settings, source, fold.train_index, fold.val_index, folder, out=out,
-                         seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
-                         resume_from=resume_from, outcome_figure=False)
+    fold_out = muted_copy(out)
+    with console_log(fold_out, folder, held=resume_from is not None) as logs:
+        result = train_split(cfg, settings, source, fold.train_index, fold.val_index, folder, out=fold_out,
+                             seed=seed, title=f"dltrain cv  fold_{fold.index} ({fold.index + 1} of {fold_count})",
+                             resume_from=resume_from, outcome_figure=False, logs=logs)
     write_fold_files(folder, source, fold, seed, result)
+    print_fold(fold.index, fold_count, result, out)
     return result
+
+
+def print_fold(index: int, fold_count: int, result, out) -> None:
+    """A fold's one line on the console (and its notes, such as a val_loss that was not finite)."""
+    monitor = result.monitor
+    out.print(f"fold_{index} ({index + 1} of {fold_count}): {plural(result.epochs_run, 'epoch')}, best "
+              f"{monitor} {fmt(result.best[monitor])} at epoch {result.best_epoch}, final "
+              f"{fmt(result.final[monitor])} ({result.seconds:.1f} s)")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] fold_{index}: {note}")
 
 
 def _stacked_members(cfg, settings, plan, source, folds, run_dir, out):
@@ -249,22 +272,22 @@ def _train_stacked(settings, source, folds, fold_count: int, run_dir: Path, memb
                       table=EpochTable(columns, out), count_column="folds")
     title = (f"dltrain cv  folds {folds[0].index}-{folds[-1].index} together ({len(folds)} of "
              f"{fold_count}, cv.vectorize)")
-    out.print(banner(title, settings, members[0], device, per=" per fold", threads=trainer.threads_note))
-    out.print(f"fold folders: {run_dir}/fold_N")
-    out.print(f"Each row: the mean over the {len(members)} folds"
-              + (" still training (early stopping)." if settings.trainer.patience else "."))
-    try:
-        train(trainer, run_dir, progress=settings.trainer.progress, out=out)
-    except DltrainError:
-        for member in members:
-            settle_failed(member.folder.path, "failed", member.folder.record.get("error", ""))
-        raise
-    for fold, member in zip(folds, members):
-        result = conclude(member, started)
-        write_fold_files(member.folder.path, source, fold, member.seed, result)
-        out.print(f"fold_{fold.index}: best {monitor} {fmt(result.best[monitor])} at epoch "
-                  f"{result.best_epoch}, final {fmt(result.final[monitor])}")
-    out.print(f"{len(members)} folds trained together in {time.perf_counter() - started:.1f} s.")
+    with console_log(out, *(member.folder.path for member in members)):  # the one table is every fold's
+        out.print(banner(title, settings, members[0], device, per=" per fold", threads=trainer.threads_note))
+        out.print(f"fold folders: {run_dir}/fold_N")
+        out.print(f"Each row: the mean over the {len(members)} folds"
+                  + (" still training (early stopping)." if settings.trainer.patience else "."))
+        try:
+            train(trainer, run_dir, progress=settings.trainer.progress, out=out)
+        except DltrainError:
+            for member in members:
+                settle_failed(member.folder.path, "failed", member.folder.record.get("error", ""))
+            raise
+        for fold, member in zip(folds, members):
+            result = conclude(member, started)
+            write_fold_files(member.folder.path, source, fold, member.seed, result)
+            print_fold(fold.index, fold_count, result, out)
+    out.print(f"{plural(len(members), 'fold')} trained together in {time.perf_counter() - started:.1f} s.")
 
 
 def cfg_with_fold(cfg, index: int):
@@ -318,9 +341,12 @@ def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
     import numpy as np
 
     folder = Path(run_dir) / "refit"
-    with RunLock(folder):
+    refit_out = muted_copy(out)  # like a fold: one line here, the whole output in its own log
+    with RunLock(folder), console_log(refit_out, folder):
         result = train_split(cfg, settings, source, np.arange(len(source)), np.arange(0), folder,
-                             out=out, seed=settings.trainer.seed, title="dltrain cv  refit on all data")
+                             out=refit_out, seed=settings.trainer.seed, title="dltrain cv  refit on all data")
+    out.print(f"refit on all {len(source)} rows: {plural(result.epochs_run, 'epoch')}, final "
+              f"{result.monitor} {fmt(result.final[result.monitor])} ({result.seconds:.1f} s)")
     copy_file(folder / "last.pt", Path(run_dir) / FINAL_MODEL)
     return {"folder": "refit", "final_model": FINAL_MODEL, "epochs": result.epochs_run,
             "final": {k: v for k, v in result.final.items() if k not in ("epoch", "lr", "seconds")},

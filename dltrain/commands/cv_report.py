@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltrain.console import console, fmt
+from dltrain.console import console, fmt, plural
 from dltrain.data.folds import resolve_strategy
 from dltrain.errors import DltrainError
 from dltrain.files import read_json_object, write_csv, write_json
@@ -176,7 +176,12 @@ def aggregate(run_dir: Path, selected: list[int], settings, cv, source) -> dict:
 
 
 def print_summary(summary: dict, run_dir: Path, out=console) -> None:
+    """The fold table (every metric per fold, then mean ± std), fitted to the console's width
+    without cutting a header or a number: when the metrics do not all fit, the training ones go
+    first, then the others least important first (the objective stays), named below the table."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     rows, mean, std = summary["folds"], summary["mean"], summary["std"]
     names = list(mean)
@@ -186,22 +191,45 @@ def print_summary(summary: dict, run_dir: Path, out=console) -> None:
              + f" ({shuffle}), {summary['model']} on {summary['data']}")
     epochs = sorted({row["epochs"] for row in rows})
     if len(epochs) == 1:
-        title += f", {epochs[0]} epochs"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("fold", no_wrap=True)
-    table.add_column("rows\ntrain/val", justify="right", no_wrap=True)
+        title += f", {plural(epochs[0], 'epoch')}"
+    # Each column as (header, cells): a header of two lines ("val" over "accuracy"), a cell per
+    # fold, then the mean (in bold) over its std.
+    fixed = [("fold", [f"fold_{row['fold']}" for row in rows] + ["[bold]mean[/bold]\n± std"]),
+             ("rows\ntrain/val", [f"{row['train_size']}/{row['val_size']}" for row in rows] + [""])]
     if len(epochs) > 1:  # early stopping ended folds at different epochs
-        table.add_column("epochs", justify="right", no_wrap=True)
-    for name in names:  # train_loss -> "train" over "loss": narrow columns for many metrics
-        table.add_column(name.replace("_", "\n", 1), justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(f"fold_{row['fold']}", f"{row['train_size']}/{row['val_size']}",
-                      *([str(row["epochs"])] if len(epochs) > 1 else []),
-                      *(fmt(row[name]) for name in names))
-    table.add_section()
-    table.add_row("[bold]mean[/bold]\n± std", "", *([""] if len(epochs) > 1 else []),
-                  *(f"[bold]{fmt(mean[name])}[/bold]\n± {fmt(std[name])}" for name in names))
+        fixed.append(("epochs", [str(row["epochs"]) for row in rows] + [""]))
+    metrics = {name: (name.replace("_", "\n", 1), [fmt(row[name]) for row in rows]
+                      + [f"[bold]{fmt(mean[name])}[/bold]\n± {fmt(std[name])}"]) for name in names}
+    objective = summary["objective"]["metric"]
+    priority = [objective, *(n for n in names if n.startswith("val_")), *(n for n in names if n.startswith("test_")),
+                *names]
+    priority = list(dict.fromkeys(n for n in priority if n in metrics))
+    shown = list(names)
+
+    def width(column) -> int:
+        header, cells = column
+        return max(len(line) for text in (header, *cells) for line in Text.from_markup(text).plain.split("\n"))
+
+    def total() -> int:  # each column and the one space after it
+        return sum(width(c) + 1 for c in fixed) + sum(width(metrics[n]) + 1 for n in shown)
+
+    while total() > out.width and len(shown) > 1:
+        shown.remove(next(n for n in reversed(priority) if n in shown and n != objective))
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                  padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    columns = [*fixed, *(metrics[n] for n in shown)]
+    for number, column in enumerate(columns):
+        table.add_column(column[0], justify="left" if number == 0 else "right", no_wrap=True,
+                         min_width=width(column))
+    for index in range(len(rows) + 1):
+        if index == len(rows):
+            table.add_section()
+        table.add_row(*(column[1][index] for column in columns))
     out.print(table)
+    left_out = [n for n in names if n not in shown]
+    if left_out:
+        out.print(f"[dim]Not shown at {out.width} columns: {', '.join(left_out)} (all are in "
+                  f"{SUMMARY_CSV}).[/dim]")
     oof = summary["out_of_fold"]
     pooled = ", ".join(f"{k} {fmt(v)}" for k, v in oof.items() if k not in ("file", "rows"))
     out.print(f"Out-of-fold predictions for {oof['rows']} rows in {oof['file']} (pooled: {pooled}).")
@@ -212,6 +240,10 @@ def print_summary(summary: dict, run_dir: Path, out=console) -> None:
     if summary["refit"]:
         out.print(f"Refit on all {summary['samples']} rows: {summary['refit']['folder']}/, "
                   f"final model {summary['refit']['final_model']}.")
+    if mean.get("val_r2") is not None and mean["val_r2"] < 0:
+        out.print(f"[yellow]note:[/yellow] the mean val_r2 is below 0 ({fmt(mean['val_r2'])}): the models "
+                  f"predict their validation rows worse than the rows' mean would; look at the features, "
+                  f"optimizer.lr and data.target_transform (standardize suits a target of any scale).")
     objective = summary["objective"]
-    out.print(f"Mean {objective['metric']} over {len(rows)} folds: {fmt(objective['mean'])} ± "
+    out.print(f"Mean {objective['metric']} over {plural(len(rows), 'fold')}: {fmt(objective['mean'])} ± "
               f"{fmt(objective['std'])}. Run folder: {run_dir}")

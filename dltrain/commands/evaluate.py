@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dltrain.commands.resume import cv_holding
-from dltrain.config import read_settings
+from dltrain.config import read_settings, upgrade_saved
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.split import take, train_val_indices
+from dltrain.data.target import TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
 from dltrain.models.custom import reading_run
@@ -57,7 +58,7 @@ def _load_run(target: str, overrides: list[str]) -> TrainedRun:
     state = load_checkpoint(checkpoint)
     if not {"model", "config", "spec"} <= set(state):
         raise DltrainError(f"The checkpoint {str(checkpoint)!r} is not a dltrain checkpoint (it lacks model, config or spec).")
-    config = saved_config(state, checkpoint)
+    config = upgrade_saved(saved_config(state, checkpoint))
     if isinstance(config.get("data"), dict) and "download" in config["data"]:
         # A run's config never downloads (into a folder it names): data.download=true does, when typed.
         config = {**config, "data": {**config["data"], "download": False}}
@@ -87,11 +88,11 @@ def apply_overrides(cfg, overrides: list[str]):
 
 
 def _encoded_targets(targets, class_names, spec):
-    """Targets in the trained model's class indices (standardized as in training for regression)."""
+    """Targets in the trained model's class indices (transformed as in training for regression)."""
     import numpy as np
 
     if spec.task == "regression":
-        return (np.asarray(targets, dtype=np.float64) - spec.target_mean) / spec.target_std
+        return TargetTransform.of(spec).encode(targets)
     if tuple(class_names) == tuple(spec.class_names):
         return np.asarray(targets)
     unknown = [c for c in class_names if c not in spec.class_names]
@@ -130,8 +131,9 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     metrics = _inference(run, settings, device).evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
+    saved = run.run_dir / eval_file(settings.data, other_data=split == "all")
     with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
-        write_json(run.run_dir / "eval.json", record)
+        write_json(saved, record)
     from rich.table import Table
 
     from dltrain.console import fmt
@@ -143,8 +145,23 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     for name, value in metrics.items():
         table.add_row(name, fmt(value))
     out.print(table)
-    out.print(f"Saved to {run.run_dir / 'eval.json'}")
+    out.print(f"Saved to {saved}")
     return record
+
+
+def eval_file(data, *, other_data: bool) -> str:
+    """eval.json for the run's own data; eval-<data>.json for other data (named by its file's
+    stem, else by the dataset's name), so evaluating on several never overwrites one another."""
+    import re
+
+    if not other_data:
+        return "eval.json"
+    path = data.options.get("path")
+    label = data.name
+    if isinstance(path, str) and path not in ("", "???"):
+        label = Path(path).name.removesuffix(".gz").removesuffix(".csv") or label
+    label = re.sub(r"[^\w.-]+", "_", label).lstrip(".")[:80] or "data"
+    return f"eval-{label}.json"
 
 
 # ------------------------------------------------------------------------------ predict

@@ -16,15 +16,16 @@ from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_l
 from dltrain.config import compose, read_settings
 from dltrain.console import EpochTable, console
 from dltrain.data import load_source
-from dltrain.data.preprocessing import load_preprocessing
+from dltrain.data.preprocessing import load_saved
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock
+from dltrain.files import RunLock, console_log
 from dltrain.models.custom import reading_run
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
-from dltrain.train.population import banner, columns, conclude, open_member, print_summary, train
+from dltrain.train.population import (banner, column_priority, columns, conclude, open_member, print_summary,
+                                      train)
 
 
 def fit(overrides: list[str]):
@@ -73,36 +74,40 @@ def continue_run(cfg, run_dir: Path):
 
 def run_fit(cfg, run_dir: Path, out=console):
     """The task (a Hydra job's, or a resume's in the run's own folder): load the data, split off
-    validation rows, train, write the run folder."""
+    validation rows, train, write the run folder; what it prints is also appended to the run's
+    dltrain.log (rank 0's, in a data-parallel fit; a resume's once its checks passed)."""
     started = time.perf_counter()
-    settings = read_settings(cfg)
-    with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
-        source = load_source(settings.data)
-    train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
     resume = cfg.get("resume")
-    return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
-                       resume_from=Path(resume) / "last.pt" if resume else None)
+    with console_log(out, *([] if parallel.secondary_rank() else [run_dir]), held=bool(resume)) as logs:
+        settings = read_settings(cfg)
+        with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
+            source = load_source(settings.data)
+        train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+        return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
+                           resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
 
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,
                 seed: int | None = None, title: str = "dltrain fit", started: float | None = None,
-                resume_from: Path | None = None, callbacks=(), outcome_figure: bool = True):
+                resume_from: Path | None = None, callbacks=(), outcome_figure: bool = True, logs=None):
     """One fit (or one fold of a cross-validation, ``seed`` then differs per fold): a population
     of one member trained on rows ``train_index`` (preprocessing fitted on them only), validated on
     ``val_index`` (may be empty), written to ``run_dir``; ``resume_from``: a last.pt to continue
     exactly (down to the step inside an interrupted epoch); ``callbacks``: called (epoch, row)
-    at every epoch's end; ``outcome_figure``: see open_member."""
+    at every epoch's end; ``outcome_figure``: see open_member; ``logs``: the run's held logs
+    (files.console_log), released once a resume's checks passed."""
     started = time.perf_counter() if started is None else started
     parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
     shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
     main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
     device = resolve_device(settings.trainer.device)
     device = shard.device(device) if shard is not None else device
-    # A resumed run goes on with the preprocessing it was trained with, never a refitted one.
-    preprocessor = load_preprocessing(resume_from.parent) if resume_from is not None else None
+    # A resumed run goes on with the preprocessing (and target transform) it was trained with,
+    # never refitted ones.
+    preprocessor, target = load_saved(resume_from.parent) if resume_from is not None else (None, None)
     member = open_member(cfg, settings, source, train_index, val_index, run_dir,
                          seed=settings.trainer.seed if seed is None else seed, main=main,
-                         outcome_figure=outcome_figure, preprocessor=preprocessor, out=out)
+                         outcome_figure=outcome_figure, preprocessor=preprocessor, target=target, out=out)
     member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))
@@ -110,7 +115,7 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
         out.print(f"[yellow]note:[/yellow] {note}")
     trainer = Trainer([member], settings=settings.trainer, device=device,
                       batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
-                      table=EpochTable(columns(member), out), shard=shard)
+                      table=EpochTable(columns(member), out, priority=column_priority(member)), shard=shard)
     ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
     out.print(banner(title, settings, member, device, extra=ddp, threads=trainer.threads_note))
     out.print(f"run folder: {run_dir}")
@@ -125,6 +130,8 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
                 f"by a single-process run, which only a single process continues exactly; resume it "
                 f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
             )
+    if logs is not None:  # from here on the run writes its folder
+        logs.release()
     first_epoch = member.cursor["epoch"] if member.cursor else len(member.rows) + 1
     train(trainer, run_dir, progress=settings.trainer.progress and main, out=out, first_epoch=first_epoch)
     result = conclude(member, started)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings
+from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings, upgrade_saved
 from dltrain.config.settings import default_setting
-from dltrain.console import console
+from dltrain.console import console, plural
 from dltrain.errors import DltrainError
 from dltrain.files import locked_by_someone, read_json_object
 from dltrain.models.custom import CUSTOM, TARGET
@@ -151,7 +151,7 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     ``folder``. One sentence for anything else, before anything is written."""
     from omegaconf import OmegaConf, open_dict
 
-    cfg = OmegaConf.create(_read_saved(target, saved))
+    cfg = OmegaConf.create(upgrade_saved(_read_saved(target, saved)))
     with open_dict(cfg):
         cfg["resume"] = None
         if cv and saved.parent.parent != folder:  # a fold's config: the whole cross-validation
@@ -174,8 +174,9 @@ def resumed_config(target: str, folder: Path, saved: Path, overrides: list[str],
     epochs = after.trainer.epochs
     if epochs != before.trainer.epochs and SCHEDULERS[after.scheduler.name].fitted_to_epochs:
         raise DltrainError(f"resume={target} cannot change trainer.epochs to {epochs}: scheduler="
-                           f"{after.scheduler.name} spreads its curve over the {before.trainer.epochs} "
-                           f"epochs the run started with; start a new run for {epochs} epochs.")
+                           f"{after.scheduler.name} spreads its curve over the "
+                           f"{plural(before.trainer.epochs, 'epoch')} the run started with; start a new run "
+                           f"for {plural(epochs, 'epoch')}.")
     with open_dict(cfg):
         cfg["resume"] = str(folder)
     return cfg
@@ -274,13 +275,13 @@ def nothing_left(folder: Path, trainer) -> str | None:
     if trainer.epochs < trained:
         raise fewer_epochs(folder, trainer.epochs, trained)
     if trainer.patience and trained - best_epoch >= trainer.patience:
-        return (f"stopped early after {trained} epochs, {trained - best_epoch} without improvement (a larger "
+        return (f"stopped early after {plural(trained, 'epoch')}, {trained - best_epoch} without improvement (a larger "
                 f"trainer.early_stopping.patience, or 0, trains it on)")
     if trained >= trainer.epochs:
-        return f"has finished its {trained} epochs (a larger trainer.epochs trains it on)"
+        return f"has finished its {plural(trained, 'epoch')} (a larger trainer.epochs trains it on)"
     return None
 
 
 def fewer_epochs(folder: Path, epochs: int, trained: int) -> DltrainError:
-    return DltrainError(f"trainer.epochs={epochs} is fewer than the {trained} epochs {str(folder)!r} has "
+    return DltrainError(f"trainer.epochs={epochs} is fewer than the {plural(trained, 'epoch')} {str(folder)!r} has "
                         f"trained (or started); resume it with trainer.epochs={trained} or more.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from dltrain.commands.cv import run_cv
@@ -59,7 +60,9 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
                            f"drop -m (dltrain {kind} resume=...).")
     overrides, sweep_dir = with_sweep_dir(overrides)
     check_points(overrides)
-    task = run_cv if kind == "cv" else run_fit
+    # A launcher may run the points in other processes (joblib pickles the task): a partial of
+    # module functions travels, a closure over this process's console would not.
+    task = partial(run_point, run_cv if kind == "cv" else run_fit, frozenset(_fixed_keys(overrides)))
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage imports it, chattily
@@ -79,6 +82,21 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
         first = next((p for p in points if p.error), points[0])
         raise DltrainError(f"Every point of the sweep failed; the first: {first.error or first.status}")
     return points
+
+
+def run_point(task, fixed: frozenset, cfg, run_dir: Path):
+    """A sweep's job: ``task`` (run_fit or run_cv) on one point, saying at once when the point
+    fails (not only in the table at the end), with its swept settings (``fixed``: the keys
+    every point shares)."""
+    try:
+        return task(cfg, run_dir)
+    except DltrainError as error:
+        from hydra.core.hydra_config import HydraConfig
+
+        swept = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0] not in fixed]
+        console.print(f"[red]Point {Path(run_dir).name} failed[/red] ({' '.join(swept) or 'no swept setting'}): "
+                      f"{error}")
+        raise
 
 
 def with_sweep_dir(overrides: list[str]) -> tuple[list[str], Path]:

@@ -28,6 +28,7 @@ from dltrain.config.settings import (
     read_cv_settings,
     read_logger_settings,
     read_settings,
+    upgrade_saved,
 )
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "TrainerSettings", "VERSION_BASE",
     "check_overrides", "compose", "compose_with_hydra", "config_dir", "explain_hydra_error", "group_options",
     "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings",
-    "read_logger_settings", "read_settings", "apply_overrides", "to_yaml",
+    "read_logger_settings", "read_settings", "apply_overrides", "to_yaml", "upgrade_saved",
 ]

@@ -26,6 +26,14 @@ _PLUGINS = {  # hydra/<group>=<option> -> the pip command that installs the plug
 }
 
 
+# Keys an older dltrain read -> the sentence that says what replaced them (a run folder's saved
+# config is upgraded instead: dltrain.config.settings.upgrade_saved).
+REPLACED = {
+    "data.standardize_target": "data.standardize_target was replaced by data.target_transform: set "
+                               "data.target_transform=standardize, none or log.",
+}
+
+
 def missing_plugin(message: str) -> str | None:
     """The sentence for a Hydra error about an unknown hydra/launcher or hydra/sweeper option:
     for one a plugin provides that is not installed (a recipe such as search_mlp_digits selects
@@ -102,6 +110,8 @@ def unknown_setting(group: str | None, option: str | None, key: str, settings: d
                     groups: tuple[str, ...] = SETTING_GROUPS) -> str:
     """The sentence for a key no option reads: ``key`` under ``group``=``option`` whose YAML
     defines ``settings`` (group None: a top-level key; settings are config.yaml's own)."""
+    if f"{group}.{key}" in REPLACED:
+        return REPLACED[f"{group}.{key}"]
     if group is None:
         match = did_you_mean(key, [*settings, *groups])
         head = f"There is no top-level setting '{key}'"
@@ -120,6 +130,8 @@ def unknown_setting(group: str | None, option: str | None, key: str, settings: d
 def no_such_setting(key: str, verb: str, cfg=None) -> str:
     """'trainer.epoch=2' (Hydra: "Could not override"): the key that was meant, or the keys there
     are, of the option cfg selects (config.yaml's default option without cfg)."""
+    if key.lstrip("+~") in REPLACED:
+        return REPLACED[key.lstrip("+~")]
     head = f"There is no setting '{key}' to {verb}"
     group, _, rest = key.partition(".")
     if group == "hydra":

@@ -393,6 +393,18 @@ def _older_logger(cfg) -> None:
     cfg["logger"] = {} if name == "none" else {name: settings}
 
 
+def upgrade_saved(config: dict) -> dict:
+    """A run folder's saved config (plain data) from an older dltrain, in today's keys: its
+    ``data.standardize_target`` true or false is ``data.target_transform`` standardize or none."""
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and "standardize_target" in data:
+        data = dict(data)
+        standardized = data.pop("standardize_target")
+        data.setdefault("target_transform", "standardize" if standardized is True else "none")
+        config = {**config, "data": data}
+    return config
+
+
 def with_defaults(cfg):
     """A copy of cfg with every setting its options define that it lacks (one deleted with
     ``~key``) back at the option's default; one sentence for a group that is not a group."""

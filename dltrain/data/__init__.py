@@ -7,6 +7,7 @@ the modules are imported on the first lookup."""
 from __future__ import annotations
 
 from dltrain.data.spec import INPUT_KINDS, DataSpec, Prepared, Source, Split
+from dltrain.data.target import TARGET_TRANSFORMS, TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.registry import REQUIRED, Registry
 
@@ -26,13 +27,22 @@ def register_dataset(*names: str, kind: str, as_sequence: bool = False):
 
 
 def load_source(settings) -> Source:
-    """Load the dataset named by ``settings.name`` (a DataSettings from dltrain.config)."""
-    return DATASETS[settings.name](settings)
+    """Load the dataset named by ``settings.name`` (a DataSettings from dltrain.config), with
+    the target transform its settings ask for when the target is a regression one."""
+    source = DATASETS[settings.name](settings)
+    transform = settings.options.get("target_transform", "none")  # the key regression options have
+    if transform not in TARGET_TRANSFORMS:
+        raise DltrainError(f"data.target_transform must be one of {', '.join(TARGET_TRANSFORMS)}; "
+                           f"got {transform!r}.")
+    if source.task == "regression":
+        source.target_transform = transform
+    return source
 
 
-def prepare(source: Source, train_index, val_index=None, *, preprocessor=None) -> Prepared:
-    """Fit preprocessing on the rows in ``train_index`` only and turn every split into tensors;
-    with ``preprocessor`` (already fitted, such as a run's saved one) apply it instead of fitting."""
+def prepare(source: Source, train_index, val_index=None, *, preprocessor=None, target=None) -> Prepared:
+    """Fit preprocessing (of the features, and of a regression target) on the rows in
+    ``train_index`` only and turn every split into tensors; with ``preprocessor`` and ``target``
+    (already fitted, such as a run's saved ones) apply them instead of fitting."""
     import numpy as np
     import torch
 
@@ -47,19 +57,17 @@ def prepare(source: Source, train_index, val_index=None, *, preprocessor=None) -
                            f"needs a {type(source.make_preprocessor()).__name__}; use the data the run "
                            f"was trained on.")
 
-    target_mean, target_std = 0.0, 1.0
-    if source.task == "regression" and source.standardize_target:
-        train_target = np.asarray(source.target[train_index], dtype=np.float64)
-        target_mean = float(train_target.mean())
-        target_std = float(train_target.std()) or 1.0
+    if source.task != "regression":
+        target = None
+    elif target is None:
+        target = TargetTransform.fit(source.target_transform, source.target[train_index])
 
-    def split(features, target) -> Split:
+    def split(features, values) -> Split:
         x = preprocessor.transform(features)
-        if source.task == "regression":
-            y = torch.as_tensor((np.asarray(target, dtype=np.float64) - target_mean) / target_std,
-                                dtype=torch.float32)
+        if target is not None:
+            y = torch.as_tensor(target.encode(values), dtype=torch.float32)
         else:
-            y = torch.as_tensor(np.asarray(target), dtype=torch.long)
+            y = torch.as_tensor(np.asarray(values), dtype=torch.long)
         return Split(x, y)
 
     train = split(take(source.features, train_index), source.target[train_index])
@@ -80,10 +88,10 @@ def prepare(source: Source, train_index, val_index=None, *, preprocessor=None) -
         class_names=tuple(source.class_names),
         feature_names=tuple(getattr(preprocessor, "feature_names", ())),
         vocab_size=int(getattr(preprocessor, "vocab_size", 0)),
-        target_mean=target_mean,
-        target_std=target_std,
+        **({"target_mean": target.mean, "target_std": target.std, "target_transform": target.kind}
+           if target is not None else {}),
     )
-    return Prepared(spec=spec, train=train, val=val, test=test, preprocessor=preprocessor)
+    return Prepared(spec=spec, train=train, val=val, test=test, preprocessor=preprocessor, target=target)
 
 
 __all__ = ["DATASETS", "DataSpec", "Prepared", "Source", "Split", "load_source", "prepare",

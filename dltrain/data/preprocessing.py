@@ -1,5 +1,6 @@
 """The saved preprocessing of a run, as data and never as code: ``preprocessing.json`` (the kind,
-its options, columns, categories, vocabulary and shapes) and, when the kind has arrays,
+its options, columns, categories, vocabulary and shapes; for a regression target, its transform)
+and, when the kind has arrays,
 ``preprocessing.npz`` (float64 means and scales, read with ``allow_pickle=False``). A run folder
 may come from anyone, so ``load_preprocessing`` checks every value and refuses anything else in
 one sentence. The README's "The saved preprocessing" section documents the format."""
@@ -16,6 +17,7 @@ import numpy as np
 
 from dltrain.data.sequence import SeriesPreprocessor
 from dltrain.data.tabular import TabularPreprocessor
+from dltrain.data.target import TargetTransform
 from dltrain.data.text import TextPreprocessor
 from dltrain.data.vision import ImagePreprocessor
 from dltrain.errors import DltrainError
@@ -26,7 +28,7 @@ ARRAYS = "preprocessing.npz"
 # What dltrain wrote before the saved preprocessing was data: a pickle, which runs code when read.
 LEGACY_PICKLE = "preprocessor.pkl"
 FORMAT = "dltrain-preprocessing"
-VERSION = 1
+VERSION = 2  # 2 added "target" (the regression target's transform); version 1 files are read too
 # The JSON names its preprocessor by one of these kinds, never by a class or module path.
 KINDS = {
     "tabular": TabularPreprocessor,
@@ -39,9 +41,10 @@ MAX_FILE_BYTES = 256 << 20
 _REQUIRED = object()
 
 
-def save_preprocessing(folder: Path, preprocessor) -> None:
-    """Write ``preprocessor``'s fitted state into ``folder``: the arrays first, then the JSON that
-    names them, so a reader never finds a JSON without its arrays."""
+def save_preprocessing(folder: Path, preprocessor, target: TargetTransform | None = None) -> None:
+    """Write ``preprocessor``'s fitted state (and ``target``, a regression target's fitted
+    transform) into ``folder``: the arrays first, then the JSON that names them, so a reader
+    never finds a JSON without its arrays."""
     kind = next((k for k, cls in KINDS.items() if type(preprocessor) is cls), None)
     if kind is None:
         raise TypeError(f"{type(preprocessor).__qualname__} is not a preprocessor kind of {FILE} ({', '.join(KINDS)})")
@@ -53,11 +56,20 @@ def save_preprocessing(folder: Path, preprocessor) -> None:
     else:
         (folder / ARRAYS).unlink(missing_ok=True)  # an earlier kind's arrays would be misread as this one's
     document = {"format": FORMAT, "version": VERSION, "kind": kind, "state": state}
+    if target is not None:
+        document["target"] = target.state()
     write_atomic(folder / FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def load_preprocessing(folder: Path):
     """The preprocessor saved in ``folder``, rebuilt from data; DltrainError for anything wrong."""
+    return load_saved(folder)[0]
+
+
+def load_saved(folder: Path) -> tuple[object, TargetTransform | None]:
+    """The preprocessor and the regression target's transform saved in ``folder`` (None when the
+    run's target is not a regression one, or for a file from before version 2, which did not
+    save it), rebuilt from data; DltrainError for anything wrong."""
     folder = Path(folder)
     path = folder / FILE
     if not os.path.lexists(path):
@@ -79,9 +91,10 @@ def load_preprocessing(folder: Path):
                                f"dltrain reads version {VERSION}, so upgrade dltrain to use this run.")
         kind = top.text("kind", choices=tuple(KINDS))
         preprocessor = KINDS[kind].from_state(top.object("state"))
+        target = TargetTransform.from_state(top.object("target")) if top.has("target") else None
         top.done()
         arrays.done()
-    return preprocessor
+    return preprocessor, target
 
 
 class Fields:
@@ -104,6 +117,9 @@ class Fields:
     def _refuse(self, key: str, valid: str, got) -> None:
         raise DltrainError(f"The saved preprocessing {str(self._path)!r} is damaged or was not written by "
                            f"dltrain: {key} must be {valid}, got {_shown(got)}.")
+
+    def has(self, key: str) -> bool:
+        return key in self._data
 
     def _get(self, key: str, default=_REQUIRED):
         self._read.add(key)

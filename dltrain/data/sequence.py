@@ -111,6 +111,5 @@ def load_time_series(settings) -> Source:
         task="regression",
         kind="sequence",
         make_preprocessor=SeriesPreprocessor,
-        standardize_target=bool(options.get("standardize_target", True)),
         ordered=True,
     )

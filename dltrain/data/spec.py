@@ -27,9 +27,11 @@ class DataSpec:
     class_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ()
     vocab_size: int = 0
-    # Regression targets are trained as (y - mean) / std; metrics undo it.
+    # Regression targets are trained as (y - mean) / std, of log y for target_transform=log
+    # (dltrain.data.target); metrics and predictions undo it.
     target_mean: float = 0.0
     target_std: float = 1.0
+    target_transform: str = "none"
 
     @property
     def in_features(self) -> int:
@@ -79,7 +81,9 @@ class Source:
     class_names: tuple[str, ...] = ()
     test_features: Any = None
     test_target: Any = None
-    standardize_target: bool = False
+    # How a regression target is trained: none | standardize | log (data.target_transform,
+    # set by load_source from the data's settings).
+    target_transform: str = "none"
     notes: list[str] = field(default_factory=list)
     # Rows in time order (overlapping windows of a series): validation takes the last rows,
     # since a shuffled split would train on windows that overlap the validation ones.
@@ -104,3 +108,4 @@ class Prepared:
     val: Split | None
     test: Split | None
     preprocessor: Any
+    target: Any = None  # the fitted TargetTransform of a regression target (dltrain.data.target)

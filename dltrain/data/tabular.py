@@ -256,7 +256,6 @@ def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, ta
         task=task,
         class_names=class_names,
         make_preprocessor=lambda: TabularPreprocessor(standardize=standardize),
-        standardize_target=bool(options.get("standardize_target", False)),
         notes=notes,
     )
 

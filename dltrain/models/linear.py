@@ -21,14 +21,21 @@ class _Affine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.flatten(x))
 
-    def describe(self) -> str | None:
-        """The learned w and b, when there are few enough to read."""
+    def describe(self, target=None) -> str | None:
+        """The learned w and b, when there are few enough to read; with ``target`` (the
+        TargetTransform a regression target was trained through) in the target's own units
+        when the transform is affine, else said to be of the transformed target."""
         weight, bias = self.linear.weight.detach().cpu(), self.linear.bias.detach().cpu()
         if weight.numel() > 12:
             return None
+        note = ""
+        if target is not None and target.kind != "log":
+            weight, bias = weight * target.std, bias * target.std + target.mean
+        elif target is not None:
+            note = " (predicting the standardized log of the target)"
         w = ", ".join(f"{v:.4f}" for v in weight.flatten().tolist())
         b = ", ".join(f"{v:.4f}" for v in bias.tolist())
-        return f"w = [{w}], b = [{b}]"
+        return f"w = [{w}], b = [{b}]{note}"
 
 
 @register_model("linear", tasks=("regression",), input_kinds=("tabular", "image"), stackable=True)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dltrain.checks import check_keywords
+from dltrain.data.target import TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.registry import one_of
 from dltrain.train.losses import LOSSES
@@ -26,8 +27,7 @@ class Objective:
     loss_name: str
     output_size: int
     criterion: nn.Module
-    target_mean: float = 0.0
-    target_std: float = 1.0
+    target: TargetTransform = TargetTransform()  # how a regression target was trained
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.output_size == 1:
@@ -38,16 +38,16 @@ class Objective:
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
-            return outputs.squeeze(-1) * self.target_std + self.target_mean
+            return self.target.decode(outputs.squeeze(-1))
         if self.output_size == 1:
             return torch.sigmoid(outputs.squeeze(-1))
         probabilities = F.softmax(outputs, dim=-1)
         return probabilities[:, 1] if self.task == "binary" else probabilities
 
     def targets(self, targets: torch.Tensor) -> torch.Tensor:
-        """Targets in their own units (undoing the training-time standardization)."""
+        """Targets in their own units (undoing the training-time target transform)."""
         if self.task == "regression":
-            return targets * self.target_std + self.target_mean
+            return self.target.decode(targets)
         return targets
 
 
@@ -84,7 +84,7 @@ def build_objective(name: str, options: dict, spec) -> Objective:
         )
     check_keywords(entry.constructor, options, f"loss={name}", "loss")
     output_size = spec.num_classes if entry.output_size == "num_classes" else entry.output_size
-    return Objective(task, name, output_size, entry(**options), spec.target_mean, spec.target_std)
+    return Objective(task, name, output_size, entry(**options), TargetTransform.of(spec))
 
 
 def auto_loss(task: str) -> str:

@@ -5,12 +5,13 @@ its best weights, validation scores, the finished metrics.json and TensorBoard r
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dltrain.console import EpochProgress, console, fmt
+from dltrain.console import EpochProgress, console, fmt, plural
 from dltrain.data import prepare
 from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.models.custom import CUSTOM, TARGET
@@ -44,21 +45,22 @@ class FitResult:
     model: object = field(default=None, repr=False)  # the trained nn.Module (weights of the last epoch)
     val_scores: object = field(default=None, repr=False)  # scores for the validation rows, in order
     test_scores: object = field(default=None, repr=False)  # scores of the best model for the test rows
+    notes: list = field(default_factory=list)  # what the end of the run says about it (run_notes)
 
 
 def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, seed: int,
                 label: str = "", record: dict | None = None, main: bool = True, outcome_figure: bool = True,
-                preprocessor=None, out=console) -> Member:
+                preprocessor=None, target=None, out=console) -> Member:
     """A member seeded ``seed`` (initial weights and batch order, the same alone or in a
     population) on rows ``train_index`` of ``source``, validated on ``val_index`` (may be empty),
     writing ``folder`` (``main``: this process writes; a data-parallel rank other than 0 does not;
     ``outcome_figure``: the logger draws the end's confusion matrix or predicted-vs-true figure;
-    ``preprocessor``: the preprocessing a resumed run saved in ``folder``, applied as it is and
-    not written again; None fits it on ``train_index``)."""
+    ``preprocessor``, ``target``: the preprocessing and target transform a resumed run saved in
+    ``folder``, applied as they are and not written again; None fits them on ``train_index``)."""
     from omegaconf import OmegaConf
 
     seed_everything(seed)
-    data = prepare(source, train_index, val_index, preprocessor=preprocessor)
+    data = prepare(source, train_index, val_index, preprocessor=preprocessor, target=target)
     parts = build(settings, data.spec,
                   steps_per_epoch=batch_count(len(data.train), settings.data.batch_size))
     trainer = settings.trainer
@@ -110,6 +112,15 @@ def columns(member: Member) -> list[str]:
     names = ["loss", *METRICS[member.objective.task]]
     splits = ["train", "val"] if member.data.val is not None else ["train"]
     return ["epoch", *(f"{split}_{n}" for split in splits for n in names), "lr", "seconds"]
+
+
+def column_priority(member: Member) -> list[str]:
+    """The epoch columns most important first, for a console too narrow for all of them: the
+    epoch, the monitored metric, the losses, the validation metrics, lr, seconds, the rest."""
+    names = columns(member)
+    first = ["epoch", member.monitor, "train_loss", "val_loss", *(c for c in names if c.startswith("val_")),
+             "lr", "seconds"]
+    return [c for c in dict.fromkeys([*first, *names]) if c in names]
 
 
 def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first_epoch: int = 1) -> None:
@@ -194,13 +205,34 @@ def conclude(member: Member, started: float) -> FitResult:
         run_dir=member.folder.path, task=data.spec.task, monitor=member.monitor,
         best_epoch=stopping.best_epoch, best=stopping.best, final=member.rows[-1], test=test_metrics,
         epochs_run=len(member.rows), stopped_early=stopping.stopped,
-        seconds=time.perf_counter() - started, model_summary=describe() if callable(describe) else None,
-        model=model, val_scores=val_scores, test_scores=test_scores,
+        seconds=time.perf_counter() - started,
+        model_summary=describe(target=data.target) if callable(describe) else None,
+        model=model, val_scores=val_scores, test_scores=test_scores, notes=run_notes(member.rows),
     )
     if member.logger is not None:
         member.logger.finish(result, data, member)
     member.folder.finished(result)
     return result
+
+
+def run_notes(rows: list[dict]) -> list[str]:
+    """What a run's end says beyond its numbers (one sentence each): validation losses that were
+    not finite numbers, and a validation R² that stayed below 0 (a model worse than
+    predicting the mean)."""
+    notes = []
+    losses = [(row["epoch"], row["val_loss"]) for row in rows if isinstance(row.get("val_loss"), float)]
+    bad = [(epoch, value) for epoch, value in losses if not math.isfinite(value)]
+    if bad:
+        kinds = " or ".join(dict.fromkeys(fmt(value) for _, value in bad))
+        notes.append(f"val_loss was {kinds} in {plural(len(bad), 'epoch')} of {len(losses)} (first in epoch "
+                     f"{bad[0][0]}): the model's outputs on the validation rows were not finite numbers "
+                     f"there (weights that diverge, or inputs far outside the training rows').")
+    scores = [row["val_r2"] for row in rows if isinstance(row.get("val_r2"), float) and math.isfinite(row["val_r2"])]
+    if scores and max(scores) < 0:
+        notes.append(f"val_r2 stayed below 0 (at best {fmt(max(scores))}): the model predicts the validation "
+                     f"rows worse than their mean would; look at the features, optimizer.lr and "
+                     f"data.target_transform (standardize suits a target of any scale).")
+    return notes
 
 
 def banner(title: str, settings, member: Member, device, *, extra: str = "", per: str = "",
@@ -221,29 +253,29 @@ def banner(title: str, settings, member: Member, device, *, extra: str = "", per
 
 
 def print_summary(result: FitResult, out=console) -> None:
+    """The Result table (each metric at the best and the last epoch; the test split's, of the
+    best model, as test_* rows), the run's notes, and the line with the best value."""
     from rich.table import Table
 
     table = Table(title="Result", show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column(f"best (epoch {result.best_epoch})", justify="right")
-    table.add_column(f"final (epoch {result.epochs_run})", justify="right")
-    if result.test is not None:
-        table.add_column("test (best model)", justify="right")
+    table.add_column("metric", no_wrap=True)
+    table.add_column(f"best (epoch {result.best_epoch})", justify="right", no_wrap=True)
+    table.add_column(f"final (epoch {result.epochs_run})", justify="right", no_wrap=True)
     for key in result.final:
         if key in ("epoch", "seconds"):
             continue
-        cells = [key, fmt(result.best.get(key)), fmt(result.final.get(key))]
-        if result.test is not None:
-            split, _, name = key.partition("_")
-            cells.append(fmt(result.test.get(name)) if split == "val" else "")
-        table.add_row(*cells)
+        table.add_row(key, fmt(result.best.get(key)), fmt(result.final.get(key)))
+    for name, value in (result.test or {}).items():  # the best model on the test split
+        table.add_row(f"test_{name}", fmt(value), "")
     out.print(table)
     if result.stopped_early:
         out.print(f"Stopped early after epoch {result.epochs_run}: {result.monitor} stopped improving.")
     if result.model_summary:
         out.print(f"Learned parameters: {result.model_summary}")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
     out.print(
         f"Best {result.monitor} = {fmt(result.best[result.monitor])} at epoch {result.best_epoch}; "
-        f"{result.epochs_run} epochs in {result.seconds:.1f} s. Run folder: {result.run_dir}"
+        f"{plural(result.epochs_run, 'epoch')} in {result.seconds:.1f} s. Run folder: {result.run_dir}"
     )
 

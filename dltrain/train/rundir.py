@@ -38,7 +38,7 @@ class RunFolder:
             # The fitted preprocessing travels with the run: eval, predict and resume apply it,
             # never refit it.
             if not self.resumed:
-                save_preprocessing(self.path, member.data.preprocessor)
+                save_preprocessing(self.path, member.data.preprocessor, member.data.target)
             self._write()
 
     def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:
@@ -95,5 +95,5 @@ class RunFolder:
         self.record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
                            final=result.final, test=result.test, epochs_run=result.epochs_run,
                            stopped_early=result.stopped_early, seconds=result.seconds,
-                           model_summary=result.model_summary, history=self.member.rows)
+                           model_summary=result.model_summary, notes=result.notes, history=self.member.rows)
         self._write()

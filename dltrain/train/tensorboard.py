@@ -1,6 +1,7 @@
 """TensorBoard: what a run writes to its events file (stable, grouped scalar tags; an HParams
 session; the config; graph, histograms and figures), the fold-averaged ``cv_mean`` run of a
-cross-validation. (The server behind ``dltrain tb`` is dltrain/commands/tb.py.)
+cross-validation, and the name each run has there (``run_name``). (The server behind ``dltrain
+tb`` is dltrain/commands/tb.py.)
 
 Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<metric>/val``,
 ``lr``, ``time/epoch_seconds``, ``throughput/samples_per_second``; at the last epoch
@@ -10,16 +11,77 @@ Tags, one step per epoch: ``loss/train``, ``loss/val``, ``<metric>/train``, ``<m
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 import warnings
 from pathlib import Path
 
 from dltrain.console import console
+from dltrain.data.target import TargetTransform
 from dltrain.files import read_json_object
 
 # The hparams recorded are the composed config minus settings that do not change what is learned.
 _NOT_HPARAMS = ("hydra", "logger", "cv", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
                 "trainer.device")
+
+
+def run_name(run_dir: Path) -> str:
+    """The name a run has in TensorBoard, which names a run by the folder of its events below the
+    folder it serves: events right in the run folder would show as "." when it serves that run,
+    and a sweep's runs by their bare job numbers. So they go in a sub-folder named after the run:
+    a sweep point's own overrides (those not common to the whole sweep, as Hydra saved them),
+    else the run folder's name."""
+    run_dir = Path(run_dir)
+    name = run_dir.name
+    if name.isdigit():  # Hydra's job number: a point of a sweep
+        common = _read_yaml(run_dir.parent / "multirun.yaml")
+        for key in ("hydra", "overrides", "task"):
+            common = common.get(key) if isinstance(common, dict) else None
+        fixed = _fixed_keys(_strings(common))
+        swept = [o for o in _strings(_read_yaml(run_dir / ".hydra" / "overrides.yaml"))
+                 if o.partition("=")[0] not in fixed]
+        name = ",".join(swept) or name
+    # One folder name: no separator, not hidden, not too long for a file system.
+    name = re.sub(r"[/\\\x00-\x1f]+", "_", name).lstrip(".") or "run"
+    return name if len(name) <= 120 else f"{name[:100]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def events_folder(run_dir: Path) -> Path:
+    """Where a run writes its events: the run_name sub-folder, or the run folder itself for a
+    run an older dltrain started there (a resume goes on beside its earlier events)."""
+    run_dir = Path(run_dir)
+    if any(run_dir.glob("events.out.tfevents.*")):
+        return run_dir
+    return run_dir / run_name(run_dir)
+
+
+def _read_yaml(path: Path):
+    """A small YAML file of a run folder as plain data (None if absent or not readable): read
+    only for a name, never acted on."""
+    import yaml
+
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+
+
+def _fixed_keys(overrides: list[str]) -> set[str]:
+    """The keys a sweep's overrides give one value (the same in every point)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # not Hydra's grammar (a foreign file): every override then names the point
+        return set()
+    return {o.get_key_element() for o in parsed if not o.is_sweep_override()}
+
+
+def _strings(data) -> list[str]:
+    return [str(item) for item in data] if isinstance(data, list) else []
 
 
 def scalar_tags(row: dict) -> dict[str, float]:
@@ -157,7 +219,7 @@ class RunLogger:
         self.train_size = len(data.train)
         # Per-step tags count optimizer steps, not epochs: purging by epoch would hide them all.
         purge = first_epoch if first_epoch > 1 and not self.step_every else None
-        self.writer = _Writer(self.run_dir, purge_step=purge)
+        self.writer = _Writer(events_folder(self.run_dir), purge_step=purge)
         self.writer.session_start(hparams_of(self.cfg, seed=self.seed))
         text = self.writer.summary.add_text
         text("config", _code_block(OmegaConf.to_yaml(self.cfg, resolve=True)), 0)
@@ -269,7 +331,7 @@ class RunLogger:
         spec = self.spec
         add_image = self.writer.summary.add_image
         if spec.task == "regression":
-            truth = truth * spec.target_std + spec.target_mean
+            truth = TargetTransform.of(spec).decode(truth)
         if self.outcome_figure:  # a fold leaves it to the cross-validation's out-of-fold one
             tag, picture = figures.outcome(spec.task, scores, truth, spec.class_names,
                                            rows=f"{name} rows (epoch {step})")
