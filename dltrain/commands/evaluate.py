@@ -123,8 +123,6 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     metrics = _inference(run, settings, device).evaluate(x, y)
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
-    with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
-        write_json(run.run_dir / "eval.json", record)
     from rich.table import Table
 
     from dltrain.console import fmt
@@ -135,7 +133,9 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, fmt(value))
-    out.print(table)
+    out.print(table)  # before saving: a folder that cannot be written still shows the metrics
+    with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
+        write_json(run.run_dir / "eval.json", record)
     out.print(f"Saved to {run.run_dir / 'eval.json'}")
     return record
 
