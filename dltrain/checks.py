@@ -8,6 +8,10 @@ from typing import Any
 
 from dltrain.errors import DltrainError
 
+# Seeds are what numpy and scikit-learn take (torch would take more): 0 to 2**32 - 1.
+SEEDS = 2**32
+SEED_MESSAGE = "{key} must be a whole number from 0 to 4294967295 (2**32 - 1), got {raw!r}."
+
 _MISSING = object()
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -67,3 +71,12 @@ def check_keywords(function, options: dict, label: str, group: str) -> None:
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+def seed_option(options: dict, key: str = "data.seed") -> int:
+    """A seed among an option's keyword settings (``options``, such as a generated dataset's),
+    checked as the trainer's is."""
+    seed = options.get(key.rsplit(".", 1)[-1], 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEEDS:
+        raise DltrainError(SEED_MESSAGE.format(key=key, raw=seed))
+    return seed

@@ -51,7 +51,50 @@ def create_model(name: str, spec, output_size: int, **options):
         )
     cls = entry.constructor
     check_keywords(cls.from_spec, options, f"model={name}", "model")
+    check_fits_in_memory(name, cls.from_spec, spec, output_size, options)
     return cls.from_spec(spec, output_size, **options)
+
+
+def check_fits_in_memory(name: str, from_spec, spec, output_size: int, options: dict) -> None:
+    """Refuse, before a byte of it is allocated, a model whose weights and their gradients (the
+    least that training holds) would not fit in the memory this machine has free: its shape is
+    built on torch's meta device, which allocates nothing."""
+    import torch
+
+    with torch.device("meta"):
+        shape = from_spec(spec, output_size, **options)
+    tensors = [*shape.parameters(), *shape.buffers()]
+    needed = 2 * sum(t.numel() * t.element_size() for t in tensors)
+    free = free_memory()
+    if free is not None and needed > free:
+        count = sum(p.numel() for p in shape.parameters())
+        raise DltrainError(
+            f"model={name} with these settings has {count:,} parameters, which need {_size(needed)} to "
+            f"train (weights and gradients) but this machine has {_size(free)} of memory free; use "
+            f"fewer or smaller layers."
+        )
+
+
+def free_memory() -> int | None:
+    """Bytes of memory free for a new process (Linux's MemAvailable; the physical memory where
+    that is unknown), None where neither can be read."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"
 
 
 def _suggest(spec) -> str:
