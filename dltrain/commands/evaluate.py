@@ -163,8 +163,8 @@ def _read_input_csv(path: Path, header: bool):
     try:
         frame = pd.read_csv(path, header=0 if header else None)
     except UnicodeDecodeError as error:
-        raise DltrainError(f"input={str(path)!r} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
-                           f"position {error.start}); save it as UTF-8 and try again.") from None
+        raise DltrainError(f"input={str(path)!r} is not UTF-8 text (it holds the byte "
+                           f"{error.object[error.start]:#04x}); save it as UTF-8 and try again.") from None
     except pd.errors.EmptyDataError:
         raise DltrainError(f"input={str(path)!r} is empty; give a CSV with a header and one row per input.") from None
     except (pd.errors.ParserError, OSError) as error:
