@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from dltrain.errors import ENVIRONMENT_EXIT_CODE, DltrainError, RunInterrupted, environment_sentence
+from dltrain.errors import (ENVIRONMENT_EXIT_CODE, DltrainError, RunInterrupted, environment_sentence,
+                            run_folder_of)
 from dltrain.files import RunLock, write_atomic
 
 TRACEBACK = "traceback.txt"  # a bug's traceback, in the run folder it stopped
@@ -107,7 +108,7 @@ def _save_traceback(error: BaseException) -> str:
 
     text = (f"dltrain {__version__}, Python {sys.version.split()[0]}\n"
             f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(error)))
-    folder = getattr(error, "run_folder", None)
+    folder = run_folder_of(error)
     if folder is not None and Path(folder).is_dir():
         try:
             with RunLock(Path(folder)):  # one writer: another process may have taken the folder since

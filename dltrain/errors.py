@@ -85,8 +85,13 @@ def failure_sentence(error: BaseException) -> str:
 def note_run_folder(error: BaseException, folder) -> None:
     """Remember on ``error`` the run folder it escaped from (the innermost one, a fold's rather
     than its cross-validation's): where the command line writes a bug's traceback."""
-    if getattr(error, "run_folder", None) is None:
+    if run_folder_of(error) is None:
         try:
-            error.run_folder = folder
+            error.dltrain_run_folder = folder
         except AttributeError:  # an exception type without a __dict__
             pass
+
+
+def run_folder_of(error: BaseException):
+    """The run folder ``error`` escaped from (note_run_folder), None when it came from elsewhere."""
+    return getattr(error, "dltrain_run_folder", None)

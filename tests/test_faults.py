@@ -132,6 +132,20 @@ def test_a_bug_is_one_sentence_naming_its_traceback_file_and_debug_shows_it(cli,
         cli("--debug", *FIT)
 
 
+def test_a_bug_in_a_sweep_point_stops_the_sweep_at_once(cli, monkeypatch):
+    from dltrain.console import EpochTable
+
+    def bug(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(EpochTable, "row", bug)
+    result = cli("fit", "-m", *FIT[1:], "optimizer.lr=0.1,0.01,0.001")
+    assert result.exit_code == 1, result.output
+    (point,) = run_folders(Path("outputs/multirun"))  # the next points never started
+    assert f"a bug: its traceback is in {point.resolve() / 'traceback.txt'}" in _one_sentence(result.output)
+    assert _status(point) == "failed"
+
+
 def test_a_second_ctrl_c_in_the_middle_of_a_checkpoint_stops_at_once_leaving_none_half_written(cli, monkeypatch):
     save = torch.save
     calls = []
