@@ -6,6 +6,8 @@ shapes come from the DataSpec. The modules (and torch) are imported on the first
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dltrain.checks import check_keywords
 from dltrain.data import DATASETS
 from dltrain.data.spec import INPUT_KINDS, TASKS
@@ -75,22 +77,35 @@ def check_fits_in_memory(name: str, from_spec, spec, output_size: int, options: 
         )
 
 
+# A container's memory limit and what it uses (cgroup v2, then v1): the machine's free memory
+# may be far more than the container may take.
+_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
 def free_memory() -> int | None:
-    """Bytes of memory free for a new process (Linux's MemAvailable; the physical memory where
-    that is unknown), None where neither can be read."""
+    """Bytes of memory free for this process: Linux's MemAvailable (the physical memory where
+    that is unknown), less where a container's limit leaves less; None where nothing says."""
     import os
 
+    free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as stream:
-            for line in stream:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            free = next((int(line.split()[1]) * 1024 for line in stream if line.startswith("MemAvailable:")), None)
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
+    if free is None:
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    for limit_file, usage_file in _CGROUP_MEMORY:
+        try:
+            limit, usage = (int(Path(name).read_text().strip()) for name in (limit_file, usage_file))
+        except (OSError, ValueError):  # no such cgroup, or no limit ("max")
+            continue
+        return min(free, max(limit - usage, 0))
+    return free
 
 
 def _size(count: int) -> str:
