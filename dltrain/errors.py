@@ -37,6 +37,7 @@ _CAUSES = {  # errno name -> the sentence, {path} filled in
     "EPERM": "The operating system does not permit writing {path}; use a folder you can write to",
     "ENOENT": "{path} does not exist (any more): was it deleted or moved while dltrain used it?",
     "EIO": "Input/output error on {path}: the disk or the network share holding it failed",
+    "ENOTDIR": "{path} cannot be made: a folder on its way is a file",
 }
 
 
@@ -52,14 +53,14 @@ def environment_sentence(error: BaseException) -> str | None:
                 f"more memory.")
     if not isinstance(error, OSError):
         return None
-    path = error.filename if error.filename is not None else None
+    path = error.filename
     template = _CAUSES.get(errno.errorcode.get(error.errno, ""))
     if path is None:
         cause = error.strerror or str(error) or type(error).__name__
         return f"The operating system refused an operation: {cause}."
     shown = repr(str(path))
     if template is None:
-        return f"{shown}: {error.strerror or type(error).__name__}."
+        return f"{shown} cannot be used: {error.strerror or type(error).__name__}."
     return template.format(path=shown) + ("." if not template.endswith("?") else "")
 
 

@@ -67,6 +67,14 @@ def test_a_full_or_read_only_disk_is_one_sentence_and_the_last_good_checkpoint_s
     assert not list(run_dir.rglob("*.tmp"))
 
 
+def test_what_hydra_itself_cannot_write_is_one_sentence(cli):
+    Path("outputs").write_text("")  # a file where the run folders go
+    result = cli(*FIT)
+    assert result.exit_code == 1, result.output
+    assert _one_sentence(result.output).startswith("Error: 'outputs/")
+    assert "cannot be made: a folder on its way is a file." in result.output
+
+
 def test_eval_prints_its_metrics_when_it_cannot_save_them(cli, iris_fit_run, monkeypatch):
     run_dir = copy_run(iris_fit_run)
     _refuse_replacing(monkeypatch, "eval.json", errno.EROFS)
