@@ -86,17 +86,16 @@ def test_eval_prints_its_metrics_when_it_cannot_save_them(cli, iris_fit_run, mon
 
 
 def test_a_run_folder_deleted_while_training_stops_the_run_and_is_not_made_again(cli, monkeypatch):
-    from dltrain.console import EpochTable
+    from dltrain.train.rundir import RunFolder
 
-    row = EpochTable.row
+    last = RunFolder.last
 
-    def deleting(table, values):  # the user removes the folder as epoch 1 ends
-        row(table, values)
-        if values["epoch"] == 1:
-            (folder,) = run_folders()
-            shutil.rmtree(folder)
+    def deleting(folder, epoch, row):  # the user removes the folder as epoch 2 ends
+        if epoch == 2:
+            shutil.rmtree(folder.path)
+        last(folder, epoch, row)
 
-    monkeypatch.setattr(EpochTable, "row", deleting)
+    monkeypatch.setattr(RunFolder, "last", deleting)
     result = cli(*FIT)
     assert result.exit_code == 1, result.output
     assert "does not exist (any more): was it deleted or moved" in _one_sentence(result.output)
@@ -107,14 +106,14 @@ def test_a_run_folder_deleted_while_training_stops_the_run_and_is_not_made_again
 def test_a_bug_is_one_sentence_naming_its_traceback_file_and_debug_shows_it(cli, monkeypatch, tmp_path, where):
     import tempfile
 
-    from dltrain.console import EpochTable
     from dltrain.train.member import Member
+    from dltrain.train.rundir import RunFolder
 
     def bug(*args, **kwargs):
         raise TypeError("unsupported operand type(s)")
 
     if where == "in an epoch":
-        monkeypatch.setattr(EpochTable, "row", bug)
+        monkeypatch.setattr(RunFolder, "last", bug)
     elif where == "after training":
         monkeypatch.setattr(Member, "predict_scores", bug)
     else:
@@ -141,12 +140,12 @@ def test_a_bug_is_one_sentence_naming_its_traceback_file_and_debug_shows_it(cli,
 
 
 def test_a_bug_in_a_sweep_point_stops_the_sweep_at_once(cli, monkeypatch):
-    from dltrain.console import EpochTable
+    from dltrain.train.rundir import RunFolder
 
     def bug(*args, **kwargs):
         raise TypeError("unsupported operand type(s)")
 
-    monkeypatch.setattr(EpochTable, "row", bug)
+    monkeypatch.setattr(RunFolder, "last", bug)
     result = cli("fit", "-m", *FIT[1:], "optimizer.lr=0.1,0.01,0.001")
     assert result.exit_code == 1, result.output
     (point,) = run_folders(Path("outputs/multirun"))  # the next points never started
@@ -197,17 +196,17 @@ def small_disk(tmp_path):
 
 
 def test_a_real_full_disk_is_one_sentence_and_the_last_good_checkpoint_stays(cli, monkeypatch, small_disk):
-    from dltrain.console import EpochTable
+    from dltrain.train.rundir import RunFolder
 
-    row = EpochTable.row
+    last = RunFolder.last
 
-    def filling(table, values):  # something else fills the disk as epoch 2 ends, 16 KiB left
-        row(table, values)
-        if values["epoch"] == 2:
+    def filling(folder, epoch, row):  # something else fills the disk as epoch 2 ends, 16 KiB left
+        if epoch == 2:
             stat = os.statvfs(small_disk)
             (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 16 * 1024))
+        last(folder, epoch, row)
 
-    monkeypatch.setattr(EpochTable, "row", filling)
+    monkeypatch.setattr(RunFolder, "last", filling)
     result = cli(*FIT, f"hydra.run.dir={small_disk / 'run'}")
     assert result.exit_code == 1, result.output
     line = _one_sentence(result.output)
