@@ -8,10 +8,6 @@ from typing import Any
 
 from dltrain.errors import DltrainError
 
-# Seeds are what numpy and scikit-learn take (torch would take more): 0 to 2**32 - 1.
-SEEDS = 2**32
-SEED_MESSAGE = "{key} must be a whole number from 0 to 4294967295 (2**32 - 1), got {raw!r}."
-
 _MISSING = object()
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -75,8 +71,12 @@ def _first_line(error: Exception) -> str:
 
 def seed_option(options: dict, key: str = "data.seed") -> int:
     """A seed among an option's keyword settings (``options``, such as a generated dataset's),
-    checked as the trainer's is."""
+    checked as trainer.seed is: what numpy and scikit-learn accept."""
     seed = options.get(key.rsplit(".", 1)[-1], 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEEDS:
-        raise DltrainError(SEED_MESSAGE.format(key=key, raw=seed))
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DltrainError(f"{key} must be an integer, got {seed!r}.")
+    if seed < 0:
+        raise DltrainError(f"{key} must be at least 0, got {seed!r}.")
+    if seed >= 2**32:
+        raise DltrainError(f"{key} must be less than {2**32}, got {seed!r}.")
     return seed
