@@ -400,6 +400,39 @@ def predict(
     predict_run(run, given["input"], given.get("output"), console)
 
 
+@app.command("export", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def export(
+    run: str = typer.Argument(..., help="A run folder (its best.pt), a checkpoint file, or a cv folder "
+                              "(its refit model).", show_default=False),
+    options: Optional[List[str]] = typer.Argument(
+        None, help="format=onnx (default) or format=pt2; output=FILE (default RUN/export/model.onnx).",
+        show_default=False),
+) -> None:
+    """Export a trained model to use without dltrain: ONNX (onnxruntime and other runtimes) or a
+    torch.export program (.pt2, torch.export.load), any batch size.
+
+    The model ends in its prediction: every class's probability, or the value in the target's
+    units. Beside it: the run's preprocessing (preprocessing.json, the format the README
+    documents) and FILE.json naming the inputs, the output and the classes. A cross-validation
+    exports its refit model (cv.refit=true). ONNX needs pip install 'dltrain\\[export]'.
+
+    [bold]Examples[/bold]
+
+      dltrain export outputs/2026-11-21/18-43-10_93f86a            [dim]# RUN/export/model.onnx[/dim]
+
+      dltrain export RUN_DIR format=pt2                           [dim]# RUN/export/model.pt2[/dim]
+
+      dltrain export RUN_DIR output=deploy/iris.onnx
+
+      dltrain export outputs/2026-11-21/19-02-55_0c1d2e           [dim]# a cv folder: its refit/[/dim]
+    """
+    from dltrain.commands.export import export_run
+    from dltrain.console import console
+
+    export_run(run, list(options or []), console)
+
+
 @app.command("migrate")
 @_user_errors
 def migrate(

@@ -34,6 +34,9 @@ _MODE = _file_mode()
 def write_atomic(path: Path, content) -> None:
     """Write ``content`` (bytes, str, or a callable that writes to a binary stream) to ``path``."""
     path = Path(path)
+    if path.is_dir() and not path.is_symlink():  # os.replace cannot put a file in a folder's place
+        raise DltrainError(f"Cannot write {str(path)!r}: a folder is in its place; move that folder away "
+                           f"(or write elsewhere) and try again.")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
@@ -85,6 +88,26 @@ def write_json(path: Path, data) -> None:
 def write_csv(path: Path, frame) -> None:
     """A pandas DataFrame as CSV, without its index."""
     write_atomic(path, frame.to_csv(index=False))
+
+
+def read_json(path: Path):
+    """The JSON value of a run folder's file (metrics.json, cv_summary.json, ...), or None when it
+    holds none that can be read: missing, a folder, a device or a pipe (never opened: reading one
+    may block or never end), not UTF-8 JSON, or nested too deep to parse. Huge numbers and NaN
+    come back as Python numbers: what the value holds is the caller's to check."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def read_json_object(path: Path) -> dict | None:
+    """``read_json``, when the value is a JSON object (what every record dltrain writes is)."""
+    value = read_json(path)
+    return value if isinstance(value, dict) else None
 
 
 def copy_file(source: Path, destination: Path) -> None:

@@ -176,3 +176,15 @@ def test_a_missing_hydra_plugin_is_named_with_its_pip_command():
     unknown = "Could not find 'hydra/sweeper/nosuch' Available options in 'hydra/sweeper': basic Config search path"
     assert missing_plugin(unknown) == "Unknown hydra/sweeper 'nosuch'; valid options are: basic."
     assert missing_plugin("some other Hydra error") is None
+
+
+@pytest.mark.parametrize("override, sentence", [
+    ("trainer.seed=-1", "trainer.seed must be at least 0, got -1."),
+    ("trainer.seed=4294967296", "trainer.seed must be less than 4294967296, got 4294967296."),
+    ("cv.seed=4294967296", "cv.seed must be less than 4294967296, got 4294967296."),
+])
+def test_seeds_are_what_numpy_and_scikit_learn_take(override, sentence):
+    """Once a traceback from scikit-learn's train_test_split (a checkpoint's config, or typed)."""
+    with pytest.raises(DltrainError) as caught:
+        read_cv_settings(compose([override])) if override.startswith("cv.") else compose([override])
+    assert str(caught.value) == sentence

@@ -135,3 +135,10 @@ def test_a_planted_lock_symlink_is_not_followed(tmp_path):
     with RunLock(run):
         assert not (run / ".lock").is_symlink()
     assert target.read_text() == "keep"
+
+
+def test_a_folder_in_a_files_place_is_one_sentence_and_stays(tmp_path):
+    (tmp_path / "predictions.csv").mkdir()
+    with pytest.raises(DltrainError, match="a folder is in its place"):
+        write_atomic(tmp_path / "predictions.csv", "a\n")
+    assert (tmp_path / "predictions.csv").is_dir() and not list(tmp_path.glob(".*.tmp"))

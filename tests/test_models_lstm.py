@@ -42,6 +42,24 @@ def test_padding_never_changes_a_prediction(options):
         assert not torch.allclose(model(junk), reference, atol=1e-3)
 
 
+
+@pytest.mark.parametrize("options", [
+    {}, {"cell": "gru", "num_layers": 3}, {"bidirectional": True}, {"cell": "rnn", "bidirectional": True},
+    {"num_layers": 2, "bidirectional": True, "dropout": 0.2},
+], ids=["lstm", "gru-3-layers", "bidirectional", "rnn-bidirectional", "bidirectional-2-layers"])
+def test_the_padded_path_export_traces_gives_the_packed_outputs(options):
+    """dltrain export traces padded(): no packing, and the same outputs for every text whatever
+    its padding, in both directions and every layer (junk in the padded steps included)."""
+    torch.manual_seed(0)
+    model = create_model("lstm", TOKENS, 3, hidden_size=6, embedding_dim=4, **options).eval()
+    lengths = torch.tensor([12, 1, 5, 9, 2])
+    tokens = torch.randint(2, 30, (5, 12))  # past each text's length: junk, as padding may hold
+    with torch.no_grad():
+        assert torch.allclose(model.padded()(tokens, lengths), model(tokens, lengths), atol=1e-6)
+    image = DataSpec(task="multiclass", input_shape=(1, 8, 8), kind="image", num_classes=10)
+    on_rows = create_model("lstm", image, 10, hidden_size=4)
+    assert on_rows.padded() is on_rows  # images and series are never packed
+
 def test_numeric_sequences_with_lengths_are_packed_too():
     spec = DataSpec(task="regression", input_shape=(10, 2), kind="sequence")
     model = create_model("lstm", spec, 1, hidden_size=8).eval()

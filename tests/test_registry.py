@@ -24,6 +24,7 @@ from dltrain.data import DATASETS
 from dltrain.data.spec import INPUT_KINDS, DataSpec
 from dltrain.errors import DltrainError
 from dltrain.models import MODELS, create_model, kind_data
+from dltrain.models.custom import CUSTOM
 from dltrain.registry import REQUIRED, Registry
 from dltrain.train.losses import LOSSES
 from dltrain.train.objective import AUTO, build_objective
@@ -32,8 +33,8 @@ from dltrain.train.optim import (OPTIMIZERS, REGULARIZATION, SCHEDULERS, build_o
 
 REGISTRIES = {"model": MODELS, "data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS,
               "scheduler": SCHEDULERS, "regularization": REGULARIZATION}
-# YAML options that pick a registered entry instead of being one.
-PICKERS = {"loss": {AUTO}}
+# YAML options that are no entry: loss=auto picks a registered one, model=custom is the user's class.
+PICKERS = {"loss": {AUTO}, "model": {CUSTOM}}
 # Keys of a group's YAML that the trainer reads itself, not the entry's constructor.
 COMMON_KEYS = {"optimizer": {"lr"}}
 ROWS = 8

@@ -8,7 +8,6 @@ process, one by one."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import ExitStack
@@ -25,8 +24,9 @@ from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
 from dltrain.console import EpochTable, console, fmt
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock, copy_file, write_atomic, write_json
+from dltrain.files import RunLock, copy_file, read_json_object, write_atomic, write_json
 from dltrain.models import stacking_refusal
+from dltrain.models.custom import reading_run
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
@@ -84,6 +84,11 @@ def resume(target: str, overrides: list[str], started: float) -> dict:
     last.pt (or starts), one by one in this process; finished folds stay as they are unless a
     larger trainer.epochs trains them on. Nothing to do leaves the folder as it is."""
     run_dir = cv_folder(target)
+    with reading_run(run_dir):  # a custom model's class: never imported from the cv folder
+        return _resume(target, run_dir, overrides, started)
+
+
+def _resume(target: str, run_dir: Path, overrides: list[str], started: float) -> dict:
     saved = run_dir / CONFIG
     if not saved.is_file():  # its folds ran under a launcher: each fold's config
         saved = min(run_dir.glob(f"fold_*/{CONFIG}"), key=lambda p: _fold_number(p.parent.parent))
@@ -326,11 +331,12 @@ def refit(cfg, settings, source, run_dir: Path, *, out=console) -> dict:
 
 
 def _read_summary(run_dir: Path) -> dict:
-    try:
-        summary = json.loads((run_dir / SUMMARY_JSON).read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
+    return read_json_object(run_dir / SUMMARY_JSON) or {}
+
+
+def _status(fold_dir: Path) -> str:
+    status = (read_json_object(fold_dir / "metrics.json") or {}).get("status")
+    return status if isinstance(status, str) else ""
 
 
 def _fold_number(folder: Path) -> int:
@@ -375,12 +381,11 @@ def _error_note(fold_dir: Path) -> Path:
 def _check_finished(run_dir: Path, selected: list[int]) -> None:
     for index in selected:
         folder = fold_folder(run_dir, index)
-        metrics = folder / "metrics.json"
-        record = json.loads(metrics.read_text()) if metrics.exists() else {}
-        if record.get("status") == "finished":
+        status = _status(folder)
+        if status == "finished":
             continue
         note = _error_note(folder)
         if note.exists():
             raise DltrainError(note.read_text())
         raise DltrainError(f"Fold {index} of the cross-validation did not finish "
-                           f"(status {record.get('status', 'unknown')}); see {folder}.")
+                           f"(status {status or 'unknown'}); see {folder}.")

@@ -1,15 +1,16 @@
 """The report of a cross-validation: the finished fold folders aggregated into per-fold metrics
 with mean and std (cv_summary.json/.csv), out-of-fold predictions, the test ensemble, and the
-console's summary table."""
+console's summary table. A finished fold's files may have been edited since (a resumed
+cross-validation keeps its finished folds): each is checked before it is used."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dltrain.console import console, fmt
 from dltrain.data.folds import resolve_strategy
-from dltrain.files import write_csv, write_json
+from dltrain.errors import DltrainError
+from dltrain.files import read_json_object, write_csv, write_json
 from dltrain.train.metrics import compute, monitor_mode
 from dltrain.train.predictions import prediction_frame, read_predictions, scores_of
 
@@ -49,6 +50,67 @@ def objective_key(settings) -> str:
     return f"val_{settings.trainer.monitor}"
 
 
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _numbers(record) -> dict | None:
+    """A metrics row (name -> number) as floats, or None when it is not one."""
+    if not isinstance(record, dict):
+        return None
+    numbers = {key: _number(value) for key, value in record.items()}
+    return numbers if all(isinstance(k, str) for k in numbers) and None not in numbers.values() else None
+
+
+def fold_record(folder: Path) -> tuple[dict, dict]:
+    """A finished fold's metrics.json and fold.json, checked (one sentence for what is wrong):
+    {"epochs_run", "final", "test"} and {"repeat", "train_size", "val_size"}."""
+    metrics, info = read_json_object(folder / "metrics.json"), read_json_object(folder / FOLD_INFO)
+    problem = None
+    if metrics is None or info is None:
+        problem = f"its {'metrics.json' if metrics is None else FOLD_INFO} is missing or not a JSON object"
+    elif not _count(metrics.get("epochs_run")):
+        problem = f"epochs_run in its metrics.json is {metrics.get('epochs_run')!r}, not a number of epochs"
+    elif _numbers(metrics.get("final")) is None:
+        problem = "final in its metrics.json is not a row of metrics (names and numbers)"
+    elif metrics.get("test") is not None and _numbers(metrics["test"]) is None:
+        problem = "test in its metrics.json is not a row of metrics (names and numbers)"
+    elif any(_count(info.get(key)) is None for key in ("repeat", "train_size", "val_size")):
+        problem = f"its {FOLD_INFO} lacks a whole number for repeat, train_size or val_size"
+    if problem:
+        raise DltrainError(f"The finished fold {str(folder)!r} cannot be aggregated: {problem}; "
+                           f"delete that folder to train the fold again.")
+    record = {"epochs_run": metrics["epochs_run"], "final": _numbers(metrics["final"]),
+              "test": None if metrics.get("test") is None else _numbers(metrics["test"])}
+    return record, info
+
+
+def _fold_predictions(path: Path, source):
+    """A fold's prediction file, checked to be what prediction_frame wrote for this data."""
+    import pandas as pd
+
+    try:
+        frame = read_predictions(path)
+        scores_of(frame, source.task, source.class_names)
+        keys = pd.to_numeric(frame["index"], errors="raise") if "index" in frame.columns else None
+    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DltrainError(f"The fold predictions {str(path)!r} cannot be read ({type(error).__name__}); "
+                           f"delete that fold's folder to train the fold again.") from None
+    if keys is None or {"fold", "repeat"} & set(frame.columns):
+        raise DltrainError(f"The fold predictions {str(path)!r} are not what a fold writes (an index "
+                           f"column, no fold or repeat column); delete that fold's folder to train the fold again.")
+    return frame
+
+
 def aggregate(run_dir: Path, selected: list[int], settings, cv, source) -> dict:
     """Per-fold metrics of the last epoch (the model the out-of-fold predictions come from:
     picking each fold's best epoch on its own validation rows would flatter the estimate),
@@ -59,22 +121,27 @@ def aggregate(run_dir: Path, selected: list[int], settings, cv, source) -> dict:
     rows, predictions, test_frames = [], [], []
     for index in selected:
         folder = fold_folder(run_dir, index)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        info = json.loads((folder / FOLD_INFO).read_text())
+        metrics, info = fold_record(folder)
         row = {"fold": index, "repeat": info["repeat"], "train_size": info["train_size"],
                "val_size": info["val_size"], "epochs": metrics["epochs_run"]}
         row.update({k: v for k, v in metrics["final"].items() if k not in ("epoch", "lr", "seconds")})
         row.update({f"test_{k}": v for k, v in (metrics.get("test") or {}).items()})
         rows.append(row)
-        frame = read_predictions(folder / VAL_PREDICTIONS)
+        frame = _fold_predictions(folder / VAL_PREDICTIONS, source)
         frame.insert(1, "fold", index)
         if cv.repeats > 1:
             frame.insert(2, "repeat", info["repeat"])
         predictions.append(frame)
         if (folder / TEST_PREDICTIONS).exists():
-            test_frames.append(read_predictions(folder / TEST_PREDICTIONS))
+            test_frames.append(_fold_predictions(folder / TEST_PREDICTIONS, source))
 
     names = [k for k in rows[0] if k not in _NOT_METRICS]
+    for row in rows[1:]:
+        missing = [name for name in names if name not in row]
+        if missing:
+            raise DltrainError(f"The finished fold {str(fold_folder(run_dir, row['fold']))!r} has no "
+                               f"{missing[0]} in its metrics.json, which fold_{rows[0]['fold']} has; delete "
+                               f"that folder to train the fold again.")
     mean = {name: float(np.mean([row[name] for row in rows])) for name in names}
     std = {name: float(np.std([row[name] for row in rows])) for name in names}
     oof = pd.concat(predictions, ignore_index=True)

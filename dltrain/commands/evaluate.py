@@ -7,15 +7,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from dltrain.commands.resume import cv_holding
 from dltrain.config import read_settings
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_preprocessing
-from dltrain.data.spec import DataSpec
 from dltrain.data.split import take, train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
+from dltrain.models.custom import reading_run
 from dltrain.train.build import Parts, build
-from dltrain.train.checkpoint import load_checkpoint
+from dltrain.train.checkpoint import check_weights, load_checkpoint, planned_shapes, saved_config, saved_spec
 from dltrain.train.device import resolve_device
 from dltrain.train.population import for_inference
 from dltrain.train.predictions import prediction_frame
@@ -33,7 +34,15 @@ class TrainedRun:
 
 
 def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
-    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate."""
+    """A run folder (its best.pt, else last.pt) or a checkpoint file, ready to evaluate (the class
+    of a custom model it names is never imported from that folder: reading_run)."""
+    path = Path(target).expanduser()
+    folder = path if path.is_dir() else path.parent
+    with reading_run(folder), reading_run(cv_holding(folder) or folder):  # a fold's: its cv's too
+        return _load_run(target, overrides)
+
+
+def _load_run(target: str, overrides: list[str]) -> TrainedRun:
     from omegaconf import OmegaConf
 
     path = Path(target).expanduser()
@@ -46,24 +55,22 @@ def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
     else:
         raise DltrainError(f"{target!r} does not exist; give a run folder under outputs/ or a checkpoint file.")
     state = load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or not {"model", "config", "spec"} <= set(state):
+    if not {"model", "config", "spec"} <= set(state):
         raise DltrainError(f"The checkpoint {str(checkpoint)!r} is not a dltrain checkpoint (it lacks model, config or spec).")
-    cfg = apply_overrides(OmegaConf.create(state["config"]), overrides)
+    config = saved_config(state, checkpoint)
+    if isinstance(config.get("data"), dict) and "download" in config["data"]:
+        # A run's config never downloads (into a folder it names): data.download=true does, when typed.
+        config = {**config, "data": {**config["data"], "download": False}}
+    cfg = apply_overrides(OmegaConf.create(config), overrides)
     settings = read_settings(cfg)
-    spec_fields = dict(state["spec"])
-    for key in ("input_shape", "class_names", "feature_names"):
-        spec_fields[key] = tuple(spec_fields.get(key, ()))
-    spec = DataSpec(**spec_fields)
+    spec = saved_spec(state, checkpoint)
+    # The sizes come from the checkpoint: the model they make must fit its weights before it takes memory.
+    shapes = planned_shapes(lambda: build(settings, spec, training=False).model, checkpoint)
+    check_weights(state["model"], shapes, checkpoint, f"model={settings.model.name}",
+                  "evaluate it with the settings it was trained with")
     parts = build(settings, spec, training=False)
     objective, model = parts.objective, parts.model
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise DltrainError(
-            f"The checkpoint {str(checkpoint)!r} does not fit model={settings.model.name} ({first_line}); "
-            f"evaluate it with the settings it was trained with."
-        ) from None
+    model.load_state_dict(state["model"])
     preprocessor = load_preprocessing(checkpoint.parent)  # data only: a run folder may be anyone's
     if tuple(preprocessor.input_shape) != spec.input_shape:
         raise DltrainError(f"The saved preprocessing beside {str(checkpoint)!r} makes inputs of shape "
@@ -128,7 +135,7 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
         split, features = "validation", take(source.features, val_index)
         encoded = _encoded_targets(source.target, source.class_names, run.spec)[val_index]
     device = resolve_device(settings.trainer.device)
-    x = run.preprocessor.transform(features)
+    x = _model_inputs(run, features)
     dtype = torch.float32 if run.spec.task == "regression" else torch.long
     y = torch.as_tensor(np.array(encoded), dtype=dtype)
     metrics = _inference(run, settings, device).evaluate(x, y)
@@ -231,7 +238,7 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
         raise DltrainError(f"dltrain predict reads tables, images and texts; this model was trained on {kind} data.")
     settings = read_settings(run.cfg)
     device = resolve_device(settings.trainer.device)
-    scores = _inference(run, settings, device).predict_scores(run.preprocessor.transform(features)).numpy()
+    scores = _inference(run, settings, device).predict_scores(_model_inputs(run, features)).numpy()
     table = prediction_frame(run.spec.task, run.spec.class_names, scores, keys=names, key="input")
     destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
     if destination.is_dir():
@@ -249,6 +256,20 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
                            f"file in a folder you can write to.") from None
     out.print(f"{len(table)} predictions written to {destination}")
     return destination
+
+
+def _model_inputs(run, features):
+    """The preprocessed inputs, once they have the shape the checkpoint's model was sized for (a
+    checkpoint beside another run's preprocessing would otherwise fail inside the model)."""
+    import torch
+
+    x = run.preprocessor.transform(features)
+    if isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != tuple(run.spec.input_shape):
+        raise DltrainError(
+            f"The preprocessing beside {str(run.checkpoint)!r} makes inputs shaped {tuple(x.shape[1:])}, but its "
+            f"model takes {tuple(run.spec.input_shape)}; the checkpoint and the preprocessing come from different runs."
+        )
+    return x
 
 
 def _inference(run, settings, device):

@@ -20,6 +20,7 @@ from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock
+from dltrain.models.custom import reading_run
 from dltrain.train import parallel
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
@@ -48,16 +49,17 @@ def resume(target: str, overrides: list[str]):
     with the config it was trained with (RESUMABLE overrides applied) and its own preprocessing.
     Not through Hydra: nothing the folder holds is replayed, and its .hydra/ stays as it is."""
     run_dir = fit_folder(target)
-    cfg = resumed_config(target, run_dir, run_dir / CONFIG, overrides)
-    refuse_in_use(target, [run_dir])
-    reason = nothing_left(run_dir, read_settings(cfg).trainer)
-    if reason is not None:
-        console.print(f"Nothing to do: {run_dir} {reason}.")
-        return None
-    task = partial(continue_run, cfg, run_dir)
-    if fit_data_parallel(cfg, [*overrides, f"resume={run_dir}"], task):
-        return None
-    return task()
+    with reading_run(run_dir):  # a custom model's class: never imported from the run folder
+        cfg = resumed_config(target, run_dir, run_dir / CONFIG, overrides)
+        refuse_in_use(target, [run_dir])
+        reason = nothing_left(run_dir, read_settings(cfg).trainer)
+        if reason is not None:
+            console.print(f"Nothing to do: {run_dir} {reason}.")
+            return None
+        task = partial(continue_run, cfg, run_dir)
+        if fit_data_parallel(cfg, [*overrides, f"resume={run_dir}"], task):
+            return None
+        return task()
 
 
 def continue_run(cfg, run_dir: Path):

@@ -4,7 +4,6 @@ while the task runs), and a run that fails, whatever failed, never left looking 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -18,7 +17,7 @@ from typing import Callable
 
 from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError, environment_sentence, failure_sentence, note_run_folder
-from dltrain.files import RunLock, locked_by_someone, remove_links, write_json
+from dltrain.files import RunLock, locked_by_someone, read_json_object, remove_links, write_json
 from dltrain.train.parallel import secondary_rank, shared
 
 
@@ -216,11 +215,7 @@ def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = Fals
         return
     if not run_dir.is_dir():  # deleted meanwhile: nothing to tell, nowhere to write it
         return
-    try:
-        record = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    except (OSError, ValueError):
-        record = {}
-    record = record if isinstance(record, dict) else {}
+    record = read_json_object(metrics_path) or {}
     record.update(status=status, error=message)
     with suppress(OSError):  # where the disk still allows it: what failed may be the disk itself
         write_json(metrics_path, record)

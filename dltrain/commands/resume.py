@@ -1,20 +1,20 @@
 """``resume=RUN`` (``dltrain fit``) and ``resume=CV_DIR`` (``dltrain cv``): which folder, and the
 config it goes on with. A run folder may come from someone else, so nothing in it reaches Hydra:
 the run is rebuilt from its saved, composed config, read as plain data (no ``hydra`` section, no
-``_target_``, no interpolation) and validated like a typed one; the saved override strings are
-never replayed. Only settings that cannot change what the run has learned so far may change
+``_target_`` but model=custom's class path, no interpolation) and validated like a typed one;
+the saved override strings are never replayed. Only settings that cannot change what the run has learned so far may change
 (RESUMABLE), and every check happens before anything is written."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from dltrain.config import apply_overrides, parse_overrides, read_cv_settings, read_settings
 from dltrain.console import console
 from dltrain.errors import DltrainError
-from dltrain.files import locked_by_someone
+from dltrain.files import locked_by_someone, read_json_object
+from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.optim import SCHEDULERS
 
 # What a resume may change: each key and every key under it (``logger``: the group's option and
@@ -212,7 +212,7 @@ def _read_saved(target: str, path: Path) -> dict:
                 name = f"{where}.{key}" if where else str(key)
                 if not isinstance(key, str):
                     raise refuse(f"has a key {key!r} that is not a name")
-                if key.startswith("_") and key.endswith("_"):
+                if key.startswith("_") and key.endswith("_") and not _names_custom_class(where, node, key):
                     raise refuse(f"has {name}, a key Hydra would instantiate or act on")
                 check(value, name, depth + 1)
         elif isinstance(node, list):
@@ -228,6 +228,12 @@ def _read_saved(target: str, path: Path) -> dict:
     return data
 
 
+def _names_custom_class(where: str, node: dict, key: str) -> bool:
+    """model._target_ of model=custom: the one such key a run's config holds, a class path (read as
+    data; dltrain.models.custom imports it under its trust rule, never from the run folder)."""
+    return where == "model" and key == TARGET and node.get("name") == CUSTOM
+
+
 # --------------------------------------------------------------------------- what is left to do
 
 
@@ -237,7 +243,7 @@ def nothing_left(folder: Path, trainer) -> str | None:
     reached or early stopping under the patience now set. Fewer epochs than it finished is one
     sentence."""
     try:
-        record = json.loads((Path(folder) / "metrics.json").read_text())
+        record = read_json_object(Path(folder) / "metrics.json") or {}
         finished = record.get("status") == "finished"
         trained, best_epoch = int(record["epochs_run"]), int(record["best_epoch"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):

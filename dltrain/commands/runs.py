@@ -1,11 +1,13 @@
 """Past runs for ``dltrain runs``: find the fit runs and cross-validations under a folder and read
 what each one was (when, command line, model, data, best monitored value, epochs, duration,
 status) from its metrics.json, cv_summary.json and .hydra/ files; a run that says ``running``
-while no process holds its lock was killed. Reads only; never imports torch."""
+while no process holds its lock was killed. Reads only; never imports torch. Those files may come
+from anyone: each value is read as the type it should have, and one that is not (or a file that
+cannot be read) shows as unknown, never as an error."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 import shlex
@@ -14,12 +16,13 @@ from datetime import datetime
 from pathlib import Path
 
 from dltrain.errors import DltrainError
-from dltrain.files import locked_by_someone
+from dltrain.files import locked_by_someone, read_json_object
 
 _FOLD = re.compile(r"^fold_(\d+)$")
 _FOLD_ERROR = re.compile(r"^fold_(\d+)\.error$")
 # Folders inside a run that are never runs of their own.
 _SKIP = {".hydra", "cv_mean", "refit"}
+_LARGEST_YAML = 1 << 20
 
 
 @dataclass
@@ -28,7 +31,7 @@ class RunInfo:
     kind: str  # fit | cv
     started: str  # ISO time, local
     status: str  # finished | failed | interrupted | running | killed | unknown
-    command: str  # the command line that repeats the run
+    command: str | None  # the command line that repeats the run (None: its overrides are unreadable)
     model: str | None
     data: str | None
     monitor: str | None  # e.g. val_loss
@@ -77,19 +80,68 @@ def _kind(folder: Path, subfolders: list[str], files: list[str]) -> str | None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json_object(path) or {}
 
 
 def _read_yaml(path: Path):
+    """The YAML document in ``path`` (plain data: safe_load builds no objects), or None; a file
+    larger than any .hydra file dltrain writes is not parsed (YAML is parsed in Python, slowly)."""
     import yaml
 
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    try:  # a folder, a pipe or a device is never opened
+        if not path.is_file() or path.stat().st_size > _LARGEST_YAML:
+            return None
+        return yaml.safe_load(path.read_bytes())
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return None
+
+
+def _first_line(path: Path, limit: int = 4096) -> str | None:
+    """The first line of a short text file (a fold's .error note), or None."""
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as stream:
+            text = stream.read(limit).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text.splitlines()[0] if text else None
+
+
+# Values as the type they should have, or None.
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(value) -> float | None:
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) and number >= 0 else None
+
+
+def _overrides(value) -> list[str] | None:
+    """Saved overrides: a list of words, or None."""
+    if not isinstance(value, list) or not all(isinstance(word, str) for word in value):
+        return None
+    return value
 
 
 def _mtime(path: Path) -> float | None:
@@ -103,41 +155,41 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
 
 
-def _command(name: str, overrides) -> str:
-    words = [str(o) for o in (overrides or [])]
-    return " ".join(["dltrain", name, *(shlex.quote(w) for w in words)])
+def _command(name: str, overrides: list[str] | None) -> str | None:
+    if overrides is None:
+        return None
+    return " ".join(["dltrain", name, *(shlex.quote(w) for w in overrides)])
 
 
 def _names(config) -> tuple[str | None, str | None]:
-    if not isinstance(config, dict):
-        return None, None
-    model, data = config.get("model"), config.get("data")
-    return ((model or {}).get("name") if isinstance(model, dict) else None,
-            (data or {}).get("name") if isinstance(data, dict) else None)
+    config = _mapping(config)
+    return _text(_mapping(config.get("model")).get("name")), _text(_mapping(config.get("data")).get("name"))
 
 
 def _best(metrics: dict) -> float | None:
     """The monitored value of the best epoch, also for a run that stopped before the end."""
-    monitor = metrics.get("monitor")
+    monitor = _text(metrics.get("monitor"))
     if not monitor:
         return None
-    row = metrics.get("best")
+    row = _mapping(metrics.get("best"))
     if not row:
-        history, best_epoch = metrics.get("history") or [], metrics.get("best_epoch")
-        row = next((r for r in history if r.get("epoch") == best_epoch), None)
-        final = metrics.get("final") or {}
+        history, best_epoch = metrics.get("history"), _count(metrics.get("best_epoch"))
+        rows = [r for r in history if isinstance(r, dict)] if isinstance(history, list) else []
+        row = next((r for r in rows if r.get("epoch") == best_epoch), None)
+        final = _mapping(metrics.get("final"))
         if row is None and best_epoch and final.get("epoch") == best_epoch:
             row = final
-    value = (row or {}).get(monitor)
-    return float(value) if isinstance(value, (int, float)) else None
+    return _number(_mapping(row).get(monitor))
 
 
 def _epochs(metrics: dict) -> int | None:
-    if metrics.get("epochs_run") is not None:
-        return int(metrics["epochs_run"])
-    if metrics.get("history"):
-        return len(metrics["history"])
-    return (metrics.get("final") or {}).get("epoch")
+    epochs = _count(metrics.get("epochs_run"))
+    if epochs is not None:
+        return epochs
+    history = metrics.get("history")
+    if isinstance(history, list) and history:
+        return len(history)
+    return _count(_mapping(metrics.get("final")).get("epoch"))
 
 
 def _alive(status: str, folders: list[Path]) -> str:
@@ -155,28 +207,30 @@ def _read_fit(folder: Path) -> RunInfo:
                or _mtime(folder / "metrics.json") or _mtime(folder))
     ended = _mtime(folder / "metrics.json")
     model, data = _names(_read_yaml(hydra_dir / "config.yaml"))
-    status = _alive(metrics.get("status", "unknown"), [folder])
-    seconds = metrics.get("seconds")
+    status = _alive(_text(metrics.get("status")) or "unknown", [folder])
+    seconds = _seconds(metrics.get("seconds"))
     if seconds is None and ended is not None and status != "running":  # killed: until its last write
         seconds = max(ended - started, 0.0)
     return RunInfo(
         path=str(folder), kind="fit", started=_iso(started), status=status,
-        command=_command("fit", _read_yaml(hydra_dir / "overrides.yaml")),
-        model=metrics.get("model") or model, data=metrics.get("data") or data,
-        monitor=metrics.get("monitor"), best=_best(metrics), best_std=None,
-        epochs=_epochs(metrics), folds=None, seconds=seconds, error=metrics.get("error"),
+        command=_command("fit", _overrides(_read_yaml(hydra_dir / "overrides.yaml"))),
+        model=_text(metrics.get("model")) or model, data=_text(metrics.get("data")) or data,
+        monitor=_text(metrics.get("monitor")), best=_best(metrics), best_std=None,
+        epochs=_epochs(metrics), folds=None, seconds=seconds, error=_text(metrics.get("error")),
     )
 
 
-def _cv_overrides(folder: Path) -> list[str]:
+def _cv_overrides(folder: Path) -> list[str] | None:
     """What was typed after ``dltrain cv``: a fold sweep's task overrides without the cv.fold list
-    dltrain adds (a single cv.fold=N the user typed stays), or a sweep job's own overrides."""
+    dltrain adds (a single cv.fold=N the user typed stays), or a sweep job's own overrides (None:
+    unreadable)."""
     own = folder / ".hydra" / "overrides.yaml"
     if own.exists():  # dltrain cv -m: each sweep job is a whole cross-validation
-        return list(_read_yaml(own) or [])
-    sweep = _read_yaml(folder / "multirun.yaml") or {}
-    task = (((sweep.get("hydra") or {}).get("overrides") or {}).get("task")) or []
-    return [o for o in task if not (str(o).startswith("cv.fold=") and "," in str(o))]
+        return _overrides(_read_yaml(own))
+    sweep = _mapping(_read_yaml(folder / "multirun.yaml"))
+    task = _mapping(_mapping(sweep.get("hydra")).get("overrides")).get("task")
+    task = [] if task is None else _overrides(task)
+    return None if task is None else [o for o in task if not (o.startswith("cv.fold=") and "," in o)]
 
 
 def _read_cv(folder: Path) -> RunInfo:
@@ -185,8 +239,8 @@ def _read_cv(folder: Path) -> RunInfo:
                        key=lambda p: int(_FOLD.match(p.name).group(1)))
     fold_metrics = [_read_json(p / "metrics.json") for p in fold_dirs]
     errors = [p for p in folder.iterdir() if _FOLD_ERROR.match(p.name)]
-    statuses = [m.get("status", "unknown") for m in fold_metrics]
-    if summary.get("status"):
+    statuses = [_text(m.get("status")) or "unknown" for m in fold_metrics]
+    if _text(summary.get("status")):
         status = summary["status"]
     elif "interrupted" in statuses:
         status = "interrupted"
@@ -195,9 +249,9 @@ def _read_cv(folder: Path) -> RunInfo:
     else:
         status = "running"
     status = _alive(status, [folder, *fold_dirs])  # a launcher's fold jobs hold their own folders
-    error = next((m.get("error") for m in fold_metrics if m.get("error")), None)
+    error = next((_text(m.get("error")) for m in fold_metrics if _text(m.get("error"))), None)
     if error is None and errors:
-        error = errors[0].read_text().strip()
+        error = _first_line(errors[0])
 
     # A Hydra job's hydra.yaml, a launcher's multirun.yaml, or the .hydra/config.yaml that
     # dltrain cv writes when the folds train in its own process.
@@ -209,19 +263,20 @@ def _read_cv(folder: Path) -> RunInfo:
     if config is None and fold_dirs:
         config = _read_yaml(fold_dirs[0] / ".hydra" / "config.yaml")
     model, data = _names(config)
-    objective = summary.get("objective") or {}
+    objective = _mapping(summary.get("objective"))
     epochs = [m for m in (_epochs(m) for m in fold_metrics) if m is not None]
-    seconds = summary.get("seconds")
+    seconds = _seconds(summary.get("seconds"))
     if seconds is None and status != "running":
         ends = [_mtime(p / "metrics.json") for p in fold_dirs]
         ends = [e for e in ends if e is not None]
         seconds = max(max(ends) - started, 0.0) if ends else None
-    monitor = objective.get("metric") or next((m.get("monitor") for m in fold_metrics if m), None)
+    monitor = _text(objective.get("metric")) or next(
+        (_text(m.get("monitor")) for m in fold_metrics if _text(m.get("monitor"))), None)
     return RunInfo(
         path=str(folder), kind="cv", started=_iso(started), status=status,
         command=_command("cv", _cv_overrides(folder)),
-        model=summary.get("model") or model, data=summary.get("data") or data,
-        monitor=monitor, best=objective.get("mean"), best_std=objective.get("std"),
+        model=_text(summary.get("model")) or model, data=_text(summary.get("data")) or data,
+        monitor=monitor, best=_number(objective.get("mean")), best_std=_number(objective.get("std")),
         epochs=max(epochs) if epochs else None, folds=len(fold_dirs), seconds=seconds, error=error,
     )
 
@@ -249,12 +304,13 @@ def table(runs: list[RunInfo], root: Path):
     """A rich table of runs, newest first; each row shows the command that repeats the run over
     its folder, so a narrow terminal wraps instead of hiding columns."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     from dltrain.console import fmt
 
-    result = Table(title=f"Runs under {root}, newest first", title_justify="left",
+    result = Table(title=f"Runs under {escape(str(root))}, newest first", title_justify="left",
                    header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     result.add_column("started", no_wrap=True)
     result.add_column("status", no_wrap=True)
@@ -275,8 +331,8 @@ def table(runs: list[RunInfo], root: Path):
         result.add_row(
             Text.assemble(started.strftime("%Y-%m-%d"), "\n", started.strftime("%H:%M:%S")),
             Text(run.status, style=_STATUS_STYLE.get(run.status, "")),
-            f"{run.model or '-'}\n[dim]{run.data or '-'}[/dim]",
+            Text.assemble(run.model or "-", "\n", (run.data or "-", "dim")),
             best, epochs, duration(run.seconds),
-            Text.assemble(run.command, "\n", (run.path, "dim")),
+            Text.assemble(run.command or "-", "\n", (run.path, "dim")),
         )
     return result

@@ -7,6 +7,7 @@ import difflib
 import re
 
 from dltrain.config.groups import SETTING_GROUPS, default_choices, group_options, option_settings, top_level_settings
+from dltrain.models.custom import CUSTOM
 
 _PLUGINS = {  # hydra/<group>=<option> -> the pip command that installs the plugin holding it
     ("sweeper", "optuna"): "pip install 'dltrain[search]' (or pip install hydra-optuna-sweeper)",
@@ -115,6 +116,9 @@ def no_such_setting(key: str, verb: str, cfg=None) -> str:
         return f"{head}."
     if group in SETTING_GROUPS and rest:
         option = _option(cfg, group)
+        if (group, option) == ("model", CUSTOM) and verb == "override":
+            return (f"{key} is no setting of model=custom's YAML: pass an argument of your model's "
+                    f"constructor with a +, as +{key}=VALUE.")
         settings = option_settings(group, option)
         match = did_you_mean(rest, _leaves(settings))
         if match:

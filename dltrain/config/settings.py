@@ -24,6 +24,7 @@ from dltrain.config.groups import (
     top_level_settings,
 )
 from dltrain.errors import DltrainError
+from dltrain.models.custom import CUSTOM, TARGET, check_settings, plain_settings
 
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 CV_STRATEGIES = ("auto", "kfold", "stratified", "group", "repeated")
@@ -355,6 +356,8 @@ def check_keys(cfg) -> None:
         node = cfg._get_node(group)
         if OmegaConf.is_dict(node):
             option = selected_option(cfg, group)
+            if (group, option) == ("model", CUSTOM):
+                continue  # its keys are its class's arguments, checked against its signature (_model)
             _check_node(node, option_settings(group, option), group, option, "")
 
 
@@ -411,11 +414,24 @@ def read_settings(cfg) -> Settings:
         optimizer=OptimizerSettings(name=selected_option(cfg, "optimizer"), **optimizer,
                                     options=_options(cfg, "optimizer", tuple(optimizer))),
         regularization=_named(cfg, "regularization"),
-        model=_named(cfg, "model"),
+        model=_model(cfg),
         loss=_named(cfg, "loss"),
         scheduler=_named(cfg, "scheduler"),
         logger=_logger(cfg),
     )
+
+
+def _model(cfg) -> NamedSettings:
+    """The model group; for model=custom its settings as given (plain values only, never resolved:
+    an interpolation is refused), checked against the signature of the class it names."""
+    from omegaconf import OmegaConf
+
+    if selected_option(cfg, "model") != CUSTOM:
+        return _named(cfg, "model")
+    given = OmegaConf.to_container(cfg.model, resolve=False)
+    options = plain_settings(given)
+    check_settings(given[TARGET], options)
+    return NamedSettings(CUSTOM, {TARGET: given[TARGET], **options})
 
 
 def read_logger_settings(cfg) -> LoggerSettings:

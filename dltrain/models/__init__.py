@@ -2,7 +2,8 @@
 
 Each module of this package registers its models with ``@register_model(name, tasks=...,
 input_kinds=..., stackable=...)`` on a class that has ``from_spec(spec, output_size, **options)``;
-shapes come from the DataSpec. The modules (and torch) are imported on the first lookup."""
+shapes come from the DataSpec. The modules (and torch) are imported on the first lookup.
+``model=custom`` is no entry: it is the user's own class (custom.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dltrain.checks import check_keywords
 from dltrain.data import DATASETS
 from dltrain.data.spec import INPUT_KINDS, TASKS
 from dltrain.errors import DltrainError
+from dltrain.models.custom import CUSTOM, build_custom
 from dltrain.registry import REQUIRED, Registry, one_of
 
 MODELS = Registry("model", {
@@ -39,7 +41,10 @@ def model_class(name: str):
 
 
 def create_model(name: str, spec, output_size: int, **options):
-    """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs."""
+    """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs
+    (``custom``: the user's class that ``options['_target_']`` names, see custom.py)."""
+    if name == CUSTOM:
+        return build_custom(spec, output_size, **options)
     entry = MODELS[name]
     if spec.task not in entry.tasks:
         raise DltrainError(
@@ -132,6 +137,8 @@ def kind_data(kind: str) -> str:
 def stacking_refusal(name: str) -> str | None:
     """Why copies of model ``name`` cannot be stacked with torch.func and trained under
     torch.vmap, as its registry entry declares (None when they can)."""
+    if name == CUSTOM:
+        return "model=custom is your own class, which dltrain cannot know to have a torch.vmap batching rule"
     if MODELS[name].stackable:
         return None
     return f"model={name} cannot be stacked: its layers have no torch.vmap batching rule"

@@ -84,3 +84,58 @@ class RecurrentNet(nn.Module):
         # hidden: (layers * directions, batch, hidden_size); keep the last layer's directions.
         last = hidden[-self.directions:].transpose(0, 1).flatten(1)
         return self.head(self.dropout(last))
+
+    def padded(self) -> nn.Module:
+        """This net reading padded token batches without packing, which torch.export and ONNX
+        cannot trace, with the same outputs (for ``dltrain export``)."""
+        if self.embedding is None:
+            return self  # images and series: every sequence has every step, nothing is packed
+        return PaddedRecurrentNet(self)
+
+
+class PaddedRecurrentNet(nn.Module):
+    """``net(tokens, lengths)`` of a RecurrentNet on text, computed on the whole padded batch with
+    the packed outputs. Forward direction: the last layer's output at a text's last step is its
+    final state, and the padding after that step cannot reach it. Backward direction (which must
+    start at each text's own last token): each layer also runs on the texts shifted to end at the
+    last step, where the padding comes after them in its order, and its outputs are shifted back."""
+
+    def __init__(self, net: RecurrentNet):
+        super().__init__()
+        self.net = net
+        rnn = net.rnn
+        self.layers = nn.ModuleList()
+        if net.directions == 2:  # one layer at a time: each layer's input is both directions' outputs
+            for layer in range(rnn.num_layers):
+                single = type(rnn)(rnn.input_size if layer == 0 else 2 * rnn.hidden_size, rnn.hidden_size,
+                                   batch_first=True, bidirectional=True, bias=rnn.bias,
+                                   **({"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}))
+                suffixes = (f"_l{layer}", f"_l{layer}_reverse")
+                single.load_state_dict({name.replace(f"_l{layer}", "_l0"): value
+                                        for name, value in rnn.state_dict().items() if name.endswith(suffixes)})
+                self.layers.append(single)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.embedding(tokens)
+        last = (lengths - 1).clamp(min=0)
+        if not len(self.layers):
+            steps, _ = net.rnn(x)  # (batch, steps, hidden_size)
+            return net.head(net.dropout(_at(steps, last.view(-1, 1))).squeeze(1))
+        count = x.shape[1]
+        shift = (count - lengths).view(-1, 1)
+        time = torch.arange(count, device=x.device).view(1, -1)
+        to_end = (time - shift).clamp(min=0)  # the text shifted to end at the last step
+        back = (time + shift).clamp(max=count - 1)  # and shifted back
+        size = net.rnn.hidden_size
+        for layer in self.layers:
+            forward, _ = layer(x)
+            backward, _ = layer(_at(x, to_end))
+            x = torch.cat([forward[..., :size], _at(backward[..., size:], back)], dim=-1)
+        final = torch.cat([_at(x[..., :size], last.view(-1, 1)).squeeze(1), x[:, 0, size:]], dim=-1)
+        return net.head(net.dropout(final))
+
+
+def _at(steps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``steps[b, index[b, t]]`` for every row b: (batch, len(index[b]), features)."""
+    return steps.gather(1, index.unsqueeze(-1).expand(-1, -1, steps.shape[2]))

@@ -207,10 +207,11 @@ class Trainer:
         first_step = 0
         if isinstance(self.forward, Stacked):
             self.forward.structure.train()  # dropout in the pass the members share
-        for m in active:
+        for m, size in zip(active, sizes):
             m.model.train()
             cursor, m.cursor = m.cursor, None
             if cursor is not None:  # continue an epoch that a stop request interrupted
+                _check_cursor(cursor, steps, size, m.objective.output_size)
                 orders.append(cursor["order"])
                 first_step = cursor["step"]
                 outputs.append([cursor["outputs"].to(self.device)])
@@ -323,6 +324,18 @@ def _request_stop(signal_number, frame):
         raise KeyboardInterrupt
     for listener in _listening:
         listener.stop_requested = listener.stop_requested or signal_number
+
+
+def _check_cursor(cursor: dict, steps: int, size: int, output_size: int) -> None:
+    """A saved position inside an epoch (Member checked its form) that fits this epoch's steps:
+    every step before it full, its outputs one row per training row seen."""
+    step, outputs = cursor["step"], cursor["outputs"]
+    if step >= steps or tuple(outputs.shape) != (step * size, output_size):
+        raise DltrainError(
+            f"The checkpoint's position inside epoch {cursor['epoch']} (step {step}, outputs "
+            f"{'x'.join(map(str, outputs.shape))}) does not fit this run's {steps} steps of {size} rows "
+            f"and {output_size} outputs; resume with the run's own settings."
+        )
 
 
 @contextmanager

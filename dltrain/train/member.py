@@ -13,8 +13,19 @@ import torch
 
 from dltrain.errors import DltrainError
 from dltrain.train import metrics as task_metrics
+from dltrain.train.checkpoint import (check_weights, load_checkpoint, load_optimizer_state, load_scheduler_state,
+                                      real, state_shapes)
 from dltrain.train.staging import length, rows, to_channels_last, to_device
 from dltrain.train.stopping import EarlyStopping
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _row(row) -> bool:
+    """An epoch's row as Member saves it: metric names and numbers."""
+    return isinstance(row, dict) and all(isinstance(k, str) and real(v) for k, v in row.items())
 
 
 def forward(model, inputs):
@@ -130,48 +141,104 @@ class Member:
         return state
 
     def load_state_dict(self, state: dict, where: str) -> None:
+        """Restore what ``state_dict`` saved, once it is checked: a last.pt may be corrupted or
+        edited, and a value of the wrong form would otherwise fail deep inside training."""
         import random
 
         import numpy as np
 
-        if "stopping" not in state:
+        if not isinstance(state, dict) or "stopping" not in state:
             raise DltrainError(f"{where} was saved by an older dltrain whose training state this one "
                                f"cannot continue; start a new run with the same settings.")
+        problem = self._state_problem(state)
+        if problem is None:
+            try:  # the generators check their own states: size, version, range
+                self.generator.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])
+                name, keys, *rest = state["numpy_rng"]
+                np.random.set_state((name, keys.numpy().astype("uint32"), *rest))
+                python_state = state["python_rng"]
+                random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+                if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state_all(state["cuda_rng"][:torch.cuda.device_count()])
+            except (RuntimeError, TypeError, ValueError, OverflowError, IndexError, KeyError) as error:
+                problem = f"a random generator's state is not one ({type(error).__name__})"
+        if problem:
+            raise DltrainError(f"{where} holds a training state this run cannot continue from ({problem}); "
+                               f"it is corrupted or not this run's checkpoint.")
         self.rows = list(state["rows"])
         self.stopping.load_state_dict(state["stopping"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        name, keys, *rest = state["numpy_rng"]
-        np.random.set_state((name, keys.numpy().astype("uint32"), *rest))
-        python_state = state["python_rng"]
-        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.cursor = state.get("cursor")
         if self.speed is not None and self.speed.scaler is not None and state.get("scaler"):
             self.speed.scaler.load_state_dict(state["scaler"])
 
+    def _state_problem(self, state: dict) -> str | None:
+        """What is wrong with a saved training state's rows, early stopping, cursor and generator
+        states (None when they have the form this member saves)."""
+        rows, stopping, cursor = state.get("rows"), state.get("stopping"), state.get("cursor")
+        if not isinstance(rows, list) or not all(
+                _row(row) and row.get("epoch") == epoch and self.monitor in row
+                for epoch, row in enumerate(rows, start=1)):
+            return f"its rows are not epochs 1 to {len(rows) if isinstance(rows, list) else 'N'} with {self.monitor}"
+        if not self._stopping_fits(stopping, len(rows)):
+            return "its early-stopping state"
+        if cursor is not None and not self._cursor_fits(cursor, len(rows)):
+            return "its position inside an epoch"
+        numpy_state, python_state = state.get("numpy_rng"), state.get("python_rng")
+        if not all(isinstance(state.get(key), torch.Tensor) for key in ("generator", "torch_rng")) \
+                or not (isinstance(numpy_state, (list, tuple)) and len(numpy_state) == 5
+                        and isinstance(numpy_state[1], torch.Tensor) and numpy_state[1].shape == (624,)) \
+                or not (isinstance(python_state, (list, tuple)) and len(python_state) == 3
+                        and isinstance(python_state[1], (list, tuple))):
+            return "its random generators' states"
+        cuda = state.get("cuda_rng")
+        if cuda is not None and not (isinstance(cuda, list) and all(isinstance(t, torch.Tensor) for t in cuda)):
+            return "its CUDA generators' states"
+        scaler = state.get("scaler")
+        if scaler is not None and not (isinstance(scaler, dict) and "scale" in scaler
+                                       and all(real(v) for v in scaler.values())):
+            return "its gradient scaler's state"
+        return None
+
+    def _stopping_fits(self, stopping, epochs_done: int) -> bool:
+        """The early-stopping state after ``epochs_done`` epochs: a best row (with the monitored
+        metric) from one of them, or none before the first."""
+        if not isinstance(stopping, dict) or not {"best", "best_epoch", "best_value", "waited", "stopped"} <= set(stopping):
+            return False
+        best, best_epoch, best_value = stopping["best"], stopping["best_epoch"], stopping["best_value"]
+        return ((best is None) == (epochs_done == 0)
+                and (best is None or (_row(best) and self.monitor in best))
+                and (best_value is None or real(best_value))
+                and _count(best_epoch) is not None and best_epoch <= epochs_done
+                and _count(stopping.get("waited")) is not None and isinstance(stopping.get("stopped"), bool))
+
+    def _cursor_fits(self, cursor, epochs_done: int) -> bool:
+        """A position inside the epoch after the last finished one: its step, this member's rows
+        in some order, and the losses and outputs of the steps before it."""
+        if not isinstance(cursor, dict) or cursor.get("epoch") != epochs_done + 1 or not _count(cursor.get("step")):
+            return False
+        order, losses, outputs = cursor.get("order"), cursor.get("losses"), cursor.get("outputs")
+        rows = len(self.data.train)
+        return (isinstance(order, torch.Tensor) and order.dtype == torch.int64 and order.shape == (rows,)
+                and torch.equal(order.sort().values, torch.arange(rows))
+                and isinstance(losses, torch.Tensor) and losses.is_floating_point()
+                and losses.shape == (cursor["step"],)
+                and isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() >= 1)
+
     def resume(self, path, out) -> None:
         """Continue from the last.pt at ``path``: model, optimizer, scheduler and training state."""
-        from dltrain.train.checkpoint import load_checkpoint
-
         state = load_checkpoint(path)
         if "trainer" not in state or "optimizer" not in state:
             raise DltrainError(f"{str(path)!r} holds no training state to resume from; use a run "
                                f"folder's last.pt.")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise DltrainError(
-                f"The checkpoint {str(path)!r} does not fit this model and optimizer ({first_line}); "
-                f"resume with the run's own settings."
-            ) from None
+        check_weights(state.get("model"), state_shapes(self.model), path, "this model and optimizer",
+                      "resume with the run's own settings")
+        self.model.load_state_dict(state["model"])
+        load_optimizer_state(self.optimizer, state["optimizer"], path)
         if self.schedule.scheduler is not None and state.get("scheduler") is not None:
-            self.schedule.scheduler.load_state_dict(state["scheduler"])
+            load_scheduler_state(self.schedule.scheduler, state["scheduler"], path)
         self.load_state_dict(state["trainer"], repr(str(path)))
         cursor = self.cursor
         where = (f"inside epoch {cursor['epoch']} at step {cursor['step']}" if cursor
-                 else f"after epoch {state['epoch']}")
+                 else f"after epoch {len(self.rows)}")
         out.print(f"Resuming from {path} ({where}).")

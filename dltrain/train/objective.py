@@ -51,6 +51,22 @@ class Objective:
         return targets
 
 
+class Predictor(nn.Module):
+    """A model ending in its prediction, for use without dltrain (``dltrain export``): values in
+    the target's own units (regression), or every class's probability (binary: [1 - p, p])."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        scores = self.objective.scores(self.model(*inputs))
+        if self.objective.task == "binary":
+            scores = torch.stack([1 - scores, scores], dim=-1)
+        return scores
+
+
 def build_objective(name: str, options: dict, spec) -> Objective:
     """Resolve ``loss=name`` (``auto`` picks by task) against the data's task."""
     task = spec.task

@@ -13,8 +13,9 @@ from pathlib import Path
 from dltrain.console import EpochProgress, console, fmt
 from dltrain.data import prepare
 from dltrain.errors import RunInterrupted, failure_sentence, note_run_folder
+from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.build import build
-from dltrain.train.checkpoint import load_checkpoint
+from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import StopRequested, Trainer, batch_count, requested_stop, stop_on_signals
 from dltrain.train.member import Member
@@ -181,7 +182,10 @@ def _conclude(member: Member, started: float) -> FitResult:
     best_path = member.folder.path / "best.pt"
     if data.test is not None and member.folder.writes:  # best.pt is rank 0's file
         last_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(load_checkpoint(best_path, map_location=member.device)["model"])
+        best = load_checkpoint(best_path, map_location=member.device)  # a resumed run's may be old
+        check_weights(best.get("model"), state_shapes(model), best_path, "this model",
+                      "it is not this run's best checkpoint")
+        model.load_state_dict(best["model"])
         test_metrics = member.evaluate(data.test.x, data.test.y)  # in chunks, wherever x lives
         test_scores = member.predict_scores(data.test.x).numpy()
         model.load_state_dict(last_weights)
@@ -208,7 +212,9 @@ def banner(title: str, settings, member: Member, device, *, extra: str = "", per
     data, spec = member.data, member.data.spec
     sizes = f"{len(data.train)} train" + (f" / {len(data.val)} val" if data.val is not None else "")
     sizes += f" / {len(data.test)} test" if data.test is not None else ""
-    return (f"[bold]{title}[/bold]  model={settings.model.name} ({count_parameters(member.model):,} "
+    target = settings.model.options.get(TARGET) if settings.model.name == CUSTOM else None
+    return (f"[bold]{title}[/bold]  model={settings.model.name} ({f'{target}, ' if target else ''}"
+            f"{count_parameters(member.model):,} "
             f"parameters{per})  data={settings.data.name} ({sizes}, {spec.task}"
             + (f", {spec.num_classes} classes" if spec.num_classes else "")
             + f")  loss={member.objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"

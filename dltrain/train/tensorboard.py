@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from dltrain.console import console
+from dltrain.files import read_json_object
 
 # The hparams recorded are the composed config minus settings that do not change what is learned.
 _NOT_HPARAMS = ("hydra", "logger", "cv", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
@@ -343,11 +344,9 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path, outcome=N
     out-of-fold predictions) the confusion matrix or predicted-vs-true figure of every row
     predicted by the model that did not train on it. Returns its folder (None with logger=none
     or one fold)."""
-    import json
-
     if not settings.logger.enabled or len(fold_dirs) < 2:
         return None
-    histories = [json.loads((Path(f) / "metrics.json").read_text()).get("history") or [] for f in fold_dirs]
+    histories = [_history(Path(f) / "metrics.json") for f in fold_dirs]
     folder = Path(run_dir) / CV_MEAN
     writer = _Writer(folder)
     try:
@@ -376,3 +375,9 @@ def write_cv_mean(cfg, settings, fold_dirs: list[Path], run_dir: Path, outcome=N
     finally:
         writer.close()
     return folder
+
+
+def _history(metrics_path: Path) -> list[dict]:
+    """A fold's epoch rows from its metrics.json (an edited file's unreadable rows left out)."""
+    history = (read_json_object(metrics_path) or {}).get("history")
+    return [row for row in history if isinstance(row, dict)] if isinstance(history, list) else []
