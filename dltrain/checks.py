@@ -67,3 +67,16 @@ def check_keywords(function, options: dict, label: str, group: str) -> None:
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+def seed_option(options: dict, key: str = "data.seed") -> int:
+    """A seed among an option's keyword settings (``options``, such as a generated dataset's),
+    checked as trainer.seed is: what numpy and scikit-learn accept."""
+    seed = options.get(key.rsplit(".", 1)[-1], 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DltrainError(f"{key} must be an integer, got {seed!r}.")
+    if seed < 0:
+        raise DltrainError(f"{key} must be at least 0, got {seed!r}.")
+    if seed >= 2**32:
+        raise DltrainError(f"{key} must be less than {2**32}, got {seed!r}.")
+    return seed

@@ -8,7 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.errors import (ENVIRONMENT_EXIT_CODE, DltrainError, RunInterrupted, environment_sentence,
+                            run_folder_of)
+from dltrain.files import RunLock, write_atomic
+
+TRACEBACK = "traceback.txt"  # a bug's traceback, in the run folder it stopped
 
 app = typer.Typer(
     name="dltrain",
@@ -39,7 +43,10 @@ _GROUP_ALIASES = {
 
 
 def _user_errors(command):
-    """Print a user error as one sentence on stderr and exit 2 (tracebacks only with --debug)."""
+    """Whatever stops a command ends in one sentence on stderr, never a traceback (those only with
+    --debug): a user error (exit 2), a stop request (130, 143: how to resume), a second Ctrl-C
+    (130), what the machine threw, a full disk or a deleted folder (1), a bug (1: the sentence
+    names the file that holds its traceback)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -48,11 +55,7 @@ def _user_errors(command):
         except DltrainError as error:
             if _state["debug"]:
                 raise
-            from dltrain.console import error_console
-
-            from rich.markup import escape  # a sentence may hold brackets: pip install 'dltrain[search]'
-
-            error_console.print(f"[bold red]Error:[/bold red] {escape(str(error))}", soft_wrap=True)
+            _say_error(str(error))
             raise typer.Exit(error.exit_code) from None
         except RunInterrupted as stopped:
             from dltrain.console import error_console
@@ -61,8 +64,65 @@ def _user_errors(command):
             error_console.print(f"Resume with: dltrain {command.__name__} resume={stopped.run_dir}",
                                 soft_wrap=True)
             raise typer.Exit(stopped.exit_code) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            from dltrain.console import error_console
+
+            error_console.print("[bold yellow]Stopped at once by Ctrl-C.[/bold yellow]", soft_wrap=True)
+            raise typer.Exit(130) from None
+        except Exception as error:
+            if _state["debug"]:
+                raise
+            sentence = environment_sentence(error)
+            if sentence is None:
+                where = _save_traceback(error)
+                first = (str(error).strip().splitlines() or [""])[0][:300]
+                sentence = (f"dltrain stopped on an unexpected error ({type(error).__name__}"
+                            + (f": {first}" if first else "") + f"), a bug: its traceback is in {where} "
+                            f"(dltrain --debug shows it here).")
+            _say_error(sentence)
+            raise typer.Exit(ENVIRONMENT_EXIT_CODE) from None
 
     return wrapper
+
+
+def _say_error(sentence: str) -> None:
+    from rich.markup import escape  # a sentence may hold brackets: pip install 'dltrain[search]'
+
+    from dltrain.console import error_console
+
+    error_console.print(f"[bold red]Error:[/bold red] {escape(sentence)}", soft_wrap=True)
+
+
+def _save_traceback(error: BaseException) -> str:
+    """Write ``error``'s traceback to traceback.txt in the run folder it escaped from, or to a
+    new file in the temporary folder when there is none (or it cannot be written); its path."""
+    import os
+    import sys
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    from dltrain import __version__
+
+    text = (f"dltrain {__version__}, Python {sys.version.split()[0]}\n"
+            f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(error)))
+    folder = run_folder_of(error)
+    if folder is not None and Path(folder).is_dir():
+        try:
+            with RunLock(Path(folder)):  # one writer: another process may have taken the folder since
+                write_atomic(Path(folder) / TRACEBACK, text)
+            return str(Path(folder) / TRACEBACK)
+        except (OSError, DltrainError):
+            pass
+    try:
+        handle, path = tempfile.mkstemp(prefix="dltrain-traceback-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as refused:
+        return f"no file ({tempfile.gettempdir()} cannot be written either: {refused.strerror})"
+    return path
 
 
 @app.callback()

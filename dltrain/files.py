@@ -40,7 +40,10 @@ def write_atomic(path: Path, content) -> None:
         raise DltrainError(f"Cannot write {str(path)!r}: a folder is in its place; move that folder away "
                            f"(or write elsewhere) and try again.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    except OSError as error:
+        raise _naming(error, path, None) from None
     try:
         with suppress(OSError):  # a file system without modes (FAT, some shares) refuses it
             os.fchmod(handle, _MODE)
@@ -50,8 +53,13 @@ def write_atomic(path: Path, content) -> None:
             else:
                 stream.write(content.encode() if isinstance(content, str) else content)
         os.replace(temporary, path)  # replaces a link at ``path`` itself, not the link's target
-    except BaseException:
+    except BaseException as error:  # a second Ctrl-C too: no half-written file stays behind
         Path(temporary).unlink(missing_ok=True)
+        cause = _os_error(error) if isinstance(error, Exception) else None  # Ctrl-C stays Ctrl-C
+        if cause is error:
+            raise _naming(error, path, temporary) from None
+        if cause is not None:  # torch.save turns a failed write() into a RuntimeError
+            raise _naming(cause, path, temporary) from error
         raise
 
 
@@ -151,6 +159,24 @@ def console_log(out, *folders: Path, held: bool = False):
         if logs and hasattr(out, "logging_to"):
             stack.enter_context(out.logging_to(*logs))
         yield RunLogs(out, logs)
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """``error`` itself or the OSError it was raised from (None when neither is one)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _naming(error: OSError, path: Path, temporary: str | None) -> OSError:
+    """``error`` naming ``path``, the file being written, where it names none (a failed write()
+    or close(): a full disk) or names the temporary file: what a user can act on."""
+    unnamed = error.filename is None or temporary is None or error.filename == temporary
+    if error.errno is None or not unnamed:
+        return error
+    named = OSError(error.errno, error.strerror, str(path))  # the errno's own subclass (PermissionError, ...)
+    named.__traceback__ = error.__traceback__
+    return named
 
 
 def write_json(path: Path, data) -> None:

@@ -135,6 +135,29 @@ def test_image_folder_errors_are_one_sentence(options, message):
         load_source(settings("image_folder", **options))
 
 
+def test_an_image_folder_with_an_empty_class_or_a_file_for_a_folder_is_refused(tmp_path):
+    _write_images(tmp_path / "pictures", classes=("cat", "dog"), count=2)
+    (tmp_path / "pictures" / "owl").mkdir()
+    with pytest.raises(DltrainError, match=f"The class folder '{tmp_path / 'pictures' / 'owl'}' holds no "
+                                           f"images .*; add images to it or remove it."):
+        load_source(settings("image_folder", path=str(tmp_path / "pictures")))
+    (tmp_path / "pictures.zip").write_bytes(b"PK")
+    with pytest.raises(DltrainError, match="data.path '.*pictures.zip' is a file; data=image_folder reads a folder"):
+        load_source(settings("image_folder", path=str(tmp_path / "pictures.zip")))
+
+
+@pytest.mark.parametrize("side", [100, 40], ids=["over twice the limit", "over the limit"])
+def test_a_decompression_bomb_is_one_sentence(tmp_path, monkeypatch, side):
+    from PIL import Image
+
+    from dltrain.data.vision import read_images
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above it, refuses above twice it
+    Image.new("L", (side, side)).save(tmp_path / "bomb.png")
+    with pytest.raises(DltrainError, match="has more than 1,000 pixels, Pillow's limit against decompression bombs"):
+        read_images([tmp_path / "bomb.png"], 8, 8, 1)
+
+
 def test_a_failed_download_is_one_sentence(monkeypatch):
     import torchvision
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_folders
+from conftest import copy_run, run_folders
 
 
 def write_csv(name: str, text: str) -> str:
@@ -33,6 +33,15 @@ CASES = {
     "monitor not measured": (["trainer.monitor=r2"], "trainer.monitor 'r2' is not measured for multiclass targets; choose one of: loss, accuracy, macro_f1."),
     "csv without path": (["data=csv"], "data=csv needs a file: set data.path=FILE.csv"),
     "missing csv": (["data=csv", "data.path=nowhere.csv"], "The CSV file 'nowhere.csv' does not exist"),
+    "data.path a folder": (["data=csv", "data.path=."], "data.path '.' is a folder; set it to a .csv or .csv.gz file."),
+    "negative seed": (["trainer.seed=-1"], "trainer.seed must be at least 0, got -1."),
+    "seed of 2**63": ([f"trainer.seed={2**63}"], f"trainer.seed must be less than 4294967296, got {2**63}."),
+    "negative data seed": (["data=synthetic_linear", "data.seed=-1"], "data.seed must be at least 0, got -1."),
+    "step_size 0": (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be a whole number of epochs of at least 1, got 0."),
+    "gamma 0": (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma must be greater than 0"),
+    "negative gamma": (["scheduler=step", "scheduler.gamma=-0.5"], "scheduler.gamma must be greater than 0"),
+    "a model too large for memory": (["model.hidden_sizes=[200000,200000]"], "model=mlp with these settings has 40,015,200,010 parameters, which need 298.1 GiB to train"),
+    "run folder in /proc": (["hydra.run.dir=/proc/dltrain-run"], "hydra.run.dir=/proc/dltrain-run cannot be made: /proc refuses a new folder"),
 }
 
 
@@ -62,6 +71,16 @@ def test_non_numeric_regression_target(cli):
     assert result.exit_code == 2
     assert "The target column 'label' is not numeric (for example 'cat')" in result.output
     assert "set data.task=multiclass" in result.output
+
+
+def test_an_infinite_target_is_refused_without_blaming_the_learning_rate(cli):
+    rows = "\n".join(f"{x},{2 * x + 1}" for x in range(40))
+    path = write_csv("t.csv", f"x,y\n{rows}\n3,inf\n")
+    result = cli("fit", "data=csv", f"data.path={path}", "trainer.epochs=1")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == ("Error: The target column 'y' holds an infinite value; give finite numbers, "
+                                     "or leave the cell empty to drop the row.")
+    assert run_folders() == []
 
 
 def test_empty_dataset(cli):
@@ -109,3 +128,58 @@ def test_diverging_loss_stops_with_a_sentence_and_marks_the_run_failed(cli):
     best = torch.load(folder / "best.pt", weights_only=True)  # epoch 1, still finite
     assert best["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in best["model"].values())
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    """The run folder of a text model (an LSTM on 40 generated reviews, one epoch)."""
+    from typer.testing import CliRunner
+
+    from dltrain.cli import app
+
+    root = tmp_path_factory.mktemp("text_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(app, ["fit", "model=lstm", "data=text_csv", "data.num_samples=40",
+                                          "trainer.epochs=1", "logger=none"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders(root / "outputs")
+    return run_dir
+
+
+IRIS_ROW = b"sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n"
+PREDICT_CASES = {  # model, input file's bytes, output, the sentence
+    "header-only rows": ("tabular", b"a,b\n", None, "input='new.csv' has no rows to predict for, only a header."),
+    "output a folder": ("tabular", IRIS_ROW, "folder", "output=folder is a folder; give a file to write, such as output=folder/predictions.csv."),
+    "unwritable output": ("tabular", IRIS_ROW, "/proc/dltrain/p.csv", "output=/proc/dltrain/p.csv cannot be written ("),
+    "header-only texts": ("text", b"text\n", None, "input='new.csv' has no rows to predict for, only a header."),
+    "empty text file": ("text", b"", None, "input='new.csv' is empty; give a CSV with a header and one row per input."),
+    "texts not in UTF-8": ("text", "text\ncaf\u00e9 tr\u00e8s bien\n".encode("latin-1"), None,
+                           "input='new.csv' is not UTF-8 text (it holds the byte 0xe9); save it as UTF-8 and try again."),
+}
+
+
+@pytest.mark.parametrize("case", list(PREDICT_CASES))
+def test_predict_refusals_are_one_sentence(cli, iris_fit_run, text_run, case):
+    model, content, output, message = PREDICT_CASES[case]
+    Path("folder").mkdir()
+    Path("new.csv").write_bytes(content)
+    run_dir = copy_run(iris_fit_run) if model == "tabular" else text_run
+    result = cli("predict", str(run_dir), "input=new.csv", *([f"output={output}"] if output else []))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {message}")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (run_dir / "predictions.csv").exists() and list(Path("folder").iterdir()) == []
+
+
+def test_eval_of_a_regression_model_refuses_a_target_of_words(cli):
+    rows = "\n".join(f"{x},{2 * x + 1}" for x in range(40))
+    path = write_csv("numbers.csv", f"x,y\n{rows}\n")
+    assert cli("fit", "data=csv", f"data.path={path}", "trainer.epochs=1", "logger=none",
+               "hydra.run.dir=outputs/regression").exit_code == 0
+    words = write_csv("words.csv", "x,y\n1,cat\n2,dog\n3,cat\n")
+    result = cli("eval", "outputs/regression", "data=csv", f"data.path={words}")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: The target column 'y' is not numeric (for example 'cat'), so it "
+                                    "cannot be a regression target")
+    assert not Path("outputs/regression/eval.json").exists()

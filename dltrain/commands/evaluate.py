@@ -104,6 +104,17 @@ def _encoded_targets(targets, class_names, spec):
     return lookup[np.asarray(targets)]
 
 
+def _as_trained(data, spec):
+    """The data settings read as the model's task where the data infers it (data.task: auto): a
+    regression model's target is numbers, even when a few whole ones would read as classes, and a
+    column of words is refused in one sentence."""
+    from dataclasses import replace
+
+    if spec.task != "regression" or "task" not in data.options:
+        return data
+    return replace(data, options={**data.options, "task": "regression"})
+
+
 def evaluate_run(target: str, overrides: list[str], out) -> dict:
     import numpy as np
     import torch
@@ -111,7 +122,7 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
 
     run = load_run(target, overrides)
     settings = read_settings(run.cfg)
-    source = load_source(settings.data)
+    source = load_source(_as_trained(settings.data, run.spec))
     if source.test_features is not None:
         split, features = "test", source.test_features
         encoded = _encoded_targets(source.test_target, source.class_names, run.spec)
@@ -132,8 +143,6 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     record = {"checkpoint": str(run.checkpoint), "split": split, "rows": int(len(y)),
               "overrides": list(overrides), "metrics": metrics}
     saved = run.run_dir / eval_file(settings.data, other_data=split == "all")
-    with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
-        write_json(saved, record)
     from rich.table import Table
 
     from dltrain.console import fmt
@@ -144,7 +153,9 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, fmt(value))
-    out.print(table)
+    out.print(table)  # before saving: a folder that cannot be written still shows the metrics
+    with RunLock(run.run_dir):  # the run folder has one writer at a time: not while it trains
+        write_json(saved, record)
     out.print(f"Saved to {saved}")
     return record
 
@@ -167,14 +178,30 @@ def eval_file(data, *, other_data: bool) -> str:
 # ------------------------------------------------------------------------------ predict
 
 
-def _read_table(path: Path, cfg, preprocessor):
+def _read_input_csv(path: Path, header: bool):
+    """input=FILE as a table with at least one row, or one sentence saying why not."""
     import pandas as pd
 
-    header = cfg.data.get("header", True)
+    if path.is_dir():
+        raise DltrainError(f"input={str(path)!r} is a folder; this model predicts for the rows of a CSV file.")
     try:
         frame = pd.read_csv(path, header=0 if header else None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+    except UnicodeDecodeError as error:
+        raise DltrainError(f"input={str(path)!r} is not UTF-8 text (it holds the byte "
+                           f"{error.object[error.start]:#04x}); save it as UTF-8 and try again.") from None
+    except pd.errors.EmptyDataError:
+        raise DltrainError(f"input={str(path)!r} is empty; give a CSV with a header and one row per input.") from None
+    except (pd.errors.ParserError, OSError) as error:
         raise DltrainError(f"Could not read {str(path)!r} as CSV: {str(error).strip().splitlines()[0]}") from None
+    if frame.empty:
+        raise DltrainError(f"input={str(path)!r} has no rows to predict for, only "
+                           f"{'a header' if header else 'blank lines'}.")
+    return frame
+
+
+def _read_table(path: Path, cfg, preprocessor):
+    header = cfg.data.get("header", True)
+    frame = _read_input_csv(path, header)
     if not header:
         frame.columns = [str(c) for c in frame.columns]
     needed = [str(c) for c in preprocessor.columns]
@@ -202,9 +229,8 @@ def _read_images(path: Path, spec):
 
 def _read_texts(path: Path, cfg):
     import numpy as np
-    import pandas as pd
 
-    frame = pd.read_csv(path, header=0 if cfg.data.get("header", True) else None)
+    frame = _read_input_csv(path, cfg.data.get("header", True))
     column = cfg.data.get("text_column", 0)
     if isinstance(column, str) and column in frame.columns:
         texts = frame[column]
@@ -232,10 +258,19 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
     scores = _inference(run, settings, device).predict_scores(_model_inputs(run, features)).numpy()
     table = prediction_frame(run.spec.task, run.spec.class_names, scores, keys=names, key="input")
     destination = Path(output_path).expanduser() if output_path else run.run_dir / "predictions.csv"
+    if destination.is_dir():
+        raise DltrainError(f"output={output_path} is a folder; give a file to write, such as "
+                           f"output={destination / 'predictions.csv'}.")
     # One writer in a run folder at a time (the folder of the file: the file may be a planted link).
     inside = destination.parent.resolve().is_relative_to(run.run_dir.resolve())
-    with RunLock(run.run_dir) if inside else nullcontext():
-        write_csv(destination, table)
+    try:
+        with RunLock(run.run_dir) if inside else nullcontext():
+            write_csv(destination, table)
+    except OSError as error:
+        if output_path is None:  # the run's own folder: what the machine refused, not a mistake
+            raise
+        raise DltrainError(f"output={output_path} cannot be written ({error.strerror or error}); give a "
+                           f"file in a folder you can write to.") from None
     out.print(f"{len(table)} predictions written to {destination}")
     return destination
 

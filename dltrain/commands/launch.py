@@ -1,6 +1,6 @@
 """Hydra's run machinery around a task: one unique run folder per run (or per sweep job), the
 composed config and the overrides saved in its .hydra/, one writer per run folder (its lock, held
-while the task runs), and a run that fails on a user error never left looking finished."""
+while the task runs), and a run that fails, whatever failed, never left looking finished or running."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import re
 import secrets
 import shutil
 import sys
-from contextlib import ExitStack
+import tempfile
+from contextlib import ExitStack, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from dltrain.config import VERSION_BASE, config_dir
-from dltrain.errors import DltrainError
+from dltrain.errors import DltrainError, environment_sentence, failure_sentence, note_run_folder
 from dltrain.files import RunLock, locked_by_someone, read_json_object, remove_links, write_json
 from dltrain.train.parallel import secondary_rank, shared
 
@@ -56,6 +57,25 @@ def check_run_dir(overrides: list[str]) -> None:
         if path.is_dir() and (locked_by_someone(path) or any((path / name).exists() for name in _RUN_FILES)):
             raise DltrainError(f"hydra.run.dir={folder} is an existing run folder, which a new run would "
                                f"overwrite; continue it with resume={folder} alone, or give a new folder.")
+        refusal = _cannot_make(path)
+        if refusal is not None:
+            raise DltrainError(f"hydra.run.dir={folder} cannot be made: {refusal}; give a folder you can write to.")
+
+
+def _cannot_make(folder: Path) -> str | None:
+    """Why no run folder can be made at ``folder`` (None when one can): tried as Hydra would, with
+    a folder made and removed at once in its nearest existing parent (only the file system
+    knows: /proc refuses even root, a read-only mount refuses everyone)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".dltrain-probe-"))
+    except OSError as error:
+        return f"{existing} refuses a new folder ({error.strerror or error})"
+    return None
 
 
 def _literal_folder(overrides: list[str], key: str) -> Path | None:
@@ -120,21 +140,48 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
             except KeyboardInterrupt:
                 settle_failed(run_dir, "interrupted", "interrupted by the user")
                 raise
+            except Exception as error:  # the machine (a full disk, ...) or a bug: a sweep stops too
+                # A bug's folder stays, for its config and traceback; the machine's sentence says all.
+                settle_failed(run_dir, "failed", failure_sentence(error),
+                              keep=sweep or environment_sentence(error) is None)
+                note_run_folder(error, run_dir)
+                raise _Escaped(error) from None
 
     main = hydra.main(config_path=str(config_dir()), config_name="config", version_base=VERSION_BASE)(job)
     argv = ["dltrain", *(["--multirun"] if multirun else []), *overrides, *run_folder_overrides(overrides)]
-    saved_argv = sys.argv
+    saved_argv, saved_full_error = sys.argv, os.environ.get(_FULL_ERROR)
     sys.argv = argv
+    # Hydra prints an error in its own machinery (making the run folder, writing .hydra/) as a
+    # traceback and exits; with this set it raises it, for the command line's one sentence.
+    os.environ[_FULL_ERROR] = "1"
     try:
         with ExitStack() as held:
             if not secondary_rank():
                 _open_existing(overrides, multirun, held)
             main()
+    except _Escaped as escaped:
+        raise escaped.error from None
     finally:
         sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop(_FULL_ERROR, None)
+        else:
+            os.environ[_FULL_ERROR] = saved_full_error
     if errors and not sweep and (not multirun or not results):
         raise errors[0]
     return results if multirun else results[0]
+
+
+_FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+class _Escaped(BaseException):
+    """An error of a job carried past Hydra's job runner, which keeps an Exception to raise once
+    every job of a sweep ran: a full disk or a bug stops the sweep at once."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
 
 
 def _open_existing(overrides: list[str], multirun: bool, held: ExitStack) -> None:
@@ -162,13 +209,16 @@ def settle_failed(run_dir: Path, status: str, message: str, *, keep: bool = Fals
     if not keep and not any(run_dir.glob("**/last.pt")) and not any(run_dir.glob("**/best.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
         parent = run_dir.parent
-        if parent.exists() and not any(parent.iterdir()):
-            parent.rmdir()
+        with suppress(OSError):
+            if parent.exists() and not any(parent.iterdir()):
+                parent.rmdir()
+        return
+    if not run_dir.is_dir():  # deleted meanwhile: nothing to tell, nowhere to write it
         return
     record = read_json_object(metrics_path) or {}
     record.update(status=status, error=message)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(metrics_path, record)
+    with suppress(OSError):  # where the disk still allows it: what failed may be the disk itself
+        write_json(metrics_path, record)
 
 
 def check_fold_launch(hydra, overrides: list[str]) -> bool:

@@ -17,7 +17,7 @@ from dltrain.commands.fit import refuse_data_parallel, run_fit
 from dltrain.commands.launch import check_slurm, launch, run_folder_overrides
 from dltrain.commands.resume import split_resume
 from dltrain.console import console, fmt
-from dltrain.errors import DltrainError
+from dltrain.errors import DltrainError, run_folder_of
 from dltrain.files import write_atomic, write_json
 from dltrain.commands.runs import _read_json, _read_yaml  # run folders are read as dltrain runs reads them
 
@@ -68,9 +68,12 @@ def run_sweep(kind: str, overrides: list[str], *, out=console) -> list[Point]:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage imports it, chattily
     try:
         launch(task, overrides, multirun=True, sweep=True)
-    except (Exception, SystemExit):
+    except (Exception, SystemExit) as error:
         # A sweeper may give up when no point finished (Optuna: "No trials are completed yet"):
-        # then the points' own reasons are the story; anything else is a bug, shown as it is.
+        # then the points' own reasons are the story; anything else is a bug, shown as it is, and
+        # so is what stopped a point itself (a full disk, a bug: it stopped the whole sweep).
+        if run_folder_of(error) is not None:
+            raise
         if any(p.status == "finished" for p in collect(sweep_dir, kind, overrides)):
             raise
         if not collect(sweep_dir, kind, overrides):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dltrain.checks import seed_option
 from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
@@ -101,7 +102,7 @@ def load_time_series(settings) -> Source:
         num_steps = options.get("num_steps", 1000)
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 10:
             raise DltrainError(f"data.num_steps must be an integer of at least 10, got {num_steps!r}.")
-        series = generated_series(num_steps, int(options.get("seed", 0)), float(options.get("noise", 0.1)))
+        series = generated_series(num_steps, seed_option(options), float(options.get("noise", 0.1)))
     else:
         series = _read_series(options)
     features, target = windows(series, numbers["window"], numbers["horizon"])

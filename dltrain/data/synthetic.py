@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dltrain.checks import seed_option
 from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
@@ -32,7 +33,7 @@ def load_synthetic_linear(settings) -> Source:
         raise DltrainError(f"data.num_samples must be a positive integer, got {num_samples!r}.")
     if weights.ndim != 1 or weights.size == 0:
         raise DltrainError(f"data.weights must be a non-empty list of numbers, got {options.get('weights')!r}.")
-    rng = np.random.default_rng(int(options.get("seed", 0)))
+    rng = np.random.default_rng(seed_option(options))
     x = rng.normal(size=(num_samples, weights.size))
     y = x @ weights + float(options.get("bias", 4.2))
     y = y + float(options.get("noise", 0.01)) * rng.normal(size=num_samples)

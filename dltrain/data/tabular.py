@@ -195,6 +195,9 @@ def encode_target(target: pd.Series, task: str, name: str) -> tuple[np.ndarray, 
     if task not in ("auto", *TASKS):
         raise DltrainError(f"data.task must be auto, {', '.join(TASKS)}; got {task!r}.")
     numeric = _is_numeric(target)
+    if numeric and np.isinf(target.to_numpy(dtype=np.float64)).any():  # else a diverging loss, blamed on the lr
+        raise DltrainError(f"The target column '{name}' holds an infinite value; give finite numbers, "
+                           f"or leave the cell empty to drop the row.")
     if task == "auto":
         task = _infer_task(target, numeric)
     if task == "regression":
@@ -202,7 +205,8 @@ def encode_target(target: pd.Series, task: str, name: str) -> tuple[np.ndarray, 
             example = target.dropna().astype(str).iloc[0] if target.notna().any() else ""
             raise DltrainError(
                 f"The target column '{name}' is not numeric (for example {example!r}), so it "
-                f"cannot be a regression target; set data.task=multiclass or pick a numeric column."
+                f"cannot be a regression target; pick a numeric column, or to train a classifier set "
+                f"data.task=multiclass."
             )
         return target.to_numpy(dtype=np.float64), task, ()
     classes = sorted(target.unique().tolist(), key=lambda v: (str(type(v)), v))
@@ -288,6 +292,8 @@ def read_csv_file(options: dict, **read_options) -> tuple[pd.DataFrame, bool]:
     """The CSV at ``data.path`` (.csv or .csv.gz; ``data.header`` says whether the first row names
     the columns) and that header flag, with one sentence for every way reading it can fail."""
     file = Path(str(options["path"])).expanduser()
+    if file.is_dir():
+        raise DltrainError(f"data.path {str(file)!r} is a folder; set it to a .csv or .csv.gz file.")
     if not file.is_file():
         raise DltrainError(f"The CSV file {str(file)!r} does not exist; set data.path to an existing .csv or .csv.gz file.")
     header = options.get("header", True)

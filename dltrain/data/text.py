@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 
+from dltrain.checks import seed_option
 from dltrain.data import register_dataset
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
@@ -177,7 +178,7 @@ def load_text_csv(settings) -> Source:
         num_samples = options.get("num_samples", 2000)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
             raise DltrainError(f"data.num_samples must be an integer of at least 10, got {num_samples!r}.")
-        texts, label_list = generated_reviews(num_samples, int(options.get("seed", 0)))
+        texts, label_list = generated_reviews(num_samples, seed_option(options))
         labels, label_name = pd.Series(label_list, dtype=object), "label"
     else:
         texts, labels, label_name = _read_csv(options)

@@ -5,6 +5,7 @@ optional random crop + horizontal flip applied to training batches on the device
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -244,8 +245,15 @@ def read_images(files, height: int, width: int, channels: int):
     pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
     for index, file in enumerate(files):
         try:
-            with Image.open(file) as image:
-                resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+            with warnings.catch_warnings():
+                # Pillow only warns up to twice its pixel limit: a bomb is refused either way.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DltrainError(f"The image {str(file)!r} has more than {Image.MAX_IMAGE_PIXELS:,} pixels, "
+                               f"Pillow's limit against decompression bombs; shrink it (dltrain resizes "
+                               f"every image to data.image_size anyway) or remove it.") from None
         except (UnidentifiedImageError, OSError) as error:
             raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}); remove it or replace it with a valid image.") from None
         pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
@@ -261,6 +269,9 @@ def load_image_folder(settings) -> Source:
     if not path or path == "???":
         raise DltrainError("data=image_folder needs a folder: set data.path=FOLDER with one sub-folder of images per class.")
     folder = Path(str(path)).expanduser()
+    if folder.is_file():
+        raise DltrainError(f"data.path {str(folder)!r} is a file; data=image_folder reads a folder with one "
+                           f"sub-folder of images per class.")
     if not folder.is_dir():
         raise DltrainError(f"The image folder {str(folder)!r} does not exist; set data.path to a folder with one sub-folder per class.")
     size = options.get("image_size", 32)
@@ -288,11 +299,11 @@ def load_image_folder(settings) -> Source:
             f"images; it needs two or more sub-folders (one per class) holding "
             f"{', '.join(IMAGE_SUFFIXES)} files."
         )
-    pixels = read_images(files, height, width, 1 if grayscale else 3)
-    notes = []
     empty = [name for code, name in enumerate(classes) if code not in set(codes)]
-    if empty:
-        notes.append(f"class folder(s) without images: {', '.join(empty)}")
+    if empty:  # a class without examples: an output the model could never learn
+        raise DltrainError(f"The class folder {str(folder / empty[0])!r} holds no images "
+                           f"({', '.join(IMAGE_SUFFIXES)}); add images to it or remove it.")
+    pixels = read_images(files, height, width, 1 if grayscale else 3)
     return Source(
         features=pixels,
         target=np.asarray(codes, dtype=np.int64),
@@ -300,5 +311,4 @@ def load_image_folder(settings) -> Source:
         class_names=tuple(classes),
         kind=_kind(view),
         make_preprocessor=lambda: ImagePreprocessor(**view),
-        notes=notes,
     )

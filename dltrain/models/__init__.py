@@ -7,6 +7,8 @@ shapes come from the DataSpec. The modules (and torch) are imported on the first
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dltrain.checks import check_keywords
 from dltrain.data import DATASETS
 from dltrain.data.spec import INPUT_KINDS, TASKS
@@ -56,7 +58,63 @@ def create_model(name: str, spec, output_size: int, **options):
         )
     cls = entry.constructor
     check_keywords(cls.from_spec, options, f"model={name}", "model")
+    check_fits_in_memory(name, cls.from_spec, spec, output_size, options)
     return cls.from_spec(spec, output_size, **options)
+
+
+def check_fits_in_memory(name: str, from_spec, spec, output_size: int, options: dict) -> None:
+    """Refuse, before a byte of it is allocated, a model whose weights and their gradients (the
+    least that training holds) would not fit in the memory this machine has free: its shape is
+    built on torch's meta device, which allocates nothing."""
+    import torch
+
+    with torch.device("meta"):
+        shape = from_spec(spec, output_size, **options)
+    tensors = [*shape.parameters(), *shape.buffers()]
+    needed = 2 * sum(t.numel() * t.element_size() for t in tensors)
+    free = free_memory()
+    if free is not None and needed > free:
+        count = sum(p.numel() for p in shape.parameters())
+        raise DltrainError(
+            f"model={name} with these settings has {count:,} parameters, which need {_size(needed)} to "
+            f"train (weights and gradients) but this machine has {_size(free)} of memory free; use "
+            f"fewer or smaller layers."
+        )
+
+
+# A container's memory limit and what it uses (cgroup v2, then v1): the machine's free memory
+# may be far more than the container may take.
+_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def free_memory() -> int | None:
+    """Bytes of memory free for this process: Linux's MemAvailable (the physical memory where
+    that is unknown), less where a container's limit leaves less; None where nothing says."""
+    import os
+
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            free = next((int(line.split()[1]) * 1024 for line in stream if line.startswith("MemAvailable:")), None)
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    for limit_file, usage_file in _CGROUP_MEMORY:
+        try:
+            limit, usage = (int(Path(name).read_text().strip()) for name in (limit_file, usage_file))
+        except (OSError, ValueError):  # no such cgroup, or no limit ("max")
+            continue
+        return min(free, max(limit - usage, 0))
+    return free
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"
 
 
 def _suggest(spec) -> str:

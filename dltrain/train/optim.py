@@ -125,6 +125,12 @@ def _constant(run: ScheduleContext, /) -> None:
 
 @SCHEDULERS.register("step")
 def _step(run: ScheduleContext, /, step_size: int = 10, gamma: float = 0.1):
+    # torch takes both as they come, then divides by a step_size of 0 at the first epoch's end
+    if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+        raise DltrainError(f"scheduler.step_size must be a whole number of epochs of at least 1, got {step_size!r}.")
+    if gamma <= 0:
+        raise DltrainError(f"scheduler.gamma must be greater than 0 (the factor the lr is multiplied by "
+                           f"every step_size epochs, such as 0.1), got {gamma!r}.")
     return torch.optim.lr_scheduler.StepLR(run.optimizer, step_size, gamma)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dltrain.console import EpochProgress, console, fmt, plural
 from dltrain.data import prepare
-from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.errors import RunInterrupted, failure_sentence, note_run_folder
 from dltrain.models.custom import CUSTOM, TARGET
 from dltrain.train.build import build
 from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
@@ -125,13 +125,13 @@ def column_priority(member: Member) -> list[str]:
 
 def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first_epoch: int = 1) -> None:
     """Train every member of ``trainer``; whatever stops the training settles every member's
-    folder first: a user error marks them failed, a stop request saves last.pt and marks them
-    interrupted (then RunInterrupted, whose message names ``run_dir``), a second Ctrl-C marks
-    them interrupted."""
+    folder first: a stop request saves last.pt and marks them interrupted (then RunInterrupted,
+    whose message names ``run_dir``), a second Ctrl-C marks them interrupted, anything else (a
+    user error, a full disk, a bug) marks them failed with its reason."""
     members = trainer.members
-    for m in members:
-        m.folder.open(m)
-    with ExitStack() as stack:
+    with settled_on_error(members), ExitStack() as stack:
+        for m in members:
+            m.folder.open(m)
         trainer.progress = stack.enter_context(EpochProgress(progress, out))
         stack.enter_context(stop_on_signals(trainer))
         try:
@@ -141,20 +141,32 @@ def train(trainer: Trainer, run_dir: Path, *, progress: bool, out=console, first
                     m.logger.start(m.model, m.optimizer, m.data, trainer.device, first_epoch=first_epoch,
                                    history=list(m.rows))
             trainer.fit()
-        except DltrainError as error:
-            for m in members:
-                m.folder.failed(str(error))
-            raise
         except StopRequested as stop:
             for m in members:
                 m.folder.interrupted()
             raise RunInterrupted(run_dir, stop.signal_number) from None
-        except KeyboardInterrupt:  # a second Ctrl-C stops at once
-            for m in members:
-                m.folder.failed("interrupted by the user", status="interrupted")
-            raise
-    for m in members:
-        m.folder.flush()
+        stack.close()  # the loggers first: what they write belongs to the run
+        for m in members:
+            m.folder.flush()
+
+
+@contextmanager
+def settled_on_error(members: list[Member]):
+    """Whatever escapes the block marks the folders of ``members`` still ``running``: a second
+    Ctrl-C as interrupted, anything else as failed with its reason (``failure_sentence``), each
+    written where the disk still allows it; the error goes on, knowing its run folder."""
+    try:
+        yield
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once
+        for m in members:
+            m.folder.failed("interrupted by the user", status="interrupted")
+        raise
+    except Exception as error:
+        for m in members:
+            m.folder.failed(failure_sentence(error))
+        if len(members) == 1:
+            note_run_folder(error, members[0].folder.path)
+        raise
 
 
 @contextmanager
@@ -186,7 +198,13 @@ def stop_if_requested(run_dir: Path) -> None:
 
 def conclude(member: Member, started: float) -> FitResult:
     """The member's result: test metrics of its best weights (the last ones are kept in memory
-    meanwhile), scores for its validation rows, its finished metrics.json and TensorBoard run."""
+    meanwhile), scores for its validation rows, its finished metrics.json and TensorBoard run
+    (or, should any of that fail, its folder marked failed)."""
+    with settled_on_error([member]):
+        return _conclude(member, started)
+
+
+def _conclude(member: Member, started: float) -> FitResult:
     model, data, stopping = member.model, member.data, member.stopping
     test_metrics = test_scores = None
     best_path = member.folder.path / "best.pt"

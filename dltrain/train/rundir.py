@@ -5,6 +5,9 @@ A data-parallel rank other than 0 gets a folder object that writes nothing."""
 
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import suppress
 from pathlib import Path
 
 from dltrain.data.preprocessing import save_preprocessing
@@ -27,6 +30,7 @@ class RunFolder:
         self.writes = writes
         self.resumed = resumed
         self.member = None
+        self._identity = None  # the folder's (device, inode) once open: gone or replaced, no more writes
         self.writer = CheckpointWriter(self.path, every_seconds, self._payload, on_write=self._written)
 
     def open(self, member) -> None:
@@ -35,6 +39,7 @@ class RunFolder:
         self.member = member
         if self.writes:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._identity = _identity(self.path)
             # The fitted preprocessing travels with the run: eval, predict and resume apply it,
             # never refit it.
             if not self.resumed:
@@ -61,7 +66,14 @@ class RunFolder:
 
     def _write(self) -> None:
         if self.writes:
+            self._check_present()
             write_json(self.path / METRICS, self.record)
+
+    def _check_present(self) -> None:
+        """A run folder deleted or moved while the run trains is an error, not a folder to make
+        again (write_atomic would make a new one, holding only what is written from then on)."""
+        if self._identity is not None and _identity(self.path) != self._identity:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.path))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -71,10 +83,12 @@ class RunFolder:
 
     def last(self, epoch: int, row: dict) -> None:
         if self.writes:
+            self._check_present()
             self.writer.last(epoch, row)
 
     def flush(self, include_last: bool = True) -> None:
         if self.writes:
+            self._check_present()
             self.writer.flush(include_last)
 
     # ------------------------------------------------------------------ how the run ended
@@ -86,10 +100,16 @@ class RunFolder:
         self._write()
 
     def failed(self, message: str, *, status: str = "failed") -> None:
-        """A failed epoch's live weights are not worth keeping; the best snapshot still is."""
-        self.flush(include_last=False)
+        """A failed epoch's live weights are not worth keeping; the best snapshot still is. Both
+        written where the disk still allows it (what failed may be the disk itself), so the
+        status never stays ``running`` for a reason this process can write down."""
+        if self.member is None or self.record["status"] != "running":
+            return  # never opened, or settled already (an inner block told why)
+        with suppress(OSError):
+            self.flush(include_last=False)
         self.record.update(status=status, error=message, history=self.member.rows)
-        self._write()
+        with suppress(OSError):
+            self._write()
 
     def finished(self, result) -> None:
         self.record.update(status="finished", best_epoch=result.best_epoch, best=result.best,
@@ -97,3 +117,11 @@ class RunFolder:
                            stopped_early=result.stopped_early, seconds=result.seconds,
                            model_summary=result.model_summary, notes=result.notes, history=self.member.rows)
         self._write()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
