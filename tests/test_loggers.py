@@ -218,7 +218,7 @@ def test_resume_may_change_the_loggers_and_logger_none_writes_nothing(cli):
     # The resumed run's metrics.csv holds every epoch, those before the resume too.
     assert_rows_are_history(run_dir / METRICS_CSV, read_metrics(run_dir)["history"])
     assert read_csv(run_dir / METRICS_CSV)["epoch"].tolist() == [1, 2, 3]
-    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("*/events.out.tfevents.*"))
 
 
 @pytest.mark.slow

@@ -371,8 +371,8 @@ def planted_callbacks(tmp_path: Path) -> tuple[list[str], Path, Path]:
     mode), ``victim`` emptied (write mode)."""
     marker, victim = tmp_path / "marker", tmp_path / "victim"
     victim.write_text("precious\n")
-    return [f"+hydra.callbacks.append._target_=builtins.open", f"+hydra.callbacks.append._args_=[{marker},a]",
-            f"+hydra.callbacks.empty._target_=builtins.open", f"+hydra.callbacks.empty._args_=[{victim},w]"
+    return ["+hydra.callbacks.append._target_=builtins.open", f"+hydra.callbacks.append._args_=[{marker},a]",
+            "+hydra.callbacks.empty._target_=builtins.open", f"+hydra.callbacks.empty._args_=[{victim},w]"
             ], marker, victim
 
 
