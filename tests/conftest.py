@@ -5,6 +5,7 @@ once per session (iris_fit_run); a test copies one into its own folder with copy
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -67,3 +68,15 @@ def copy_run(run_dir: Path, root: Path = Path("outputs")) -> Path:
     copy = root / run_dir.parent.name / run_dir.name
     shutil.copytree(run_dir, copy)
     return copy
+
+
+def readme_section(heading: str) -> tuple[dict[str, str], list[str]]:
+    """The files (`` `path.py`: `` then a python block) and the commands (its bash block, comments
+    dropped) that the README's section starting with ``## {heading}`` shows."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(f"## {heading}"):]
+    section = section[:section.index("\n## ", 1)]
+    files = dict(re.findall(r"^`([\w/]+\.py)`:\n\n```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL))
+    (commands,) = re.findall(r"```bash\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    lines = [line.split("#")[0].strip() for line in commands.splitlines()]
+    return files, [line for line in lines if line]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_folders
+from conftest import readme_section, run_folders
 from dltrain.commands.export import parse_options, trace
 from dltrain.data.preprocessing import load_preprocessing
 from dltrain.data.spec import DataSpec
@@ -272,22 +271,12 @@ def test_a_cross_validation_exports_its_refit_model(cli):
 # ---- the README's example: exported files used without dltrain
 
 
-def readme_export_section() -> tuple[dict[str, str], list[str]]:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Export: use a model without dltrain"):]
-    section = section[:section.index("\n## ", 1)]
-    files = dict(re.findall(r"^`([\w/]+\.py)`:\n\n```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL))
-    (commands,) = re.findall(r"```bash\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
-    lines = [line.split("#")[0].strip() for line in commands.splitlines()]
-    return files, [line for line in lines if line]
-
-
 @pytest.mark.slow
 def test_the_readme_export_example_predicts_without_dltrain_as_dltrain_predict_does(cli, tmp_path):
     import pandas as pd
     from sklearn.datasets import load_iris
 
-    files, commands = readme_export_section()
+    files, commands = readme_section("Export: use a model without dltrain")
     assert list(files) == ["use_export.py"]
     (tmp_path / "use_export.py").write_text(files["use_export.py"])
     load_iris(as_frame=True).frame.drop(columns="target").iloc[[0, 1, 60, 120, 149]].to_csv("rows.csv", index=False)

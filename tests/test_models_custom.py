@@ -6,7 +6,6 @@ being read; an nn.Module subclass, checked before it is called; plain data only)
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run_folders
+from conftest import readme_section, run_folders
 from dltrain.config import compose, read_settings
 from dltrain.data.spec import DataSpec
 from dltrain.errors import DltrainError
@@ -228,22 +227,11 @@ def test_resuming_a_run_that_names_a_class_imports_only_a_module_that_is_one(cli
 # ---- the whole life of a custom model: README's commands, fit, eval, predict, resume, cv
 
 
-def readme_custom_section() -> tuple[dict[str, str], list[str]]:
-    """The files and the commands the README's "Your own model" section shows."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Your own model"):]
-    section = section[:section.index("\n## ", 1)]
-    files = dict(re.findall(r"^`([\w/]+\.py)`:\n\n```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL))
-    (commands,) = re.findall(r"```bash\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
-    lines = [line.split("#")[0].strip() for line in commands.splitlines()]
-    return files, [line for line in lines if line]
-
-
 @pytest.mark.slow
 def test_the_readme_custom_model_trains_evaluates_predicts_resumes_cross_validates_and_exports(cli, tmp_path):
     from sklearn.datasets import load_iris
 
-    files, commands = readme_custom_section()
+    files, commands = readme_section("Your own model")
     assert sorted(files) == ["my_pkg/nets.py"]
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
