@@ -348,7 +348,8 @@ def tensorboard(
     serve(Path(path), port)
 
 
-@app.command("eval", context_settings=_OVERRIDE_CONTEXT)
+@app.command("eval", context_settings=_OVERRIDE_CONTEXT,
+             short_help="Evaluate a trained model on its test or validation rows, or on data you name.")
 @_user_errors
 def evaluate(
     run: str = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file."),
@@ -373,7 +374,8 @@ def evaluate(
     evaluate_run(run, list(overrides or []), console)
 
 
-@app.command("predict", context_settings=_OVERRIDE_CONTEXT)
+@app.command("predict", context_settings=_OVERRIDE_CONTEXT,
+             short_help="Predict for new rows, images or texts with the run's own preprocessing; writes a CSV.")
 @_user_errors
 def predict(
     run: str = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file."),
@@ -403,7 +405,8 @@ def predict(
     predict_run(run, given["input"], given.get("output"), console)
 
 
-@app.command("export", context_settings=_OVERRIDE_CONTEXT)
+@app.command("export", context_settings=_OVERRIDE_CONTEXT,
+             short_help="Export a trained model to ONNX or torch.export (.pt2), to use without dltrain.")
 @_user_errors
 def export(
     run: str = typer.Argument(..., help="A run folder (its best.pt), a checkpoint file, or a cv folder "
