@@ -236,6 +236,32 @@ def show_config(
     console.print(Syntax(to_yaml(cfg), "yaml", theme="ansi_dark", background_color="default"))
 
 
+@app.command("model", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def model_summary(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Show the model that [bold]fit[/bold] would train, layer by layer, without training.
+
+    Builds the model from the config and the shape of the configured data, runs one training
+    batch through it and prints each layer's output shape and parameters (all of them and the
+    trainable ones), with totals. Writes nothing.
+
+    [bold]Examples[/bold]
+
+      dltrain model                                 [dim]# the MLP on the embedded digits[/dim]
+
+      dltrain model model=cnn data=digits_images
+
+      dltrain model recipe=mnist_lstm
+
+      dltrain model model=resnet data=digits_images model.batch_norm=false
+    """
+    from dltrain.commands.model_summary import model_summary as show
+
+    show(list(overrides or []))
+
+
 @app.command("list")
 @_user_errors
 def list_options(
