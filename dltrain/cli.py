@@ -236,6 +236,61 @@ def show_config(
     console.print(Syntax(to_yaml(cfg), "yaml", theme="ansi_dark", background_color="default"))
 
 
+@app.command("model", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def model_summary(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Show the model that [bold]fit[/bold] would train, layer by layer, without training.
+
+    Builds the model from the config and the shape of the configured data, runs one training
+    batch through it and prints each layer's output shape and parameters (all of them and the
+    trainable ones), with totals. Writes nothing.
+
+    [bold]Examples[/bold]
+
+      dltrain model                                 [dim]# the MLP on the embedded digits[/dim]
+
+      dltrain model model=cnn data=digits_images
+
+      dltrain model recipe=mnist_lstm
+
+      dltrain model model=resnet data=digits_images model.batch_norm=false
+    """
+    from dltrain.commands.model_summary import model_summary as show
+
+    show(list(overrides or []))
+
+
+@app.command("lr-find", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def lr_find(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Find a learning rate: the range test (Smith 2015, as fastai and Lightning run it).
+
+    Trains the model [bold]fit[/bold] would build on its training rows for 100 steps while the
+    lr grows exponentially from 1e-7 to 10, smooths the loss, stops once it passes 4 times its
+    lowest value, and suggests the lr where the smoothed loss falls fastest. Prints the
+    suggestion and writes the curve (lr_find.png) and its values (lr_find.json) to
+    outputs/lr_find/DATE/TIME/. [bold]trainer.lr_find=true[/bold] does this at the start of a fit
+    (of each fold, in cv) and trains with the suggestion.
+
+    [bold]Examples[/bold]
+
+      dltrain lr-find                               [dim]# the MLP on the embedded digits, Adam[/dim]
+
+      dltrain lr-find model=cnn data=digits_images optimizer=sgd
+
+      dltrain fit trainer.lr_find=true              [dim]# find it, then train with it[/dim]
+
+      dltrain cv k=5 trainer.lr_find=true           [dim]# each fold finds its own[/dim]
+    """
+    from dltrain.commands.lr_find import lr_find as run
+
+    run(list(overrides or []))
+
+
 @app.command("list")
 @_user_errors
 def list_options(

@@ -242,6 +242,11 @@ def _stacked_members(cfg, settings, plan, source, folds, run_dir, out):
             out.print("[yellow]note:[/yellow] resume continues each unfinished fold from its own "
                       "last.pt, one by one (cv.vectorize applies to fresh cross-validations).")
         return None
+    if settings.trainer.lr_find:  # each fold finds its own lr, which a stacked population cannot hold
+        if mode == "true":
+            raise DltrainError("trainer.lr_find=true finds each fold's own lr, which cv.vectorize=true cannot "
+                               "train together; use cv.vectorize=false (or auto), or give optimizer.lr.")
+        return None
     if mode == "auto" and resolve_device(settings.trainer.device).type != "cuda":
         return None  # off on the CPU, where it measured slower (bench/cv_vectorize.py)
     members = [open_member(cfg_with_fold(cfg, fold.index), settings, source, fold.train_index,

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from dltrain.commands.launch import check_run_dir, launch
+from dltrain.commands.lr_find import found_lr
 from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
                                      resumed_config, split_resume)
 from dltrain.config import compose, read_settings
@@ -105,9 +106,16 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     # A resumed run goes on with the preprocessing (and target transform) it was trained with,
     # never refitted ones.
     preprocessor, target = load_saved(resume_from.parent) if resume_from is not None else (None, None)
-    member = open_member(cfg, settings, source, train_index, val_index, run_dir,
-                         seed=settings.trainer.seed if seed is None else seed, main=main,
-                         outcome_figure=outcome_figure, preprocessor=preprocessor, target=target, out=out)
+    seed = settings.trainer.seed if seed is None else seed
+    record = None
+    if settings.trainer.lr_find:  # the range test, seeded as the model; what fit trains then differs only in lr
+        cfg, settings, lr = found_lr(cfg, settings, source, train_index, run_dir, seed=seed, device=device,
+                                     resume=resume_from is not None, data_parallel=shard is not None,
+                                     main=main, out=out)
+        record = {"lr_find": {"lr": lr, "file": "lr_find.json"}}
+    member = open_member(cfg, settings, source, train_index, val_index, run_dir, seed=seed, main=main,
+                         record=record, outcome_figure=outcome_figure, preprocessor=preprocessor,
+                         target=target, out=out)
     member.callbacks.extend(callbacks)
     if shard is not None:
         shard.check_rows(len(member.data.train))

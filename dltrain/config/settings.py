@@ -71,6 +71,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("monitor", str),
         Rule("mode", str, choices=("auto", "min", "max")),
         Rule("grad_clip", float, minimum=0),
+        Rule("lr_find", bool),
         Rule("early_stopping.patience", int, minimum=0),
         Rule("early_stopping.min_delta", float, minimum=0),
         Rule("progress", bool),
@@ -212,6 +213,7 @@ class TrainerSettings:
     monitor: str = _default("trainer", "monitor")
     mode: str = _default("trainer", "mode")
     grad_clip: float = _default("trainer", "grad_clip")
+    lr_find: bool = _default("trainer", "lr_find")  # train with the range test's suggested lr
     patience: int = _default("trainer", "early_stopping.patience")
     min_delta: float = _default("trainer", "early_stopping.min_delta")
     progress: bool = _default("trainer", "progress")
