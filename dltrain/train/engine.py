@@ -131,6 +131,7 @@ class Trainer:
         self.speed = configure(members[0].model, settings, device)
         for member in members:
             member.model.to(device)
+            member.objective.to(device)
             if self.speed.channels_last:
                 member.model.to(memory_format=torch.channels_last)
             member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
@@ -263,7 +264,7 @@ class Trainer:
                     m.optimizer.zero_grad(set_to_none=True)
             with autocast():
                 step_outputs = self.forward(active, inputs)
-                step_losses = [m.objective.loss(o, y) for m, o, y in zip(active, step_outputs, targets)]
+                step_losses = [m.objective.loss(o, y, training=True) for m, o, y in zip(active, step_outputs, targets)]
                 total = 0
                 for m, loss, size in zip(active, step_losses, sizes):
                     term = loss if spans is None else loss * weight

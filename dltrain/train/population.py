@@ -61,7 +61,7 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
 
     seed_everything(seed)
     data = prepare(source, train_index, val_index, preprocessor=preprocessor, target=target)
-    parts = build(settings, data.spec,
+    parts = build(settings, data.spec, train_targets=data.train.y,
                   steps_per_epoch=optimizer_steps(len(data.train), settings.data.batch_size,
                                                   settings.trainer.accumulate_grad_batches))
     trainer = settings.trainer
