@@ -152,3 +152,26 @@ def test_one_process_started_by_torchrun_trains_through_the_process_group(tmp_pa
     assert code == 0, output
     assert "x 1 processes (DDP, global batch 5)" in " ".join(output.split())
     assert_same_training(only_run(root), single)
+
+
+@pytest.mark.slow
+def test_two_ranks_accumulating_train_like_one_process_with_the_larger_batch(tmp_path, cli):
+    """trainer.accumulate_grad_batches=4 on 2 ranks with a global batch of 5 steps like one process
+    with batches of 20: 288 batches an epoch in 72 groups, the last of 18 rows, as the last batch
+    of 20 is."""
+    common = [row for row in RUN if not row.startswith(("data.batch_size", "trainer.epochs"))] + ["trainer.epochs=2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = cli("fit", *common, "data.batch_size=20")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    single = only_run(tmp_path)
+    root = tmp_path / "ddp"
+    root.mkdir()
+    code, output = dltrain(["fit", *common, "data.batch_size=5", "trainer.accumulate_grad_batches=4",
+                            "trainer.devices=2"], root)
+    assert code == 0, output
+    assert "x 2 processes (DDP, global batch 5)" in " ".join(output.split())
+    assert_same_training(only_run(root), single)

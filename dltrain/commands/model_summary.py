@@ -14,7 +14,7 @@ from dltrain.train.build import build
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import batch_size_for
 from dltrain.train.member import forward
-from dltrain.train.staging import length, rows
+from dltrain.train.staging import rows
 
 
 @dataclass

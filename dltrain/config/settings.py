@@ -70,6 +70,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("seed", int, minimum=0, below=2**32),  # what numpy and scikit-learn accept
         Rule("monitor", str),
         Rule("mode", str, choices=("auto", "min", "max")),
+        Rule("accumulate_grad_batches", int, minimum=1),
         Rule("grad_clip", float, minimum=0),
         Rule("lr_find", bool),
         Rule("early_stopping.patience", int, minimum=0),
@@ -212,6 +213,7 @@ class TrainerSettings:
     seed: int = _default("trainer", "seed")
     monitor: str = _default("trainer", "monitor")
     mode: str = _default("trainer", "mode")
+    accumulate_grad_batches: int = _default("trainer", "accumulate_grad_batches")  # batches per optimizer step
     grad_clip: float = _default("trainer", "grad_clip")
     lr_find: bool = _default("trainer", "lr_find")  # train with the range test's suggested lr
     patience: int = _default("trainer", "early_stopping.patience")

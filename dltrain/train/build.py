@@ -20,10 +20,12 @@ class Parts:
     schedule: object = None
 
 
-def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True) -> Parts:
+def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, train_targets=None) -> Parts:
     """``settings``: the validated Settings; ``spec``: the DataSpec the model is sized from;
-    ``steps_per_epoch``: for schedules that step every batch (onecycle)."""
-    objective = build_objective(settings.loss.name, settings.loss.options, spec)
+    ``steps_per_epoch``: for schedules that step every batch (onecycle); ``train_targets``: the
+    training rows' encoded targets, for class weights counted from them (loss.class_weights=auto)."""
+    objective = build_objective(settings.loss.name, settings.loss.options, spec,
+                                train_targets if training else None)
     model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
     if not training:
         return Parts(objective, model)

@@ -1,9 +1,10 @@
 """The training engine: one epoch loop over a population of members (train/member.py). Each
 step takes every active member's batch (by indexing tensors already on the device), runs the
 forward pass — the one model itself, or the members stacked with torch.func under torch.vmap —
-then each member's own loss, one backward pass, and each member's own clipping, optimizer step
-and schedule. Metrics are read once per epoch; then early stopping, best/last checkpoints and
-stop requests (which finish their step, then raise StopRequested with the position saved)."""
+then each member's own loss, one backward pass, and — after every
+``trainer.accumulate_grad_batches`` batches — each member's own clipping, optimizer step and
+schedule. Metrics are read once per epoch; then early stopping, best/last checkpoints and stop
+requests (which finish their optimizer step, then raise StopRequested with the position saved)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def batch_size_for(rows: int, batch_size: int) -> int:
 
 def batch_count(rows: int, batch_size: int) -> int:
     return math.ceil(rows / batch_size_for(rows, batch_size))
+
+
+def optimizer_steps(rows: int, batch_size: int, accumulate: int) -> int:
+    """The optimizer steps of one epoch: one per ``accumulate`` batches, the last group partial."""
+    return math.ceil(batch_count(rows, batch_size) / accumulate)
+
+
+def group_share(step: int, steps: int, size: int, rows: int, accumulate: int) -> float:
+    """The weight of batch ``step``'s mean loss (of ``steps`` batches of ``size`` over ``rows``
+    rows) in its group of ``accumulate`` batches: its rows over the group's rows, so that the
+    group's summed gradients are those of one batch of all the group's rows. The epoch's last
+    group, partial, is so one batch of the rows it has."""
+    first = step - step % accumulate
+    last = min(first + accumulate, steps)
+    return (min((step + 1) * size, rows) - step * size) / (min(last * size, rows) - first * size)
 
 
 def stack_refusal(members: list[Member], batch_size: int, model_refusal: str | None) -> str | None:
@@ -115,6 +131,7 @@ class Trainer:
         self.speed = configure(members[0].model, settings, device)
         for member in members:
             member.model.to(device)
+            member.objective.to(device)
             if self.speed.channels_last:
                 member.model.to(memory_format=torch.channels_last)
             member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
@@ -198,8 +215,12 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, active: list[Member], epoch: int) -> list[dict]:
-        """One pass over every active member's training rows; each member's training metrics."""
+        """One pass over every active member's training rows; each member's training metrics.
+        The gradients of ``accumulate`` batches add up before each optimizer step (each batch's
+        loss weighted by group_share); a stop request waits for the group's optimizer step, so a
+        saved position is always at a group's start."""
         settings, shard = self.settings, self.shard
+        accumulate = settings.accumulate_grad_batches
         autocast, scaler = self.speed.autocast, self.speed.scaler
         sizes = [batch_size_for(len(m.train), self.batch_size) for m in active]
         steps = math.ceil(len(active[0].train) / sizes[0])
@@ -211,7 +232,7 @@ class Trainer:
             m.model.train()
             cursor, m.cursor = m.cursor, None
             if cursor is not None:  # continue an epoch that a stop request interrupted
-                _check_cursor(cursor, steps, size, m.objective.output_size)
+                _check_cursor(cursor, steps, size, m.objective.output_size, accumulate)
                 orders.append(cursor["order"])
                 first_step = cursor["step"]
                 outputs.append([cursor["outputs"].to(self.device)])
@@ -238,40 +259,27 @@ class Trainer:
                     x = m.data.train.augment(x)
                 inputs.append(x)
                 targets.append(y)
-            for m in active:
-                m.optimizer.zero_grad(set_to_none=True)
+            if step % accumulate == 0:
+                for m in active:
+                    m.optimizer.zero_grad(set_to_none=True)
             with autocast():
                 step_outputs = self.forward(active, inputs)
-                step_losses = [m.objective.loss(o, y) for m, o, y in zip(active, step_outputs, targets)]
+                step_losses = [m.objective.loss(o, y, training=True) for m, o, y in zip(active, step_outputs, targets)]
                 total = 0
-                for m, loss in zip(active, step_losses):
-                    total = total + (loss if spans is None else loss * weight)
+                for m, loss, size in zip(active, step_losses, sizes):
+                    term = loss if spans is None else loss * weight
                     if m.regularizer.l1:
-                        total = total + m.regularizer.penalty()
+                        term = term + m.regularizer.penalty()
+                    if accumulate > 1:
+                        term = term * group_share(step, steps, size, len(m.train), accumulate)
+                    total = total + term
             (total if scaler is None else scaler.scale(total)).backward()
-            for m in active:
-                if settings.grad_clip > 0:
-                    if scaler is not None:  # unscale before clipping
-                        scaler.unscale_(m.optimizer)
-                    torch.nn.utils.clip_grad_norm_(m.model.parameters(), settings.grad_clip)
-                if scaler is None:
-                    m.optimizer.step()
-                else:
-                    scaler.step(m.optimizer)
-            if scaler is not None:
-                scaler.update()
-            for i, m in enumerate(active):
-                m.schedule.after_batch()
-                losses[i].append(step_losses[i].detach())
-                if spans is None or weight:
-                    outputs[i].append(step_outputs[i].detach())
-                every = m.logger.step_every if m.logger is not None else 0
-                if every and ((epoch - 1) * steps + step + 1) % every == 0:
-                    m.logger.step((epoch - 1) * steps + step + 1, losses[i][-1])
-            if self.progress is not None:
-                self.progress.advance()
+            group_end = (step + 1) % accumulate == 0 or step + 1 == steps
+            if group_end:
+                self._optimizer_step(active)
+            self._after_batch(active, step, steps, epoch, losses, outputs, step_losses, step_outputs, spans, weight)
             # Data-parallel ranks stop only at an epoch's end, where they agree on it.
-            if self.stop_requested and step + 1 < steps and shard is None:
+            if self.stop_requested and group_end and step + 1 < steps and shard is None:
                 for i, m in enumerate(active):
                     m.cursor = {"epoch": epoch, "step": step + 1, "order": orders[i],
                                 "outputs": torch.cat(outputs[i]).cpu(),
@@ -280,6 +288,37 @@ class Trainer:
         return [self._epoch_metrics(m, torch.stack(losses[i]), outputs[i], device_orders[i], sizes[i],
                                     steps, spans, epoch)
                 for i, m in enumerate(active)]
+
+    def _optimizer_step(self, active: list[Member]) -> None:
+        """Each member's clipping, optimizer step and per-batch schedule, on the gradients summed
+        since the last one."""
+        clip, scaler = self.settings.grad_clip, self.speed.scaler
+        for m in active:
+            if clip > 0:
+                if scaler is not None:  # unscale before clipping
+                    scaler.unscale_(m.optimizer)
+                torch.nn.utils.clip_grad_norm_(m.model.parameters(), clip)
+            if scaler is None:
+                m.optimizer.step()
+            else:
+                scaler.step(m.optimizer)
+        if scaler is not None:
+            scaler.update()
+        for m in active:
+            m.schedule.after_batch()
+
+    def _after_batch(self, active, step: int, steps: int, epoch: int, losses, outputs, step_losses, step_outputs,
+                     spans, weight) -> None:
+        """Keep the batch's losses and outputs for the epoch's metrics; log and show its progress."""
+        for i, m in enumerate(active):
+            losses[i].append(step_losses[i].detach())
+            if spans is None or weight:
+                outputs[i].append(step_outputs[i].detach())
+            every = m.logger.step_every if m.logger is not None else 0
+            if every and ((epoch - 1) * steps + step + 1) % every == 0:
+                m.logger.step((epoch - 1) * steps + step + 1, losses[i][-1])
+        if self.progress is not None:
+            self.progress.advance()
 
     def _epoch_metrics(self, m: Member, step_losses, outputs, order, size: int, steps: int, spans,
                        epoch: int) -> dict:
@@ -326,11 +365,12 @@ def _request_stop(signal_number, frame):
         listener.stop_requested = listener.stop_requested or signal_number
 
 
-def _check_cursor(cursor: dict, steps: int, size: int, output_size: int) -> None:
+def _check_cursor(cursor: dict, steps: int, size: int, output_size: int, accumulate: int) -> None:
     """A saved position inside an epoch (Member checked its form) that fits this epoch's steps:
-    every step before it full, its outputs one row per training row seen."""
+    every step before it full, at the start of a group of ``accumulate`` batches, its outputs one
+    row per training row seen."""
     step, outputs = cursor["step"], cursor["outputs"]
-    if step >= steps or tuple(outputs.shape) != (step * size, output_size):
+    if step >= steps or step % accumulate or tuple(outputs.shape) != (step * size, output_size):
         raise DltrainError(
             f"The checkpoint's position inside epoch {cursor['epoch']} (step {step}, outputs "
             f"{'x'.join(map(str, outputs.shape))}) does not fit this run's {steps} steps of {size} rows "

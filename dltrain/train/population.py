@@ -19,7 +19,7 @@ from dltrain.train.build import build
 from dltrain.train.checkpoint import check_weights, load_checkpoint, state_shapes
 from dltrain.train.csv_logger import CsvLogger
 from dltrain.train.device import seed_everything
-from dltrain.train.engine import StopRequested, Trainer, batch_count, requested_stop, stop_on_signals
+from dltrain.train.engine import StopRequested, Trainer, optimizer_steps, requested_stop, stop_on_signals
 from dltrain.train.loggers import Loggers
 from dltrain.train.member import Member
 from dltrain.train.metrics import METRICS, monitor_mode
@@ -61,8 +61,9 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
 
     seed_everything(seed)
     data = prepare(source, train_index, val_index, preprocessor=preprocessor, target=target)
-    parts = build(settings, data.spec,
-                  steps_per_epoch=batch_count(len(data.train), settings.data.batch_size))
+    parts = build(settings, data.spec, train_targets=data.train.y,
+                  steps_per_epoch=optimizer_steps(len(data.train), settings.data.batch_size,
+                                                  settings.trainer.accumulate_grad_batches))
     trainer = settings.trainer
     monitor = f"{'val' if data.val is not None else 'train'}_{trainer.monitor}"
     mode = monitor_mode(trainer.monitor, trainer.mode)
