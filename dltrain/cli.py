@@ -159,6 +159,10 @@ def fit(
       dltrain fit -m hydra/launcher=joblib optimizer.lr=0.1,0.01 model=mlp,softmax   [dim]# in parallel[/dim]
 
       dltrain fit trainer.devices=4                 [dim]# data-parallel: 4 GPUs (DDP)[/dim]
+
+      dltrain fit data.batch_size=32 trainer.accumulate_grad_batches=4   [dim]# steps like batches of 128[/dim]
+
+      dltrain fit data=wine loss.class_weights=auto trainer.save_top_k=3   [dim]# balanced classes, 3 best kept[/dim]
     """
     if multirun:
         from dltrain.commands.sweep import run_sweep

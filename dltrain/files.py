@@ -243,6 +243,12 @@ def copy_file(source: Path, destination: Path) -> None:
         write_atomic(destination, lambda out: shutil.copyfileobj(stream, out))
 
 
+def remove_file(path: Path) -> None:
+    """Delete a file this program wrote (a link planted in its place goes, never its target);
+    gone already is fine."""
+    Path(path).unlink(missing_ok=True)
+
+
 def remove_links(folder: Path, patterns) -> list[Path]:
     """Unlink the symlinks among ``folder``'s paths matching ``patterns`` (globs, in order, so a
     linked sub-folder goes before the files under it): for the files another library (Hydra)

@@ -428,6 +428,7 @@ def test_a_hostile_saved_config_is_one_sentence_and_writes_nothing(cli, change, 
     ("data.standardize=false", "data.standardize"), ("model.hidden_sizes=[8]", "model.hidden_sizes"),
     ("optimizer=sgd", "optimizer"), ("optimizer.lr=0.1", "optimizer.lr"), ("trainer.seed=1", "trainer.seed"),
     ("trainer.early_stopping.min_delta=0.1", "trainer.early_stopping.min_delta"),
+    ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches"),
     ("hydra.run.dir=elsewhere", "hydra.run.dir"), ("+trainer.extra=1", "trainer.extra"),
     ("recipe=mnist_cnn", "recipe"), ("hydra/launcher=joblib", "hydra/launcher"),
 ])
@@ -439,7 +440,7 @@ def test_resume_refuses_any_other_setting_in_one_sentence_before_writing(cli, ov
         assert result.exit_code == 2, result.output
         output = " ".join(result.output.split())
         assert f"cannot change {key} (a resumed run keeps what it was trained with; only trainer.epochs, " \
-               f"trainer.early_stopping.patience, trainer.checkpoint_every_seconds, trainer.progress, " \
+               f"trainer.early_stopping.patience, trainer.checkpoint_every_seconds, trainer.save_top_k, trainer.progress, " \
                f"trainer.device, trainer.devices, trainer.strategy and logger settings may change)" in output
         assert snapshot(run) == before
 

@@ -220,3 +220,86 @@ def test_fit_and_eval_with_pos_weight(cli):
     report = json.loads((run / "eval.json").read_text())
     assert report["split"] == "validation"
     assert report["metrics"]["loss"] == pytest.approx(read_metrics(run)["best"]["val_loss"], rel=1e-5)
+
+
+# ------------------------------------------------------------------ trainer.save_top_k
+
+def top_files(run) -> dict[int, float]:
+    """The top-k checkpoints in a run folder: epoch -> the value in its name."""
+    found = {}
+    for path in run.glob("best-epoch=*.pt"):
+        epoch, value = path.stem.removeprefix("best-epoch=").split("-val_loss=")
+        found[int(epoch)] = float(value)
+    return found
+
+
+def best_epochs(history, k: int) -> set[int]:
+    return {row["epoch"] for row in sorted(history, key=lambda row: (row["val_loss"], row["epoch"]))[:k]}
+
+
+def test_save_top_k_keeps_the_k_best_epochs_by_name_and_eval_takes_the_best(cli):
+    from conftest import read_metrics, run_folders
+
+    result = cli("fit", "data=iris", "trainer.epochs=6", "trainer.save_top_k=3", "logger=none",
+                 "trainer.progress=false", "trainer.checkpoint_every_seconds=0")
+    assert result.exit_code == 0, result.output
+    (run,) = run_folders()
+    metrics = read_metrics(run)
+    history = metrics["history"]
+    kept = top_files(run)
+    assert set(kept) == best_epochs(history, 3)
+    assert min(kept) > 1  # the loss fell: early epochs entered the top 3 and were deleted
+    for epoch, value in kept.items():
+        assert value == pytest.approx(history[epoch - 1]["val_loss"], abs=5e-5)
+        saved = torch.load(run / f"best-epoch={epoch}-val_loss={value:.4f}.pt", weights_only=True)
+        assert saved["epoch"] == epoch and saved["metrics"]["val_loss"] == history[epoch - 1]["val_loss"]
+    best = torch.load(run / "best.pt", weights_only=True)
+    top = min(kept, key=lambda e: (kept[e], e))
+    assert best["epoch"] == metrics["best_epoch"] == top
+    same = torch.load(run / f"best-epoch={top}-val_loss={kept[top]:.4f}.pt", weights_only=True)
+    assert all(torch.equal(best["model"][k], same["model"][k]) for k in best["model"])
+    evaluated = cli("eval", str(run))
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((run / "eval.json").read_text())
+    assert report["checkpoint"].endswith("best.pt")
+    assert report["metrics"]["loss"] == pytest.approx(history[top - 1]["val_loss"], rel=1e-5)
+
+
+def test_a_resume_keeps_the_top_k_of_every_epoch_under_its_new_k(cli):
+    from conftest import read_metrics, run_folders
+
+    first = cli("fit", "data=iris", "trainer.epochs=3", "trainer.save_top_k=3", "logger=none",
+                "trainer.progress=false")
+    assert first.exit_code == 0, first.output
+    (run,) = run_folders()
+    assert len(top_files(run)) == 3
+    resumed = cli("fit", f"resume={run}", "trainer.epochs=5", "trainer.save_top_k=2")
+    assert resumed.exit_code == 0, resumed.output
+    history = read_metrics(run)["history"]
+    assert len(history) == 5 and set(top_files(run)) == best_epochs(history, 2)
+
+
+def test_save_top_k_ranks_by_the_mode_and_skips_values_that_are_not_numbers(tmp_path):
+    from dltrain.train.rundir import RunFolder
+
+    class Writer:
+        def __init__(self):
+            self.kept, self.dropped = [], []
+
+        def keep(self, name, epoch, row):
+            self.kept.append(name)
+
+        def drop(self, name):
+            self.dropped.append(name)
+
+    folder = RunFolder(tmp_path, config={}, spec={}, record={"monitor": "val_accuracy", "mode": "max"},
+                       every_seconds=0, writes=False, save_top_k=2)
+    folder.writer = Writer()
+    for epoch, value in enumerate([0.5, 0.7, 0.6, float("nan"), 0.7, 0.9], start=1):
+        folder._rank(epoch, {"val_accuracy": value})
+    assert folder.top == [(0.9, 6), (0.7, 2)]  # the tie (epoch 5) stays behind epoch 2
+    assert folder.writer.kept == ["best-epoch=1-val_accuracy=0.5000.pt", "best-epoch=2-val_accuracy=0.7000.pt",
+                                  "best-epoch=3-val_accuracy=0.6000.pt", "best-epoch=5-val_accuracy=0.7000.pt",
+                                  "best-epoch=6-val_accuracy=0.9000.pt"]
+    assert folder.writer.dropped == ["best-epoch=1-val_accuracy=0.5000.pt", "best-epoch=3-val_accuracy=0.6000.pt",
+                                     "best-epoch=5-val_accuracy=0.7000.pt"]

@@ -24,6 +24,7 @@ RESUMABLE = (
     "trainer.epochs",  # more epochs (a finished run trains on), never fewer than trained
     "trainer.early_stopping.patience",
     "trainer.checkpoint_every_seconds",
+    "trainer.save_top_k",  # which checkpoints are kept, not what is learned
     "trainer.progress",
     "trainer.device",  # results are exact on the device the run trained on
     "trainer.devices",

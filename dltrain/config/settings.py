@@ -77,6 +77,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("early_stopping.min_delta", float, minimum=0),
         Rule("progress", bool),
         Rule("checkpoint_every_seconds", float, minimum=0),
+        Rule("save_top_k", int, minimum=1),
         Rule("precision", WORD, choices=PRECISIONS),
         Rule("compile", bool),
         Rule("compile_backend", str),
@@ -220,6 +221,7 @@ class TrainerSettings:
     min_delta: float = _default("trainer", "early_stopping.min_delta")
     progress: bool = _default("trainer", "progress")
     checkpoint_every_seconds: float = _default("trainer", "checkpoint_every_seconds")
+    save_top_k: int = _default("trainer", "save_top_k")  # best.pt, and the K best epochs' checkpoints when above 1
     precision: str = _default("trainer", "precision")  # auto | 32 | bf16 | fp16
     compile: bool = _default("trainer", "compile")
     compile_backend: str = _default("trainer", "compile_backend")

@@ -14,7 +14,7 @@ import torch
 
 from dltrain.data.spec import INPUT_KINDS, TASKS, DataSpec
 from dltrain.errors import DltrainError
-from dltrain.files import write_atomic
+from dltrain.files import remove_file, write_atomic
 
 # A saved config is a few hundred values; more, or deeper, is not one dltrain wrote (and a
 # pickle can share one list many times over, so a walk without a bound could take forever).
@@ -50,7 +50,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 class CheckpointWriter:
     """Writes best.pt and last.pt at most every ``every_seconds`` (and always on ``flush``):
     short epochs would otherwise spend more time writing files than training. The best
-    weights are snapshotted in memory when they improve, so a late write is still exact."""
+    weights are snapshotted in memory when they improve, so a late write is still exact; so are
+    the other checkpoints kept by name (``keep``), and those no longer wanted (``drop``) go at
+    the same write."""
 
     def __init__(self, run_dir: Path, every_seconds: float, make_payload, on_write=None):
         import time
@@ -62,12 +64,27 @@ class CheckpointWriter:
         self._clock = time.monotonic
         self._last_write = self._clock()
         self._pending_best = None
+        self._pending_named: dict[str, dict] = {}
+        self._unwanted: set[str] = set()
         self._last_epoch = None
 
-    def best(self, epoch: int, row: dict) -> None:
+    def _snapshot(self, epoch: int, row: dict) -> dict:
         payload = self.make_payload(epoch, row, False)
         payload["model"] = {k: v.detach().clone() for k, v in payload["model"].items()}
-        self._pending_best = payload
+        return payload
+
+    def best(self, epoch: int, row: dict) -> None:
+        self._pending_best = self._snapshot(epoch, row)
+
+    def keep(self, name: str, epoch: int, row: dict) -> None:
+        """Write this epoch's weights as ``name`` (in the run folder) at the next write."""
+        self._pending_named[name] = self._snapshot(epoch, row)
+        self._unwanted.discard(name)
+
+    def drop(self, name: str) -> None:
+        """Delete ``name`` at the next write (or never write it, when it is still pending)."""
+        if self._pending_named.pop(name, None) is None:
+            self._unwanted.add(name)
 
     def last(self, epoch: int, row: dict) -> None:
         self._last_epoch = (epoch, row)
@@ -80,6 +97,11 @@ class CheckpointWriter:
         if self._pending_best is not None:
             save_checkpoint(self.run_dir / "best.pt", self._pending_best)
             self._pending_best = None
+        for name in list(self._pending_named):
+            save_checkpoint(self.run_dir / name, self._pending_named.pop(name))
+        for name in sorted(self._unwanted):
+            remove_file(self.run_dir / name)
+        self._unwanted.clear()
         if include_last:
             epoch, row = self._last_epoch or (0, {})  # epoch 0: stopped inside the first epoch
             save_checkpoint(self.run_dir / "last.pt", self.make_payload(epoch, row, True))

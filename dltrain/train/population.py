@@ -71,7 +71,8 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
         folder, config=OmegaConf.to_container(cfg, resolve=True), spec=asdict(data.spec),
         record={"task": data.spec.task, "monitor": monitor, "mode": mode, "model": settings.model.name,
                 "data": settings.data.name, **(record or {})},
-        every_seconds=trainer.checkpoint_every_seconds, writes=main, resumed=preprocessor is not None)
+        every_seconds=trainer.checkpoint_every_seconds, writes=main, resumed=preprocessor is not None,
+        save_top_k=trainer.save_top_k)
     logger = open_loggers(settings.logger, folder, cfg, data.spec, monitor=monitor, seed=seed, out=out,
                           outcome_figure=outcome_figure) if main else Loggers([])
     stopping = EarlyStopping(monitor, mode, trainer.patience, trainer.min_delta)

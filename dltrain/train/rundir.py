@@ -1,35 +1,47 @@
 """The run-folder writer: a run's (or a fold's, or a member's) metrics.json from ``running`` to
-``finished``, ``failed`` or ``interrupted``, its checkpoints best.pt and last.pt with the one
-checkpoint payload, and its fitted preprocessing. Every file is written atomically (checkpoint.py).
+``finished``, ``failed`` or ``interrupted``, its checkpoints best.pt and last.pt (and, with
+trainer.save_top_k=K above 1, the K best epochs' as ``best-epoch=E-MONITOR=VALUE.pt``) with the
+one checkpoint payload, and its fitted preprocessing. Every file is written atomically (checkpoint.py).
 A data-parallel rank other than 0 gets a folder object that writes nothing."""
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 from contextlib import suppress
 from pathlib import Path
 
 from dltrain.data.preprocessing import save_preprocessing
-from dltrain.files import write_json
+from dltrain.files import remove_file, write_json
 from dltrain.train.checkpoint import CheckpointWriter
 
 METRICS = "metrics.json"
+TOP_GLOB = "best-epoch=*.pt"  # the top-k checkpoints' names (top_name)
+
+
+def top_name(epoch: int, monitor: str, value: float) -> str:
+    """The file name of a top-k checkpoint: ``best-epoch=3-val_loss=0.1234.pt``."""
+    return f"best-epoch={epoch}-{monitor}={value:.4f}.pt"
 
 
 class RunFolder:
     """``config``: the composed config as plain data (saved in every checkpoint); ``spec``: the
     DataSpec as a dict; ``record``: what metrics.json starts with (task, monitor, model, data);
-    ``resumed``: the folder already holds the run's preprocessing, which stays as it is."""
+    ``resumed``: the folder already holds the run's preprocessing, which stays as it is;
+    ``save_top_k``: above 1, the checkpoints of the K best epochs by ``record``'s monitor and mode
+    are kept besides best.pt, each written when it enters the K best and deleted when it leaves."""
 
     def __init__(self, path: Path, *, config: dict, spec: dict, record: dict, every_seconds: float,
-                 writes: bool = True, resumed: bool = False):
+                 writes: bool = True, resumed: bool = False, save_top_k: int = 1):
         self.path = Path(path)
         self.config, self.spec = config, spec
         self.record = {"status": "running", **record}
         self.writes = writes
         self.resumed = resumed
         self.member = None
+        self.save_top_k = save_top_k
+        self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept top-k epochs, best first
         self._identity = None  # the folder's (device, inode) once open: gone or replaced, no more writes
         self.writer = CheckpointWriter(self.path, every_seconds, self._payload, on_write=self._written)
 
@@ -44,7 +56,39 @@ class RunFolder:
             # never refit it.
             if not self.resumed:
                 save_preprocessing(self.path, member.data.preprocessor, member.data.target)
+            self._open_top(member.rows)
             self._write()
+
+    def _open_top(self, rows: list[dict]) -> None:
+        """The top-k epochs among those trained before a resume, and only their files kept: one
+        written after the last.pt resumed from, or beyond a new save_top_k, goes."""
+        self.top = []
+        if self.save_top_k > 1:
+            for row in rows:
+                self._rank(row["epoch"], row, write=False)
+        wanted = {top_name(epoch, self.record["monitor"], value) for value, epoch in self.top}
+        for entry in self.path.glob(TOP_GLOB):
+            if entry.name not in wanted and (entry.is_file() or entry.is_symlink()):
+                remove_file(entry)
+
+    def _rank(self, epoch: int, row: dict, *, write: bool = True) -> None:
+        """Keep this epoch's checkpoint when its monitored value is among the K best so far (ties:
+        the earlier epoch stays ahead); the one it pushes out of the K best goes."""
+        monitor = self.record["monitor"]
+        value = row[monitor]
+        if not math.isfinite(value):
+            return
+        better = (lambda a, b: a < b) if self.record["mode"] == "min" else (lambda a, b: a > b)
+        place = next((i for i, (kept, _) in enumerate(self.top) if better(value, kept)), len(self.top))
+        if place >= self.save_top_k:
+            return
+        self.top.insert(place, (value, epoch))
+        if write:
+            self.writer.keep(top_name(epoch, monitor, value), epoch, row)
+        if len(self.top) > self.save_top_k:
+            old_value, old_epoch = self.top.pop()
+            if write:
+                self.writer.drop(top_name(old_epoch, monitor, old_value))
 
     def _payload(self, epoch: int, row: dict, with_training_state: bool) -> dict:
         member = self.member
@@ -82,8 +126,11 @@ class RunFolder:
             self.writer.best(epoch, row)
 
     def last(self, epoch: int, row: dict) -> None:
+        """Every epoch's end: its place among the top-k, then last.pt (written when it is time)."""
         if self.writes:
             self._check_present()
+            if self.save_top_k > 1:
+                self._rank(epoch, row)
             self.writer.last(epoch, row)
 
     def flush(self, include_last: bool = True) -> None:
