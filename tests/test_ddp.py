@@ -58,20 +58,26 @@ def assert_same_training(run_dir: Path, reference_dir: Path) -> None:
         torch.testing.assert_close(weights[name], value, atol=TOLERANCE, rtol=0)
 
 
+def single_process_run(cli, tmp_path, *overrides: str):
+    """The reference run, in this process with one thread, like each rank (OMP_NUM_THREADS=1):
+    tiny steps, no thread contention; returns its run folder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = cli("fit", *overrides)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return only_run(tmp_path)
+
+
 @pytest.mark.slow
 def test_two_ranks_train_like_one_process_through_ctrl_c_and_a_torchrun_resume(tmp_path, cli):
     """``dltrain fit trainer.devices=2`` starts 2 gloo ranks; SIGINT to it reaches both, they
     agree to stop at the end of an epoch and rank 0 leaves an epoch-end last.pt (exit 130);
     ``torchrun --nproc_per_node=2 -m dltrain fit resume=RUN_DIR`` finishes the run in the same
     folder. The result matches one process trained with the same global batch, uninterrupted."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # like each rank (OMP_NUM_THREADS=1): tiny steps, no thread contention
-    try:
-        result = cli("fit", *RUN)  # the single-process reference, in this process
-    finally:
-        torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    single = only_run(tmp_path)
+    single = single_process_run(cli, tmp_path, *RUN)
 
     root = tmp_path / "ddp"
     root.mkdir()
@@ -138,14 +144,7 @@ def test_one_process_started_by_torchrun_trains_through_the_process_group(tmp_pa
     README says: DDP when torchrun started the process), so a one-GPU machine reaches the
     data-parallel path too; it trains exactly like a plain process."""
     run = [*RUN, "trainer.epochs=1"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # like the rank (OMP_NUM_THREADS=1 under torchrun)
-    try:
-        result = cli("fit", *run)
-    finally:
-        torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    single = only_run(tmp_path)
+    single = single_process_run(cli, tmp_path, *run)
     root = tmp_path / "ddp"
     root.mkdir()
     code, output = dltrain(["fit", *run], root, launcher=[*TORCHRUN[:-3], "--nproc_per_node=1", "-m", "dltrain"])
@@ -160,14 +159,7 @@ def test_two_ranks_accumulating_train_like_one_process_with_the_larger_batch(tmp
     with batches of 20: 288 batches an epoch in 72 groups, the last of 18 rows, as the last batch
     of 20 is."""
     common = [row for row in RUN if not row.startswith(("data.batch_size", "trainer.epochs"))] + ["trainer.epochs=2"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = cli("fit", *common, "data.batch_size=20")
-    finally:
-        torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    single = only_run(tmp_path)
+    single = single_process_run(cli, tmp_path, *common, "data.batch_size=20")
     root = tmp_path / "ddp"
     root.mkdir()
     code, output = dltrain(["fit", *common, "data.batch_size=5", "trainer.accumulate_grad_batches=4",
