@@ -5,12 +5,19 @@ once per session (iris_fit_run); a test copies one into its own folder with copy
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each pytest-xdist worker (-n auto: one per core) computes with one thread, before torch is
+    # imported here or in a `dltrain` subprocess: two workers' OpenMP threads on two cores spin
+    # against each other (bench/README.md, "Threads").
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = REPO.parent / "shared" / "data" / "mnist-subset"

@@ -32,6 +32,7 @@ def big_conv_net():
 
 def torch_default() -> int:
     threads.apply_threads(2, tiny_mlp(), torch.zeros(4, 64), 64)  # records torch's default first
+    torch.set_num_threads(threads._TORCH_DEFAULT[0])  # and puts it back: 2 is not the default everywhere
     return threads._TORCH_DEFAULT[0]
 
 
