@@ -18,8 +18,9 @@ from dltrain.train.determinism import CUBLAS, deterministic
 
 ON = SimpleNamespace(deterministic=True, compile=False, compile_backend="inductor")
 
-# put_ (accumulate=False) has no deterministic implementation, on the CPU too; only while training, so
-# that the forward pass trainer.threads=auto measures (in eval mode) does not meet it.
+# put_ (accumulate=False) has no deterministic implementation, on the CPU too. The model uses it from its
+# second training step on (with data.batch_size=0 the second epoch), so that the run has a checkpoint
+# and keeps its folder, and the forward pass trainer.threads=auto measures (in eval mode) never meets it.
 PUT_NET = '''
 import torch
 from torch import nn
@@ -29,11 +30,14 @@ class PutNet(nn.Module):
     def __init__(self, in_features, output_size):
         super().__init__()
         self.linear = nn.Linear(in_features, output_size)
+        self.steps = 0
 
     def forward(self, x):
         out = self.linear(x.flatten(1))
         if self.training:
-            out = out.clone().put_(torch.tensor([0]), out.new_zeros(1))
+            self.steps += 1
+            if self.steps > 1:
+                out = out.clone().put_(torch.tensor([0]), out.new_zeros(1))
         return out
 '''
 
@@ -75,24 +79,23 @@ def test_settings_that_cannot_be_deterministic_are_refused_in_one_sentence(monke
 
 @pytest.mark.slow
 def test_fit_reports_deterministic_and_refuses_an_op_without_a_deterministic_implementation(cli, tmp_path):
-    """A deterministic fit says so in its banner and metrics.json; a model whose training step uses
-    put_ is refused in one sentence (exit 2), and the global torch
-    flag is off again after either fit."""
-    common = ["data=iris", "trainer.epochs=1", "trainer.progress=false", "logger=none", "trainer.deterministic=true"]
-    result = cli("fit", *common)
-    assert result.exit_code == 0, result.output
-    assert "device=cpu deterministic threads=" in " ".join(result.output.split())  # the banner
-    (run,) = run_folders()
-    assert json.loads((run / "metrics.json").read_text())["deterministic"] is True
-    assert not torch.are_deterministic_algorithms_enabled()
-
+    """A deterministic fit says so in its banner and metrics.json; its model's put_, in the second
+    epoch, is refused in one sentence (exit 2, the run folder failed with it), not a traceback, and
+    the global torch flag is off again afterwards."""
     (tmp_path / "put_net.py").write_text(PUT_NET)
-    result = cli("fit", *common, "model=custom", "model._target_=put_net.PutNet")
+    result = cli("fit", "data=iris", "data.batch_size=0", "trainer.epochs=2", "trainer.progress=false",
+                 "logger=none", "trainer.checkpoint_every_seconds=0", "trainer.deterministic=true",
+                 "model=custom", "model._target_=put_net.PutNet")
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "device=cpu deterministic threads=" in said and "Traceback" not in said  # the banner
     sentence = ("The model uses put_, which has no deterministic implementation in PyTorch, so "
                 "trainer.deterministic=true refuses it; trainer.deterministic=false allows it (or change "
                 "the model to avoid it).")
-    assert sentence in " ".join(result.output.split())
-    assert run_folders() == [run]  # nothing trained: no folder left behind, as for any refusal
+    assert said.endswith(sentence)
+    (run,) = run_folders()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["deterministic"] is True
+    assert metrics["status"] == "failed" and metrics["error"] == sentence
+    assert [row["epoch"] for row in metrics["history"]] == [1]
     assert not torch.are_deterministic_algorithms_enabled()
