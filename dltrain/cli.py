@@ -163,6 +163,8 @@ def fit(
       dltrain fit data.batch_size=32 trainer.accumulate_grad_batches=4   [dim]# steps like batches of 128[/dim]
 
       dltrain fit data=wine loss.class_weights=auto trainer.save_top_k=3   [dim]# balanced classes, 3 best kept[/dim]
+
+      dltrain fit trainer.deterministic=true        [dim]# the same numbers on every run (GPU too)[/dim]
     """
     if multirun:
         from dltrain.commands.sweep import run_sweep

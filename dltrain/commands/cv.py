@@ -28,6 +28,7 @@ from dltrain.files import RunLock, console_log, copy_file, read_json_object, wri
 from dltrain.models import stacking_refusal
 from dltrain.models.custom import reading_run
 from dltrain.train import parallel
+from dltrain.train.determinism import deterministic
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
 from dltrain.train.population import (banner, conclude, open_member, stop_if_requested, stopping_as_one,
@@ -277,7 +278,8 @@ def _train_stacked(settings, source, folds, fold_count: int, run_dir: Path, memb
                       table=EpochTable(columns, out), count_column="folds")
     title = (f"dltrain cv  folds {folds[0].index}-{folds[-1].index} together ({len(folds)} of "
              f"{fold_count}, cv.vectorize)")
-    with console_log(out, *(member.folder.path for member in members)):  # the one table is every fold's
+    # the one table is every fold's; trainer.deterministic for the training and the test split
+    with console_log(out, *(member.folder.path for member in members)), deterministic(settings.trainer):
         out.print(banner(title, settings, members[0], device, per=" per fold", threads=trainer.threads_note))
         out.print(f"fold folders: {run_dir}/fold_N")
         out.print(f"Each row: the mean over the {len(members)} folds"

@@ -23,6 +23,7 @@ from dltrain.errors import DltrainError
 from dltrain.files import RunLock, console_log
 from dltrain.models.custom import reading_run
 from dltrain.train import parallel
+from dltrain.train.determinism import deterministic
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer
 from dltrain.train.population import (banner, column_priority, columns, conclude, open_member, print_summary,
@@ -98,53 +99,55 @@ def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *,
     at every epoch's end; ``outcome_figure``: see open_member; ``logs``: the run's held logs
     (files.console_log), released once a resume's checks passed."""
     started = time.perf_counter() if started is None else started
-    parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
-    shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
-    main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
-    device = resolve_device(settings.trainer.device)
-    device = shard.device(device) if shard is not None else device
-    # A resumed run goes on with the preprocessing (and target transform) it was trained with,
-    # never refitted ones.
-    preprocessor, target = load_saved(resume_from.parent) if resume_from is not None else (None, None)
-    seed = settings.trainer.seed if seed is None else seed
-    record = None
-    if settings.trainer.lr_find:  # the range test, seeded as the model; what fit trains then differs only in lr
-        cfg, settings, lr = found_lr(cfg, settings, source, train_index, run_dir, seed=seed, device=device,
-                                     resume=resume_from is not None, data_parallel=shard is not None,
-                                     main=main, out=out)
-        record = {"lr_find": {"lr": lr, "file": "lr_find.json"}}
-    member = open_member(cfg, settings, source, train_index, val_index, run_dir, seed=seed, main=main,
-                         record=record, outcome_figure=outcome_figure, preprocessor=preprocessor,
-                         target=target, out=out)
-    member.callbacks.extend(callbacks)
-    if shard is not None:
-        shard.check_rows(len(member.data.train))
-    for note in source.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
-    trainer = Trainer([member], settings=settings.trainer, device=device,
-                      batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
-                      table=EpochTable(columns(member), out, priority=column_priority(member)), shard=shard)
-    ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
-    out.print(banner(title, settings, member, device, extra=ddp, threads=trainer.threads_note))
-    out.print(f"run folder: {run_dir}")
-    if resume_from is not None:
-        member.resume(resume_from, out)
-        trained = member.cursor["epoch"] if member.cursor else len(member.rows)
-        if settings.trainer.epochs < trained:
-            raise fewer_epochs(resume_from.parent, settings.trainer.epochs, trained)
-        if shard is not None and member.cursor is not None:
-            raise DltrainError(
-                f"resume={resume_from.parent}: its last.pt was saved inside epoch {member.cursor['epoch']} "
-                f"by a single-process run, which only a single process continues exactly; resume it "
-                f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
-            )
-    if logs is not None:  # from here on the run writes its folder
-        logs.release()
-    first_epoch = member.cursor["epoch"] if member.cursor else len(member.rows) + 1
-    train(trainer, run_dir, progress=settings.trainer.progress and main, out=out, first_epoch=first_epoch)
-    result = conclude(member, started)
-    print_summary(result, out)
-    return result
+    # trainer.deterministic from here on, before any CUDA work: the lr test, training and the test split
+    with deterministic(settings.trainer):
+        parallel.refuse_in_one_process(settings.trainer)  # a sweep point with data-parallel settings
+        shard = parallel.current_shard()  # a rank of a data-parallel fit, or None
+        main = shard is None or shard.rank == 0  # only rank 0 writes the run folder and prints
+        device = resolve_device(settings.trainer.device)
+        device = shard.device(device) if shard is not None else device
+        # A resumed run goes on with the preprocessing (and target transform) it was trained with,
+        # never refitted ones.
+        preprocessor, target = load_saved(resume_from.parent) if resume_from is not None else (None, None)
+        seed = settings.trainer.seed if seed is None else seed
+        record = None
+        if settings.trainer.lr_find:  # the range test, seeded as the model; what fit trains then differs only in lr
+            cfg, settings, lr = found_lr(cfg, settings, source, train_index, run_dir, seed=seed, device=device,
+                                         resume=resume_from is not None, data_parallel=shard is not None,
+                                         main=main, out=out)
+            record = {"lr_find": {"lr": lr, "file": "lr_find.json"}}
+        member = open_member(cfg, settings, source, train_index, val_index, run_dir, seed=seed, main=main,
+                             record=record, outcome_figure=outcome_figure, preprocessor=preprocessor,
+                             target=target, out=out)
+        member.callbacks.extend(callbacks)
+        if shard is not None:
+            shard.check_rows(len(member.data.train))
+        for note in source.notes:
+            out.print(f"[yellow]note:[/yellow] {note}")
+        trainer = Trainer([member], settings=settings.trainer, device=device,
+                          batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
+                          table=EpochTable(columns(member), out, priority=column_priority(member)), shard=shard)
+        ddp = f" x {shard.world_size} processes (DDP, global batch {settings.data.batch_size})" if shard else ""
+        out.print(banner(title, settings, member, device, extra=ddp, threads=trainer.threads_note))
+        out.print(f"run folder: {run_dir}")
+        if resume_from is not None:
+            member.resume(resume_from, out)
+            trained = member.cursor["epoch"] if member.cursor else len(member.rows)
+            if settings.trainer.epochs < trained:
+                raise fewer_epochs(resume_from.parent, settings.trainer.epochs, trained)
+            if shard is not None and member.cursor is not None:
+                raise DltrainError(
+                    f"resume={resume_from.parent}: its last.pt was saved inside epoch {member.cursor['epoch']} "
+                    f"by a single-process run, which only a single process continues exactly; resume it "
+                    f"with trainer.devices=1 (data-parallel runs stop and resume at epoch ends)."
+                )
+        if logs is not None:  # from here on the run writes its folder
+            logs.release()
+        first_epoch = member.cursor["epoch"] if member.cursor else len(member.rows) + 1
+        train(trainer, run_dir, progress=settings.trainer.progress and main, out=out, first_epoch=first_epoch)
+        result = conclude(member, started)
+        print_summary(result, out)
+        return result
 
 
 # --------------------------------------------------------------------------- data-parallel

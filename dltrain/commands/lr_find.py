@@ -15,6 +15,7 @@ from dltrain.console import console
 from dltrain.data import load_source
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
+from dltrain.train.determinism import deterministic
 from dltrain.train.device import resolve_device
 from dltrain.train.lr_find import END_LR, JSON, PNG, START_LR, STEPS, find_lr, read_suggestion, save_finding
 
@@ -31,7 +32,8 @@ def lr_find(overrides: list[str], out=console):
     out.print(f"[bold]dltrain lr-find[/bold]  model={settings.model.name} data={settings.data.name} "
               f"({len(train_index)} training rows) optimizer={settings.optimizer.name} device={device}: "
               f"lr from {START_LR:g} to {END_LR:g} over {STEPS} steps")
-    finding = find_lr(settings, source, train_index, seed=settings.trainer.seed, device=device)
+    with deterministic(settings.trainer):  # the curve fit would see with trainer.deterministic
+        finding = find_lr(settings, source, train_index, seed=settings.trainer.seed, device=device)
     folder = FOLDER / (datetime.now().strftime("%Y-%m-%d/%H-%M-%S") + "_" + secrets.token_hex(3))
     save_finding(folder, finding, f"model={settings.model.name} data={settings.data.name} "
                                   f"optimizer={settings.optimizer.name}")

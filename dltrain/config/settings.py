@@ -73,6 +73,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("accumulate_grad_batches", int, minimum=1),
         Rule("grad_clip", float, minimum=0),
         Rule("lr_find", bool),
+        Rule("deterministic", bool),
         Rule("early_stopping.patience", int, minimum=0),
         Rule("early_stopping.min_delta", float, minimum=0),
         Rule("progress", bool),
@@ -82,7 +83,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("compile", bool),
         Rule("compile_backend", str),
         Rule("channels_last", WORD, choices=("auto", "true", "false")),
-        Rule("cudnn_benchmark", bool),
+        Rule("cudnn_benchmark", WORD, choices=("auto", "true", "false")),
         Rule("device_data_max_mb", float, minimum=0),
         Rule("strategy", str, choices=("auto", "ddp")),
         Rule("devices", COUNT, minimum=1,
@@ -217,6 +218,7 @@ class TrainerSettings:
     accumulate_grad_batches: int = _default("trainer", "accumulate_grad_batches")  # batches per optimizer step
     grad_clip: float = _default("trainer", "grad_clip")
     lr_find: bool = _default("trainer", "lr_find")  # train with the range test's suggested lr
+    deterministic: bool = _default("trainer", "deterministic")  # train/determinism.py
     patience: int = _default("trainer", "early_stopping.patience")
     min_delta: float = _default("trainer", "early_stopping.min_delta")
     progress: bool = _default("trainer", "progress")
@@ -226,7 +228,7 @@ class TrainerSettings:
     compile: bool = _default("trainer", "compile")
     compile_backend: str = _default("trainer", "compile_backend")
     channels_last: str = _default("trainer", "channels_last")  # auto | true | false
-    cudnn_benchmark: bool = _default("trainer", "cudnn_benchmark")
+    cudnn_benchmark: str = _default("trainer", "cudnn_benchmark")  # auto (on unless deterministic) | true | false
     device_data_max_mb: float = _default("trainer", "device_data_max_mb")
     strategy: str = _default("trainer", "strategy")  # auto | ddp: data-parallel processes (see dltrain.train.parallel)
     devices: int | str = _default("trainer", "devices")  # processes on this machine: a number, or auto
@@ -509,7 +511,7 @@ def read_settings(cfg) -> Settings:
     data = _read(cfg, "data")
     optimizer = _read(cfg, "optimizer")
     return Settings(
-        trainer=TrainerSettings(**_read(cfg, "trainer")),
+        trainer=_trainer(cfg),
         data=DataSettings(name=selected_option(cfg, "data"), **data, options=_options(cfg, "data", tuple(data))),
         optimizer=OptimizerSettings(name=selected_option(cfg, "optimizer"), **optimizer,
                                     options=_options(cfg, "optimizer", tuple(optimizer))),
@@ -519,6 +521,15 @@ def read_settings(cfg) -> Settings:
         scheduler=_named(cfg, "scheduler"),
         logger=_logger(cfg),
     )
+
+
+def _trainer(cfg) -> TrainerSettings:
+    trainer = TrainerSettings(**_read(cfg, "trainer"))
+    if trainer.deterministic and trainer.cudnn_benchmark == "true":
+        raise DltrainError("trainer.deterministic=true cannot run with trainer.cudnn_benchmark=true, with which "
+                           "cuDNN picks convolution algorithms by timing them (a choice that can differ from "
+                           "run to run); use trainer.cudnn_benchmark=auto (off when deterministic) or false.")
+    return trainer
 
 
 def _model(cfg) -> NamedSettings:

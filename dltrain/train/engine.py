@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from dltrain.errors import DltrainError
+from dltrain.train.determinism import deterministic
 from dltrain.train.member import Member, forward
 from dltrain.train.speed import compiled, configure
 from dltrain.train.staging import Staged, rows, to_device
@@ -154,7 +155,13 @@ class Trainer:
 
     def fit(self) -> None:
         """Train until ``settings.epochs`` (continuing loaded states), until every member stopped
-        early, or until a stop request (raises StopRequested after finishing its step)."""
+        early, or until a stop request (raises StopRequested after finishing its step); with
+        trainer.deterministic, with deterministic algorithms only (an op that has none is refused
+        in one sentence)."""
+        with deterministic(self.settings):
+            self._epochs()
+
+    def _epochs(self) -> None:
         settings, members = self.settings, self.members
         max_bytes = settings.device_data_max_mb * 2**20
         layout = self.speed.channels_last

@@ -70,7 +70,8 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
     run_folder = RunFolder(
         folder, config=OmegaConf.to_container(cfg, resolve=True), spec=asdict(data.spec),
         record={"task": data.spec.task, "monitor": monitor, "mode": mode, "model": settings.model.name,
-                "data": settings.data.name, **(record or {})},
+                "data": settings.data.name, **({"deterministic": True} if trainer.deterministic else {}),
+                **(record or {})},
         every_seconds=trainer.checkpoint_every_seconds, writes=main, resumed=preprocessor is not None,
         save_top_k=trainer.save_top_k)
     logger = open_loggers(settings.logger, folder, cfg, data.spec, monitor=monitor, seed=seed, out=out,
@@ -269,7 +270,7 @@ def banner(title: str, settings, member: Member, device, *, extra: str = "", per
             f"parameters{per})  data={settings.data.name} ({sizes}, {spec.task}"
             + (f", {spec.num_classes} classes" if spec.num_classes else "")
             + f")  loss={member.objective.loss_name}  optimizer={settings.optimizer.name}  device={device}"
-            + extra + (f"  {threads}" if threads else ""))
+            + extra + ("  deterministic" if settings.trainer.deterministic else "") + (f"  {threads}" if threads else ""))
 
 
 def print_summary(result: FitResult, out=console) -> None:

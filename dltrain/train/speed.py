@@ -57,7 +57,8 @@ def configure(model, settings, device: torch.device) -> Speed:
                      or (settings.channels_last == "auto" and device.type == "cuda"
                          and has_convolutions(model)))
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark == "true" or (
+            settings.cudnn_benchmark == "auto" and not settings.deterministic)
     if precision == "32":
         autocast = contextlib.nullcontext
     else:
