@@ -2,6 +2,8 @@
 example, training-only statistics, bundled sets."""
 
 import gzip
+import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from dltrain.data import load_source, prepare
 from dltrain.data.split import train_val_indices
 from dltrain.data.tabular import TabularPreprocessor, infer_task, read_csv_file
 from dltrain.errors import DltrainError
+from conftest import read_metrics, run_folders
 
 
 def csv_settings(path, **options):
@@ -196,3 +199,31 @@ def test_parquet_reads_as_its_csv(tmp_path):
     assert prepare(from_parquet, index).train.x.tolist() == prepare(from_csv, index).train.x.tolist()
     with pytest.raises(DltrainError, match="data.header=false is for CSV files"):
         load_source(csv_settings(tmp_path / "t.parquet", header=False))
+
+
+@pytest.mark.slow
+def test_a_headerless_csv_fits_as_binary_and_eval_and_predict_read_as_fit_did(cli, tmp_path):
+    path = write_headerless(tmp_path / "diabetes.csv")
+    result = cli("fit", "data=csv", f"data.path={path}", "trainer.epochs=2", "logger=none")  # no data setting
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "no header row found: columns named 0..8" in output and "(607 train / 152 val, binary" in output
+    (run_dir,) = run_folders()
+    assert json.loads((run_dir / "preprocessing.json").read_text())["data"] == {
+        "header": False, "target": "8", "task": "binary"}
+    assert read_metrics(run_dir)["best"]["val_accuracy"] > 0.85
+    assert cli("eval", str(run_dir)).exit_code == 0
+    assert json.loads((run_dir / "eval.json").read_text())["rows"] == 152
+    np.savetxt(tmp_path / "new.csv", np.random.default_rng(1).normal(size=(5, 8)), delimiter=",")
+    result = cli("predict", str(run_dir), f"input={tmp_path / 'new.csv'}")  # no header either, as in fit
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(run_dir / "predictions.csv")) == 5
+
+
+def test_a_three_row_pass_csv_trains_binary_showing_w_and_b_every_epoch(cli, tmp_path):
+    (tmp_path / "pass.csv").write_text("hours,pass\n1,0\n2,0\n3,1\n")
+    result = cli("fit", "data=csv", "data.path=pass.csv", "model=logistic", "trainer.epochs=3", "logger=none")
+    assert result.exit_code == 0, result.output
+    assert "(2 train / 1 val, binary" in " ".join(result.output.split())
+    rows = [line for line in result.output.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
+    assert len(rows) == 3 and all(re.search(r"  w = \[-?\d\.\d{4}\], b = \[-?\d\.\d{4}\]$", r) for r in rows)

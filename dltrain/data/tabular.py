@@ -17,9 +17,8 @@ from dltrain.errors import DltrainError
 MISSING_CATEGORY = "nan"  # pandas get_dummies(dummy_na=True) names the column <col>_nan too
 # data.task=auto: the most distinct non-negative integers a target may hold to be read as classes.
 MAX_AUTO_CLASSES = 20
-TASK_RULE = (f"data.task=auto reads integers of 2 distinct values as binary, 3 to {MAX_AUTO_CLASSES} "
-             f"distinct non-negative integers (at most one per two rows) as multiclass, other numbers as "
-             f"regression and words as classes")
+TASK_RULE = (f"integers of 2 distinct values are binary, 3 to {MAX_AUTO_CLASSES} distinct non-negative "
+             f"integers (at most one per two rows) multiclass, other numbers regression, words classes")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -257,7 +256,7 @@ def infer_task(target: pd.Series, numeric: bool | None = None) -> str:
 
 def task_note(name: str, task: str) -> str:
     """What the banner says of a task ``data.task=auto`` chose."""
-    return f"task {task} read off the target '{name}' ({TASK_RULE}; set data.task to choose another)"
+    return f"task {task} read off the target '{name}' by data.task=auto: {TASK_RULE}"
 
 
 def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, task="auto",
@@ -425,8 +424,8 @@ def header_notes(options: dict, header: bool, frame: pd.DataFrame) -> list[str]:
     """What the banner says when ``data.header=auto`` found no header row."""
     if options.get("header", "auto") != "auto" or header:
         return []
-    return [f"no header row found: columns named 0..{frame.shape[1] - 1} (data.header=auto reads a first "
-            f"row of numbers above rows of numbers as data; data.header=true if it names the columns)"]
+    return [f"no header row found: columns named 0..{frame.shape[1] - 1} (the first row is numbers, as are "
+            f"the rows below; data.header=true if it names the columns)"]
 
 
 def pick_column(frame: pd.DataFrame, key, setting: str):
