@@ -12,7 +12,7 @@ import pytest
 from dltrain.config import DataSettings
 from dltrain.data import load_source, prepare
 from dltrain.data.split import train_val_indices
-from dltrain.data.tabular import TabularPreprocessor, infer_task, read_csv_file
+from dltrain.data.tabular import TabularPreprocessor
 from dltrain.errors import DltrainError
 from conftest import read_metrics, run_folders
 
@@ -149,6 +149,8 @@ def test_header_auto_reads_a_headerless_file_whole_as_binary(tmp_path):
     ("1.5,,0\n2,3,1\n", False, ["0", "1", "2"]),  # an empty field is a missing number
 ])
 def test_header_auto_finds_a_header_row(tmp_path, text, header, columns):
+    from dltrain.data.tabular import read_csv_file
+
     (tmp_path / "t.csv").write_text(text)
     frame, found = read_csv_file({"path": str(tmp_path / "t.csv"), "header": "auto"})
     assert found is header and list(frame.columns) == columns
@@ -166,6 +168,8 @@ def test_header_auto_finds_a_header_row(tmp_path, text, header, columns):
     (["a", "b", "a"], "binary"),
 ])
 def test_task_auto_rule(values, task):
+    from dltrain.data.tabular import infer_task
+
     assert infer_task(pd.Series(values)) == task
 
 

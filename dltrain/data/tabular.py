@@ -389,11 +389,13 @@ def _all_numbers(frame: pd.DataFrame) -> bool:
     seen = False
     for column in frame.columns:
         values = frame[column]
-        present = values.notna() & (values.astype(str).str.strip() != "")
-        if _is_numeric(values):
-            seen = seen or bool(present.any())
+        if _is_numeric(values):  # pandas parsed the whole column as numbers
+            seen = seen or bool(values.notna().any())
             continue
-        if pd.api.types.is_bool_dtype(values) or pd.to_numeric(values[present], errors="coerce").isna().any():
+        if pd.api.types.is_bool_dtype(values):
+            return False
+        present = values.notna() & (values.astype(str).str.strip() != "")
+        if pd.to_numeric(values[present], errors="coerce").isna().any():
             return False
         seen = seen or bool(present.any())
     return seen
