@@ -11,8 +11,8 @@ from dltrain.commands.resume import cv_holding
 from dltrain.config import read_settings, upgrade_saved
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_saved_run
-from dltrain.data.tabular import PARQUET_SUFFIXES, read_parquet_file
 from dltrain.data.split import take, train_val_indices
+from dltrain.data.tabular import PARQUET_SUFFIXES, read_parquet_file
 from dltrain.data.target import TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json

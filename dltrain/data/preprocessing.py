@@ -11,9 +11,8 @@ import json
 import math
 import os
 import stat
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
