@@ -99,7 +99,9 @@ class EpochTable:
     """Prints a header once, then one aligned row per epoch as training goes, fitted to the
     console's width: headers are abbreviated first, then the least important columns are left out
     (named once, above the header); a number is never cut. ``priority``: the columns, most
-    important first (default: their order). A value that is not finite is flagged ``(!)``."""
+    important first (default: their order). A value that is not finite is flagged ``(!)``. A
+    row's ``note`` (a small model's w and b) ends the row when it fits the width, else it takes a
+    line of its own beneath the row."""
 
     def __init__(self, columns: list[str], out: Console = console, *, priority: list[str] | None = None):
         self.columns = list(columns)
@@ -126,7 +128,7 @@ class EpochTable:
         while len(self.shown) > 1 and sum(self.widths[c] for c in self.shown) + _GAP * (len(self.shown) - 1) > width:
             self.shown.remove(next(c for c in reversed(self.priority) if c in self.shown and c != self.columns[0]))
 
-    def row(self, values: dict) -> None:
+    def row(self, values: dict, note: str | None = None) -> None:
         from rich.markup import escape
 
         if self.shown is None:
@@ -142,7 +144,14 @@ class EpochTable:
             value, width = values.get(column), self.widths[column]
             text = cell(value, width).rjust(width)
             cells.append(f"[bold red]{text}[/bold red]" if _flagged(value) else text)
-        self.out.print((" " * _GAP).join(cells), soft_wrap=True)
+        line = (" " * _GAP).join(cells)
+        if note:
+            width = sum(self.widths[c] for c in self.shown) + _GAP * (len(self.shown) - 1)
+            if width + _GAP + len(note) <= self.out.width:
+                line += " " * _GAP + escape(note)
+            else:  # beneath the row, indented past its first column
+                line += "\n" + " " * (self.widths[self.shown[0]] + _GAP) + escape(note)
+        self.out.print(line, soft_wrap=True)
 
 
 _GAP = 2  # spaces between columns

@@ -137,3 +137,17 @@ def test_the_run_log_takes_what_is_printed_but_no_progress_bar(tmp_path):
         raise ValueError("boom")
     assert fold_log.getvalue() == "a fold's row\nError: ValueError: boom\n"
     assert "a fold's row" not in terminal.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 48])
+def test_a_small_models_weights_end_its_row_or_go_beneath(width):
+    out = StringIO()
+    table = EpochTable(["epoch", "train_loss", "lr"], Console(file=out, width=width))
+    table.row({"epoch": 1, "train_loss": 0.25, "lr": 0.1}, note="w = [1.9876], b = [0.0123]")
+    lines = out.getvalue().splitlines()
+    row = [line for line in lines if line.split()[:1] == ["1"]]
+    assert all(len(line) <= width for line in lines)
+    if width == 80:  # 5 + 10 + 9 columns and their gaps take 28, the note 26 more
+        assert row[0].endswith("0.1000  w = [1.9876], b = [0.0123]")
+    else:
+        assert row[0].endswith("0.1000") and lines[-1] == "       w = [1.9876], b = [0.0123]"

@@ -88,7 +88,7 @@ def test_numeric_labels_and_missing_labels(tmp_path):
             ("nice", "1"), ("sad", "0")]
     source = load_source(settings(path=str(write_csv(tmp_path / "n.csv", rows))))
     assert source.class_names == ("0", "1") and len(source) == 6 and source.task == "binary"
-    assert source.notes == ["dropped 1 rows whose label is empty"]
+    assert source.notes[0] == "dropped 1 rows whose label is empty"
 
 
 def test_generated_reviews_are_balanced_and_negation_flips_the_label():

@@ -33,7 +33,7 @@ CASES = {
     "monitor not measured": (["trainer.monitor=r2"], "trainer.monitor 'r2' is not measured for multiclass targets; choose one of: loss, accuracy, macro_f1."),
     "csv without path": (["data=csv"], "data=csv needs a file: set data.path=FILE.csv"),
     "missing csv": (["data=csv", "data.path=nowhere.csv"], "The CSV file 'nowhere.csv' does not exist"),
-    "data.path a folder": (["data=csv", "data.path=."], "data.path '.' is a folder; set it to a .csv or .csv.gz file."),
+    "data.path a folder": (["data=csv", "data.path=."], "data.path '.' is a folder; set it to a .csv, .csv.gz or .parquet file."),
     "negative seed": (["trainer.seed=-1"], "trainer.seed must be at least 0, got -1."),
     "seed of 2**63": ([f"trainer.seed={2**63}"], f"trainer.seed must be less than 4294967296, got {2**63}."),
     "negative data seed": (["data=synthetic_linear", "data.seed=-1"], "data.seed must be at least 0, got -1."),

@@ -161,7 +161,7 @@ def test_every_kind_transforms_identically_after_save_and_load(tmp_path):
                         after if isinstance(after, tuple) else (after,)):
             assert a.dtype == b.dtype and torch.equal(a, b), name
         document = json.loads((folder / FILE).read_text())
-        assert document["format"] == "dltrain-preprocessing" and document["version"] == 2
+        assert document["format"] == "dltrain-preprocessing" and document["version"] == 3
         assert "Preprocessor" not in (folder / FILE).read_text()  # a kind, never a class path
         assert (folder / ARRAYS).exists() == (name == "tabular")
     word = cases["text-word"][0]
@@ -245,7 +245,7 @@ HOSTILE_DOCUMENTS = {
     "kind is a class path": (put("kind", value="dltrain.data.tabular.TabularPreprocessor"), "kind must be one of"),
     "kind is os.system": (put("kind", value="os.system"), "kind must be one of"),
     "no kind": (delete("kind"), "kind must be present"),
-    "newer version": (put("version", value=3), "format version 3, from a newer dltrain"),
+    "newer version": (put("version", value=4), "format version 4, from a newer dltrain"),
     "version as text": (put("version", value="1"), "version must be an integer"),
     "other format": (put("format", value="pickle"), "format must be one of"),
     "state is a list": (put("state", value=[1, 2]), "state must be a JSON object, got a list of 2 items"),
@@ -264,6 +264,10 @@ HOSTILE_DOCUMENTS = {
                      "target.std must be a finite number above 0"),
     "target with a stray key": (put("target", value={"transform": "none", "mean": 0, "std": 1, "code": "x"}),
                                 "target.code must be absent"),
+    "data task unknown": (put("data", value={"header": False, "task": "ranking"}),
+                          "data.task must be one of 'regression', 'binary', 'multiclass'"),
+    "data header as text": (put("data", value={"header": "no"}), "data.header must be true or false"),
+    "data with a stray key": (put("data", value={"target": "8", "sep": ";"}), "data.sep must be absent"),
 }
 
 

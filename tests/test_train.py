@@ -80,6 +80,22 @@ def test_regression_losses_train(loss):
     assert result.final["val_r2"] > 0.9
 
 
+def test_smooth_l1_is_pytorchs_and_huber_with_delta_1_at_beta_1():
+    from dltrain.config import compose, read_settings
+    from dltrain.errors import DltrainError
+    from dltrain.train.losses import LOSSES
+
+    outputs, targets = torch.linspace(-3, 3, 13), torch.zeros(13)
+    smooth = LOSSES["smooth_l1"].constructor
+    assert torch.allclose(smooth()(outputs, targets), torch.nn.HuberLoss(delta=1.0)(outputs, targets))
+    beta = read_settings(compose(["data=linear_toy", "model=linear", "loss=smooth_l1", "loss.beta=0.5"])).loss
+    assert beta.options == {"beta": 0.5}
+    assert torch.allclose(smooth(**beta.options)(outputs, targets),
+                          torch.nn.functional.smooth_l1_loss(outputs, targets, beta=0.5))
+    with pytest.raises(DltrainError, match="loss.beta must be a number of at least 0, got -1"):
+        smooth(beta=-1)
+
+
 @pytest.mark.slow
 def test_bce_and_label_smoothed_cross_entropy_train():
     assert fit("data=breast_cancer", "loss=bce", "trainer.epochs=3").best["val_accuracy"] > 0.9

@@ -10,8 +10,9 @@ from pathlib import Path
 from dltrain.commands.resume import cv_holding
 from dltrain.config import read_settings, upgrade_saved
 from dltrain.data import load_source
-from dltrain.data.preprocessing import load_preprocessing
+from dltrain.data.preprocessing import load_saved_run
 from dltrain.data.split import take, train_val_indices
+from dltrain.data.tabular import PARQUET_SUFFIXES, read_parquet_file
 from dltrain.data.target import TargetTransform
 from dltrain.errors import DltrainError
 from dltrain.files import RunLock, write_csv, write_json
@@ -32,6 +33,7 @@ class TrainedRun:
     model: object
     objective: object
     preprocessor: object
+    reading: dict  # how the run read its data file (header, target, task), from its preprocessing
 
 
 def load_run(target: str, overrides: list[str] = ()) -> TrainedRun:
@@ -72,12 +74,13 @@ def _load_run(target: str, overrides: list[str]) -> TrainedRun:
     parts = build(settings, spec, training=False)
     objective, model = parts.objective, parts.model
     model.load_state_dict(state["model"])
-    preprocessor = load_preprocessing(checkpoint.parent)  # data only: a run folder may be anyone's
+    saved = load_saved_run(checkpoint.parent)  # data only: a run folder may be anyone's
+    preprocessor = saved.preprocessor
     if tuple(preprocessor.input_shape) != spec.input_shape:
         raise DltrainError(f"The saved preprocessing beside {str(checkpoint)!r} makes inputs of shape "
                            f"{tuple(preprocessor.input_shape)}, but the checkpoint's model reads "
                            f"{spec.input_shape}; use the run folder the checkpoint was trained in.")
-    return TrainedRun(checkpoint.parent, checkpoint, cfg, spec, model, objective, preprocessor)
+    return TrainedRun(checkpoint.parent, checkpoint, cfg, spec, model, objective, preprocessor, saved.reading)
 
 
 def apply_overrides(cfg, overrides: list[str]):
@@ -104,15 +107,19 @@ def _encoded_targets(targets, class_names, spec):
     return lookup[np.asarray(targets)]
 
 
-def _as_trained(data, spec):
-    """The data settings read as the model's task where the data infers it (data.task: auto): a
-    regression model's target is numbers, even when a few whole ones would read as classes, and a
-    column of words is refused in one sentence."""
+def _as_trained(data, run, overrides):
+    """The data settings as the run read its data at fit time, for every one the data has and the
+    command line does not set: ``data.header`` and ``data.target`` as found then, ``data.task``
+    as the model's (a regression model's target is numbers, even when a few whole ones would read
+    as classes; a column of words is refused in one sentence). A run from before these were
+    saved has its task in its checkpoint, and its config's header and target."""
     from dataclasses import replace
 
-    if spec.task != "regression" or "task" not in data.options:
-        return data
-    return replace(data, options={**data.options, "task": "regression"})
+    typed = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    trained = {**run.reading, "task": run.spec.task}
+    options = {**data.options, **{key: value for key, value in trained.items()
+                                  if key in data.options and f"data.{key}" not in typed}}
+    return replace(data, options=options)
 
 
 def evaluate_run(target: str, overrides: list[str], out) -> dict:
@@ -122,7 +129,7 @@ def evaluate_run(target: str, overrides: list[str], out) -> dict:
 
     run = load_run(target, overrides)
     settings = read_settings(run.cfg)
-    source = load_source(_as_trained(settings.data, run.spec))
+    source = load_source(_as_trained(settings.data, run, overrides))
     if source.test_features is not None:
         split, features = "test", source.test_features
         encoded = _encoded_targets(source.test_target, source.class_names, run.spec)
@@ -179,11 +186,17 @@ def eval_file(data, *, other_data: bool) -> str:
 
 
 def _read_input_csv(path: Path, header: bool):
-    """input=FILE as a table with at least one row, or one sentence saying why not."""
+    """input=FILE (a CSV, or a Parquet file) as a table with at least one row, or one sentence
+    saying why not."""
     import pandas as pd
 
     if path.is_dir():
         raise DltrainError(f"input={str(path)!r} is a folder; this model predicts for the rows of a CSV file.")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        frame = read_parquet_file(path)
+        if frame.empty:
+            raise DltrainError(f"input={str(path)!r} has no rows to predict for.")
+        return frame
     try:
         frame = pd.read_csv(path, header=0 if header else None)
     except UnicodeDecodeError as error:
@@ -199,12 +212,12 @@ def _read_input_csv(path: Path, header: bool):
     return frame
 
 
-def _read_table(path: Path, cfg, preprocessor):
-    header = cfg.data.get("header", True)
+def _read_table(path: Path, run):
+    header = _header(run)
     frame = _read_input_csv(path, header)
     if not header:
         frame.columns = [str(c) for c in frame.columns]
-    needed = [str(c) for c in preprocessor.columns]
+    needed = [str(c) for c in run.preprocessor.columns]
     missing = [c for c in needed if c not in map(str, frame.columns)]
     if missing:
         raise DltrainError(
@@ -227,11 +240,18 @@ def _read_images(path: Path, spec):
     return read_images(files, height, width, channels), [str(f) for f in files]
 
 
-def _read_texts(path: Path, cfg):
+def _header(run) -> bool:
+    """Whether the run's data file had a header row, as found at fit time (data.header=auto), or
+    as its config says for a run from before that was saved."""
+    header = run.reading.get("header", run.cfg.data.get("header", True))
+    return header if isinstance(header, bool) else True
+
+
+def _read_texts(path: Path, run):
     import numpy as np
 
-    frame = _read_input_csv(path, cfg.data.get("header", True))
-    column = cfg.data.get("text_column", 0)
+    frame = _read_input_csv(path, _header(run))
+    column = run.cfg.data.get("text_column", 0)
     if isinstance(column, str) and column in frame.columns:
         texts = frame[column]
     else:
@@ -246,11 +266,11 @@ def predict_run(target: str, input_path: str, output_path: str | None, out) -> P
         raise DltrainError(f"input={input_path!r} does not exist; give a CSV file (tabular or text models) or a folder of images.")
     kind = run.spec.kind
     if kind == "tabular":
-        features, names = _read_table(path, run.cfg, run.preprocessor)
+        features, names = _read_table(path, run)
     elif kind == "image" or getattr(run.preprocessor, "as_sequence", False):
         features, names = _read_images(path, run.spec if kind == "image" else _image_spec(run))
     elif kind == "tokens":
-        features, names = _read_texts(path, run.cfg)
+        features, names = _read_texts(path, run)
     else:
         raise DltrainError(f"dltrain predict reads tables, images and texts; this model was trained on {kind} data.")
     settings = read_settings(run.cfg)

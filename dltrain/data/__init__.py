@@ -91,7 +91,8 @@ def prepare(source: Source, train_index, val_index=None, *, preprocessor=None, t
         **({"target_mean": target.mean, "target_std": target.std, "target_transform": target.kind}
            if target is not None else {}),
     )
-    return Prepared(spec=spec, train=train, val=val, test=test, preprocessor=preprocessor, target=target)
+    return Prepared(spec=spec, train=train, val=val, test=test, preprocessor=preprocessor, target=target,
+                    reading=dict(source.reading))
 
 
 __all__ = ["DATASETS", "DataSpec", "Prepared", "Source", "Split", "load_source", "prepare",

@@ -1,6 +1,6 @@
 """The saved preprocessing of a run, as data and never as code: ``preprocessing.json`` (the kind,
-its options, columns, categories, vocabulary and shapes; for a regression target, its transform)
-and, when the kind has arrays,
+its options, columns, categories, vocabulary and shapes; for a regression target, its transform;
+how the data file was read: header, target column, task) and, when the kind has arrays,
 ``preprocessing.npz`` (float64 means and scales, read with ``allow_pickle=False``). A run folder
 may come from anyone, so ``load_preprocessing`` checks every value and refuses anything else in
 one sentence. The README's "The saved preprocessing" section documents the format."""
@@ -11,11 +11,13 @@ import json
 import math
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dltrain.data.sequence import SeriesPreprocessor
+from dltrain.data.spec import TASKS
 from dltrain.data.tabular import TabularPreprocessor
 from dltrain.data.target import TargetTransform
 from dltrain.data.text import TextPreprocessor
@@ -28,7 +30,9 @@ ARRAYS = "preprocessing.npz"
 # What dltrain wrote before the saved preprocessing was data: a pickle, which runs code when read.
 LEGACY_PICKLE = "preprocessor.pkl"
 FORMAT = "dltrain-preprocessing"
-VERSION = 2  # 2 added "target" (the regression target's transform); version 1 files are read too
+# 2 added "target" (the regression target's transform), 3 "data" (how the data file was read);
+# files of every earlier version are read too.
+VERSION = 3
 # The JSON names its preprocessor by one of these kinds, never by a class or module path.
 KINDS = {
     "tabular": TabularPreprocessor,
@@ -41,10 +45,12 @@ MAX_FILE_BYTES = 256 << 20
 _REQUIRED = object()
 
 
-def save_preprocessing(folder: Path, preprocessor, target: TargetTransform | None = None) -> None:
+def save_preprocessing(folder: Path, preprocessor, target: TargetTransform | None = None,
+                       reading: dict | None = None) -> None:
     """Write ``preprocessor``'s fitted state (and ``target``, a regression target's fitted
-    transform) into ``folder``: the arrays first, then the JSON that names them, so a reader
-    never finds a JSON without its arrays."""
+    transform; ``reading``, how the data file was read: Source.reading) into ``folder``: the
+    arrays first, then the JSON that names them, so a reader never finds a JSON without its
+    arrays."""
     kind = next((k for k, cls in KINDS.items() if type(preprocessor) is cls), None)
     if kind is None:
         raise TypeError(f"{type(preprocessor).__qualname__} is not a preprocessor kind of {FILE} ({', '.join(KINDS)})")
@@ -58,18 +64,41 @@ def save_preprocessing(folder: Path, preprocessor, target: TargetTransform | Non
     document = {"format": FORMAT, "version": VERSION, "kind": kind, "state": state}
     if target is not None:
         document["target"] = target.state()
+    if reading:
+        document["data"] = {key: reading[key] for key in READING if key in reading}
     write_atomic(folder / FILE, json.dumps(document, indent=1, allow_nan=False) + "\n")
+
+
+# What "data" may hold: how the data file was read at fit time (each optional).
+READING = ("header", "target", "task")
+
+
+@dataclass
+class Saved:
+    """What a run folder's preprocessing holds: the preprocessor, the regression target's
+    transform (None when the run's target is not a regression one, or from before version 2), and
+    how the data file was read (``header``, ``target``, ``task``; empty when the data is no file,
+    or from before version 3)."""
+
+    preprocessor: object
+    target: TargetTransform | None = None
+    reading: dict = field(default_factory=dict)
 
 
 def load_preprocessing(folder: Path):
     """The preprocessor saved in ``folder``, rebuilt from data; DltrainError for anything wrong."""
-    return load_saved(folder)[0]
+    return load_saved_run(folder).preprocessor
 
 
 def load_saved(folder: Path) -> tuple[object, TargetTransform | None]:
-    """The preprocessor and the regression target's transform saved in ``folder`` (None when the
-    run's target is not a regression one, or for a file from before version 2, which did not
-    save it), rebuilt from data; DltrainError for anything wrong."""
+    """The preprocessor and the regression target's transform saved in ``folder`` (see Saved)."""
+    saved = load_saved_run(folder)
+    return saved.preprocessor, saved.target
+
+
+def load_saved_run(folder: Path) -> Saved:
+    """Everything the preprocessing files in ``folder`` hold, rebuilt from data; DltrainError for
+    anything wrong."""
     folder = Path(folder)
     path = folder / FILE
     if not os.path.lexists(path):
@@ -92,9 +121,21 @@ def load_saved(folder: Path) -> tuple[object, TargetTransform | None]:
         kind = top.text("kind", choices=tuple(KINDS))
         preprocessor = KINDS[kind].from_state(top.object("state"))
         target = TargetTransform.from_state(top.object("target")) if top.has("target") else None
+        reading = _reading(top.object("data")) if top.has("data") else {}
         top.done()
         arrays.done()
-    return preprocessor, target
+    return Saved(preprocessor, target, reading)
+
+
+def _reading(fields: "Fields") -> dict:
+    reading = {}
+    if fields.has("header"):
+        reading["header"] = fields.boolean("header")
+    if fields.has("target"):
+        reading["target"] = fields.text("target")
+    if fields.has("task"):
+        reading["task"] = fields.text("task", choices=TASKS)
+    return reading
 
 
 class Fields:

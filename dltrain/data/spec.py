@@ -90,6 +90,9 @@ class Source:
     ordered: bool = False
     # One value per row, for group k-fold: rows sharing a value never straddle a fold boundary.
     groups: Any = None
+    # How a data file was read (data.header, data.target, data.task as chosen: plain values),
+    # saved with the run so that eval and predict read new data the same way.
+    reading: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -109,3 +112,4 @@ class Prepared:
     test: Split | None
     preprocessor: Any
     target: Any = None  # the fitted TargetTransform of a regression target (dltrain.data.target)
+    reading: dict = field(default_factory=dict)  # Source.reading: how the data file was read

@@ -1,8 +1,10 @@
-"""Tables: CSV files (pandas) and the preprocessing every tabular dataset shares
-(mean imputation, one-hot categories with a missing-value category, standardization)."""
+"""Tables: CSV and Parquet files (pandas; pyarrow for Parquet), read once per process, the rule
+``data.task=auto`` reads a target by, and the preprocessing every tabular dataset shares (mean
+imputation, one-hot categories with a missing-value category, standardization)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,11 @@ from dltrain.data.spec import TASKS, Source
 from dltrain.errors import DltrainError
 
 MISSING_CATEGORY = "nan"  # pandas get_dummies(dummy_na=True) names the column <col>_nan too
+# data.task=auto: the most distinct non-negative integers a target may hold to be read as classes.
+MAX_AUTO_CLASSES = 20
+TASK_RULE = (f"integers of 2 distinct values are binary, 3 to {MAX_AUTO_CLASSES} distinct non-negative "
+             f"integers (at most one per two rows) multiclass, other numbers regression, words classes")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 class TabularPreprocessor:
@@ -199,7 +206,7 @@ def encode_target(target: pd.Series, task: str, name: str) -> tuple[np.ndarray, 
         raise DltrainError(f"The target column '{name}' holds an infinite value; give finite numbers, "
                            f"or leave the cell empty to drop the row.")
     if task == "auto":
-        task = _infer_task(target, numeric)
+        task = infer_task(target, numeric)
     if task == "regression":
         if not numeric:
             example = target.dropna().astype(str).iloc[0] if target.notna().any() else ""
@@ -230,21 +237,35 @@ def _class_name(value) -> str:
     return str(value)
 
 
-def _infer_task(target: pd.Series, numeric: bool) -> str:
+def infer_task(target: pd.Series, numeric: bool | None = None) -> str:
+    """The task ``data.task=auto`` reads off a target column (without missing values), by the rule
+    TASK_RULE states: the one place it is decided, for every dataset whose task is not fixed."""
+    if numeric is None:
+        numeric = _is_numeric(target)
     if not numeric:
         return "binary" if target.nunique() == 2 else "multiclass"
-    values = target.to_numpy(dtype=np.float64)
-    unique = np.unique(values)
-    if np.all(np.mod(unique, 1) == 0) and len(unique) <= 20 and len(unique) < len(values) / 2:
-        return "binary" if len(unique) == 2 else "multiclass"
+    unique = np.unique(target.to_numpy(dtype=np.float64))
+    integers = bool(np.all(np.mod(unique, 1) == 0))
+    if integers and len(unique) == 2:
+        return "binary"
+    # Classes recur: a few prices or years, each seen once, are numbers to regress on.
+    if integers and 3 <= len(unique) <= min(MAX_AUTO_CLASSES, len(target) // 2) and unique.min() >= 0:
+        return "multiclass"
     return "regression"
 
 
+def task_note(name: str, task: str) -> str:
+    """What the banner says of a task ``data.task=auto`` chose."""
+    return f"task {task} read off the target '{name}' by data.task=auto: {TASK_RULE}"
+
+
 def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, task="auto",
-                 target_name="target") -> Source:
-    """A Source over a DataFrame of features and a target column (rows without a target dropped)."""
+                 target_name="target", notes=(), reading=None) -> Source:
+    """A Source over a DataFrame of features and a target column (rows without a target dropped).
+    ``notes``: what reading the file found; ``reading``: how it was read (data.header,
+    data.target), saved with the run with the task chosen here, for eval and predict."""
     keep = target.notna().to_numpy()
-    notes = []
+    notes = list(notes)
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} rows whose target '{target_name}' is missing")
         features, target = features[keep].reset_index(drop=True), target[keep].reset_index(drop=True)
@@ -252,15 +273,18 @@ def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, ta
         raise DltrainError("The dataset is empty: it has no rows with a target to train on.")
     if features.shape[1] == 0:
         raise DltrainError("The dataset has no feature columns besides the target.")
-    codes, task, class_names = encode_target(target, task, target_name)
+    codes, chosen, class_names = encode_target(target, task, target_name)
+    if task == "auto":
+        notes.append(task_note(target_name, chosen))
     standardize = bool(options.get("standardize", True))
     return Source(
         features=features.reset_index(drop=True),
         target=codes,
-        task=task,
+        task=chosen,
         class_names=class_names,
         make_preprocessor=lambda: TabularPreprocessor(standardize=standardize),
         notes=notes,
+        reading={**(reading or {}), "task": chosen} if reading is not None else {},
     )
 
 
@@ -289,26 +313,121 @@ def with_group_column(source: Source, column: str) -> Source:
 
 
 def read_csv_file(options: dict, **read_options) -> tuple[pd.DataFrame, bool]:
-    """The CSV at ``data.path`` (.csv or .csv.gz; ``data.header`` says whether the first row names
-    the columns) and that header flag, with one sentence for every way reading it can fail."""
+    """The table at ``data.path`` and whether its first row named the columns: a CSV (.csv,
+    .csv.gz; ``data.header`` true, false or auto, see ``_read_csv``) or a Parquet file (.parquet,
+    whose columns always have names), with one sentence for every way reading it can fail. A file
+    is read once per process for the same options, while its size and modification time stay
+    (the folds of a cv, the points of a sweep); each call gets its own copy of the table."""
     file = Path(str(options["path"])).expanduser()
     if file.is_dir():
-        raise DltrainError(f"data.path {str(file)!r} is a folder; set it to a .csv or .csv.gz file.")
+        raise DltrainError(f"data.path {str(file)!r} is a folder; set it to a .csv, .csv.gz or .parquet file.")
+    parquet = file.suffix.lower() in PARQUET_SUFFIXES
     if not file.is_file():
-        raise DltrainError(f"The CSV file {str(file)!r} does not exist; set data.path to an existing .csv or .csv.gz file.")
-    header = options.get("header", True)
-    if not isinstance(header, bool):
-        raise DltrainError(f"data.header must be true or false, got {header!r}.")
+        raise DltrainError(f"The {'Parquet' if parquet else 'CSV'} file {str(file)!r} does not exist; set "
+                           f"data.path to an existing .csv, .csv.gz or .parquet file.")
+    header = options.get("header", "auto")
+    if not (isinstance(header, bool) or header == "auto"):
+        raise DltrainError(f"data.header must be auto, true or false, got {header!r}.")
+    if parquet and header is False:
+        raise DltrainError(f"data.header=false is for CSV files, but {str(file)!r} is a Parquet file, whose "
+                           f"columns always have names; leave data.header at auto.")
+    status = file.stat()
+    key = (str(file.resolve()), status.st_size, status.st_mtime_ns, header,
+           tuple(sorted((name, repr(value)) for name, value in read_options.items())))
+    if key in _TABLES:
+        _TABLES.move_to_end(key)
+    else:
+        _TABLES[key] = ((read_parquet_file(file, **read_options), True) if parquet
+                        else _read_csv(file, header, **read_options))
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    frame, header = _TABLES[key]
+    if frame.empty:
+        raise DltrainError(f"The {'Parquet' if parquet else 'CSV'} file {str(file)!r} has no data rows.")
+    return _copy(frame), header
+
+
+# The tables read in this process, newest last: (path, size, mtime, header, options) -> (frame, header).
+_TABLES: OrderedDict = OrderedDict()
+_TABLES_KEPT = 4
+
+
+def _copy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a kept table that its caller may change: shallow under copy-on-write (pandas 3, or
+    2 with it turned on), which copies a column only when it is written; else a deep one."""
     try:
-        frame = pd.read_csv(file, header=0 if header else None, **read_options)
+        lazy = int(pd.__version__.split(".")[0]) >= 3 or pd.get_option("mode.copy_on_write") is True
+    except (KeyError, ValueError):  # no such option: a pandas without copy-on-write
+        lazy = False
+    return frame.copy(deep=not lazy)
+
+
+def _read_csv(file: Path, header, **read_options) -> tuple[pd.DataFrame, bool]:
+    """The CSV and whether its first row is a header: ``header`` true or false says so; ``auto``
+    reads a first row whose fields all parse as numbers as data when the rows below are all
+    numbers too (the columns are then named 0..N-1), and as the header otherwise."""
+    try:
+        if header == "auto":
+            first = pd.read_csv(file, header=None, nrows=1, dtype=str)
+            header = not _all_numbers(first)
+            frame = pd.read_csv(file, header=0 if header else None, **read_options)
+            if not header and not _all_numbers(frame.iloc[1:]):
+                header = True  # numbers above words: the first row names the columns
+                frame = pd.read_csv(file, header=0, **read_options)
+        else:
+            frame = pd.read_csv(file, header=0 if header else None, **read_options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DltrainError(f"Could not read {str(file)!r} as CSV: {first_line}") from None
     if not header:
         frame.columns = [str(c) for c in frame.columns]
-    if frame.empty:
-        raise DltrainError(f"The CSV file {str(file)!r} has no data rows.")
-    return frame, header
+    return frame, bool(header)
+
+
+def _all_numbers(frame: pd.DataFrame) -> bool:
+    """Whether every field of ``frame`` that is not empty parses as a number (and one does)."""
+    seen = False
+    for column in frame.columns:
+        values = frame[column]
+        if _is_numeric(values):  # pandas parsed the whole column as numbers
+            seen = seen or bool(values.notna().any())
+            continue
+        if pd.api.types.is_bool_dtype(values):
+            return False
+        present = values.notna() & (values.astype(str).str.strip() != "")
+        if pd.to_numeric(values[present], errors="coerce").isna().any():
+            return False
+        seen = seen or bool(present.any())
+    return seen
+
+
+def read_parquet_file(file: Path, **read_options) -> pd.DataFrame:
+    """A Parquet file (with pyarrow) as a table whose columns are named by text; its index, if
+    pandas stored one, is left out. ``dtype=str`` (text_csv's option): every value as text,
+    missing ones as empty text, as a CSV read with ``keep_default_na=False`` gives them."""
+    try:
+        import pyarrow
+    except ImportError:
+        raise DltrainError(f"{str(file)!r} is a Parquet file, which dltrain reads with pyarrow; install it "
+                           f"with: pip install 'dltrain[parquet]' (or pip install pyarrow).") from None
+    try:
+        frame = pd.read_parquet(file, engine="pyarrow")
+    except (pyarrow.ArrowException, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DltrainError(f"Could not read {str(file)!r} as Parquet: {first_line}") from None
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c) for c in frame.columns]
+    if read_options.get("dtype") is str:
+        frame = frame.apply(lambda column: column.map(lambda v: "" if pd.isna(v) else str(v)).astype(object))
+    return frame
+
+
+def header_notes(options: dict, header: bool, frame: pd.DataFrame) -> list[str]:
+    """What the banner says when ``data.header=auto`` found no header row."""
+    if options.get("header", "auto") != "auto" or header:
+        return []
+    return [f"no header row found: columns named 0..{frame.shape[1] - 1} (the first row is numbers, as are "
+            f"the rows below; data.header=true if it names the columns)"]
 
 
 def pick_column(frame: pd.DataFrame, key, setting: str):
@@ -333,8 +452,8 @@ def load_csv(settings) -> Source:
     options = settings.options
     path = options.get("path")
     if not path or path == "???":
-        raise DltrainError("data=csv needs a file: set data.path=FILE.csv (or .csv.gz).")
-    frame, _ = read_csv_file(options)
+        raise DltrainError("data=csv needs a file: set data.path=FILE.csv (or .csv.gz, .parquet).")
+    frame, header = read_csv_file(options)
     target_name = pick_column(frame, options.get("target", -1), "target")
     drop = [str(c) for c in options.get("drop_columns", []) or []]
     unknown = [c for c in drop if c not in frame.columns]
@@ -345,4 +464,5 @@ def load_csv(settings) -> Source:
         )
     features = frame.drop(columns=[target_name, *drop])
     return frame_source(features, frame[target_name], options, task=options.get("task", "auto"),
-                        target_name=str(target_name))
+                        target_name=str(target_name), notes=header_notes(options, header, frame),
+                        reading={"header": header, "target": str(target_name)})

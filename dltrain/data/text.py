@@ -139,8 +139,10 @@ def _column(frame, key, setting: str, header: bool):
     return pick_column(frame, key, setting)
 
 
-def _read_csv(options) -> tuple[list[str], "object", str]:
-    from dltrain.data.tabular import read_csv_file
+def _read_csv(options) -> tuple[list[str], "object", str, list[str], dict]:
+    """The texts, their labels and the label column's name, the notes of reading the file and
+    how it was read (Source.reading)."""
+    from dltrain.data.tabular import header_notes, read_csv_file
 
     # Text stays text: no "NA" -> NaN guessing inside reviews; pandas handles quoted commas and .gz.
     frame, header = read_csv_file(options, dtype=str, keep_default_na=False)
@@ -149,14 +151,15 @@ def _read_csv(options) -> tuple[list[str], "object", str]:
     if text_column == label_column:
         raise DltrainError("data.text_column and data.label_column name the same column; pick two different columns.")
     labels = frame[label_column].where(frame[label_column].str.strip() != "")
-    return frame[text_column].tolist(), labels, str(label_column)
+    return (frame[text_column].tolist(), labels, str(label_column), header_notes(options, header, frame),
+            {"header": header})
 
 
 @register_dataset("text_csv", kind="tokens")
 def load_text_csv(settings) -> Source:
     import pandas as pd
 
-    from dltrain.data.tabular import encode_target
+    from dltrain.data.tabular import encode_target, task_note
 
     options = settings.options
     level = options.get("level", "word")
@@ -173,7 +176,7 @@ def load_text_csv(settings) -> Source:
         raise DltrainError(f"data.lowercase must be true or false, got {lowercase!r}.")
 
     path = options.get("path")
-    notes = []
+    notes, reading = [], {}
     if path in (None, "", "???"):
         num_samples = options.get("num_samples", 2000)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
@@ -181,7 +184,7 @@ def load_text_csv(settings) -> Source:
         texts, label_list = generated_reviews(num_samples, seed_option(options))
         labels, label_name = pd.Series(label_list, dtype=object), "label"
     else:
-        texts, labels, label_name = _read_csv(options)
+        texts, labels, label_name, notes, reading = _read_csv(options)
         keep = labels.notna().to_numpy()
         if not keep.all():
             notes.append(f"dropped {int((~keep).sum())} rows whose label is empty")
@@ -193,6 +196,8 @@ def load_text_csv(settings) -> Source:
         if numeric.notna().all():  # labels such as 0/1 or scores: numbers, not words
             labels = numeric
     codes, task, class_names = encode_target(labels, options.get("task", "auto"), label_name)
+    if reading and options.get("task", "auto") == "auto":  # a file's labels (the generated ones are binary)
+        notes.append(task_note(label_name, task))
     preprocessor_options = dict(level=level, lowercase=lowercase, **numbers)
     return Source(
         features=np.asarray(texts, dtype=object),
@@ -202,4 +207,5 @@ def load_text_csv(settings) -> Source:
         kind="tokens",
         make_preprocessor=lambda: TextPreprocessor(**preprocessor_options),
         notes=notes,
+        reading={**reading, "task": task} if reading else {},
     )

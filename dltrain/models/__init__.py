@@ -146,3 +146,32 @@ def stacking_refusal(name: str) -> str | None:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# The most weights a model may have for every epoch row to show them (the y = 2x toy has 1).
+MAX_SHOWN_WEIGHTS = 4
+
+
+def shows_weights(model) -> bool:
+    """Whether ``model`` is small enough for its w and b to be shown every epoch: at most
+    MAX_SHOWN_WEIGHTS weights (the parameters that are no bias)."""
+    named = list(model.named_parameters())
+    return bool(named) and sum(p.numel() for n, p in named if not n.endswith("bias")) <= MAX_SHOWN_WEIGHTS
+
+
+def weights_text(model, target=None) -> str:
+    """A small model's w and b in one line: its own ``describe`` where it has one (the affine
+    models: in the target's own units, undoing ``target``, the TargetTransform), else every
+    weight and every bias in the order of its parameters."""
+    describe = getattr(model, "describe", None)
+    text = describe(target=target) if callable(describe) else None
+    if text:
+        return text
+    named = list(model.named_parameters())
+
+    def values(biases: bool) -> str:
+        return ", ".join(f"{v:.4f}" for n, p in named if n.endswith("bias") == biases
+                         for v in p.detach().cpu().flatten().tolist())
+
+    has_bias = any(n.endswith("bias") for n, _ in named)
+    return f"w = [{values(False)}]" + (f", b = [{values(True)}]" if has_bias else "")

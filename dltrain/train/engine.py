@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from dltrain.errors import DltrainError
+from dltrain.models import shows_weights, weights_text
 from dltrain.train.determinism import deterministic
 from dltrain.train.member import Member, forward
 from dltrain.train.speed import compiled, configure
@@ -150,6 +151,7 @@ class Trainer:
             member.eval_model = step_model if shard is None else member.model
             self.forward = lambda active, inputs: [forward(step_model, inputs[0])]
         self.stop_requested = 0  # the signal number once Ctrl-C or SIGTERM asked to stop
+        self.weights_shown = len(members) == 1 and shows_weights(members[0].model)
 
     # ------------------------------------------------------------------ the run
 
@@ -213,7 +215,9 @@ class Trainer:
         if self.table is None:
             return
         if len(self.members) == 1:
-            self.table.row(rows[0])
+            member = self.members[0]  # a model of a few weights shows them every epoch (the y = 2x toy)
+            note = weights_text(member.model, member.data.target) if self.weights_shown else None
+            self.table.row(rows[0], note=note)
             return
         columns = [c for c in rows[0] if all(c in row for row in rows)]
         mean = {c: sum(row[c] for row in rows) / len(rows) for c in columns}

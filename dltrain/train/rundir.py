@@ -53,9 +53,10 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             self._identity = _identity(self.path)
             # The fitted preprocessing travels with the run: eval, predict and resume apply it,
-            # never refit it.
+            # never refit it; so does how the data file was read, which eval and predict repeat.
             if not self.resumed:
-                save_preprocessing(self.path, member.data.preprocessor, member.data.target)
+                save_preprocessing(self.path, member.data.preprocessor, member.data.target,
+                                   member.data.reading)
             self._open_top(member.rows)
             self._write()
 

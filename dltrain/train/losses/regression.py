@@ -1,4 +1,4 @@
-"""Regression losses: mean squared error, mean absolute error, Huber."""
+"""Regression losses: mean squared error, mean absolute error, Huber, smooth L1."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def huber(delta: float = 1.0) -> nn.Module:
     if not isinstance(delta, (int, float)) or delta <= 0:
         raise DltrainError(f"loss.delta must be a positive number, got {delta!r}.")
     return nn.HuberLoss(delta=float(delta))
+
+
+@register_loss("smooth_l1", tasks=("regression",), output_size=1)
+def smooth_l1(beta: float = 1.0) -> nn.Module:
+    """PyTorch's SmoothL1Loss: Huber's loss divided by ``beta`` (the same for beta = 1), l1 for 0."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        raise DltrainError(f"loss.beta must be a number of at least 0, got {beta!r}.")
+    return nn.SmoothL1Loss(beta=float(beta))
