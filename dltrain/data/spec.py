@@ -42,9 +42,9 @@ class DataSpec:
 class Split:
     """One split of prepared tensors (x already preprocessed, y encoded)."""
 
-    x: Any  # torch.Tensor, or a tuple of tensors passed as model(*x) (e.g. tokens, lengths)
+    x: Any  # torch.Tensor, a tuple of tensors passed as model(*x) (e.g. tokens, lengths), or uint8 Pixels
     y: Any  # torch.Tensor: float (regression) or long class indices
-    # Applied to each training batch on the device (random crops, flips); None for val/test.
+    # Applied to each training batch on the device (data.augment); None for val/test.
     augment: Callable | None = None
 
     def __len__(self) -> int:
@@ -90,6 +90,8 @@ class Source:
     ordered: bool = False
     # One value per row, for group k-fold: rows sharing a value never straddle a fold boundary.
     groups: Any = None
+    # Applied to each training batch on the device before normalization (data.augment on images).
+    augment: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.target)
