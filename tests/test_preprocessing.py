@@ -21,15 +21,15 @@ from hypothesis import strategies as st
 from conftest import copy_run, run_folders
 from dltrain.commands.migrate import migrate
 from dltrain.data import Source, prepare
+from dltrain.data.pixels import Pixels
 from dltrain.data.preprocessing import (ARRAYS, FILE, LEGACY_PICKLE, load_preprocessing,
                                         save_preprocessing)
 from dltrain.data.sequence import SeriesPreprocessor
 from dltrain.data.tabular import TabularPreprocessor, _categories_as_text, _is_numeric
 from dltrain.data.text import TextPreprocessor
-from dltrain.data.pixels import Pixels
 from dltrain.data.vision import ImagePreprocessor
-from dltrain.train.staging import to_device
 from dltrain.errors import DltrainError
+from dltrain.train.staging import to_device
 
 TRAIN = pd.DataFrame({
     "age": [22.0, np.nan, 35.0, 58.0, 41.0, 19.0],

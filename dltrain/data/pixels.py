@@ -12,8 +12,9 @@ import threading
 
 import numpy as np
 
-# Rows read at a time when a whole split is walked (statistics, a copy to the device).
-CHUNK_ROWS = 512
+# Bytes of rows read at a time when a whole split is walked (statistics, a copy to the device):
+# small enough that the temporaries come and go without growing the heap.
+CHUNK_BYTES = 2 << 20
 
 
 def _runs(index: np.ndarray):
@@ -192,8 +193,9 @@ class Pixels:
         if isinstance(self.store, TensorStore) and self.store.tensor.device == device and self.rows is None:
             return self
         whole = torch.empty(self.shape, dtype=torch.uint8, device=device)
-        for start in range(0, len(self), CHUNK_ROWS):
-            whole[start:start + CHUNK_ROWS] = self[start:start + CHUNK_ROWS].uint8().to(device)
+        step = self._chunk_rows()
+        for start in range(0, len(self), step):
+            whole[start:start + step] = self[start:start + step].uint8().to(device)
         return self._with(store=TensorStore(whole), rows=None)
 
     # ------------------------------------------------------------------ what the model reads
@@ -213,6 +215,9 @@ class Pixels:
             x = x.permute(0, 2, 1, 3).flatten(2).contiguous()
         return x
 
+    def _chunk_rows(self) -> int:
+        return max(1, CHUNK_BYTES // int(np.prod(self.store.shape[1:])))
+
     def _on(self, device):
         import torch
 
@@ -226,10 +231,11 @@ class Pixels:
         counted exactly, a chunk of rows at a time, so the result is the same however they are stored."""
         channels = self.store.shape[1]
         counts = np.zeros((channels, 256), dtype=np.int64)
-        for start in range(0, len(self), CHUNK_ROWS):
-            chunk = self[start:start + CHUNK_ROWS].uint8().cpu().numpy()
+        step = self._chunk_rows()
+        for start in range(0, len(self), step):
+            chunk = self[start:start + step].uint8().cpu().numpy()
             for c in range(channels):
-                counts[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
+                counts[c] += np.bincount(chunk[:, c].reshape(-1), minlength=256)
         values = np.arange(256, dtype=np.float64) / scale
         n = counts.sum(axis=1)
         mean = (counts * values).sum(axis=1) / n
