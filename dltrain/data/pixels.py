@@ -177,13 +177,15 @@ class Pixels:
             chosen = index.to(on) if self.rows is None else self.rows[index.to(self.rows.device)]
         return self._with(rows=chosen)
 
-    def uint8(self, pin: bool = False):
-        """The rows' pixels as one uint8 tensor (N, C, H, W), gathered now (into pinned memory)."""
+    def uint8(self, pin: bool = False, out=None):
+        """The rows' pixels as one uint8 tensor (N, C, H, W), gathered now: into fresh pinned
+        memory with ``pin``, into the first N rows of the uint8 tensor ``out`` when given."""
         import torch
 
-        out = None
         if pin:
             out = torch.empty(self.shape, dtype=torch.uint8, pin_memory=True)
+        elif out is not None:
+            out = out[:len(self)]
         return self.store.read(self.rows, out)
 
     def on(self, device) -> "Pixels":

@@ -76,6 +76,7 @@ class Staged:
         fits = nbytes(x) + nbytes(y) <= max_bytes
         self.layout = to_channels_last if channels_last else None
         self.non_blocking = device.type == "cuda"
+        self._ring = None  # the streaming reader's buffers (image Pixels off CUDA)
         if self.pixels and device.type == "cpu":
             # Host memory is the device: the rows are gathered from their store per batch, never copied whole.
             self.resident = fits and not x.streams
@@ -106,18 +107,33 @@ class Staged:
         return self._arrive(self._gather_batch(index))
 
     def batches(self, indices):
-        """One batch per index tensor of ``indices`` (an iterable), in order; a split that does
-        not stay whole on the device gathers them ahead in a background thread."""
-        if self.resident:
+        """One batch per index tensor of ``indices`` (an iterable), in order. Image Pixels that
+        stream, and any split bound for CUDA that does not stay there whole, are gathered ahead
+        in a background thread; other splits in host memory are gathered as they are needed."""
+        if self.resident or not (self.pixels or self.non_blocking):
             return (self.batch(index) for index in indices)
+        indices = list(indices)
+        if self.pixels and not self.non_blocking and indices:
+            # The reader fills buffers allocated here, in turn: a thread that allocated each batch
+            # would grow its own heap (glibc's per-thread arena) by hundreds of MiB over an epoch.
+            rows = max(len(index) for index in indices)
+            if self._ring is None or len(self._ring[0]) < rows:
+                self._ring = [torch.empty((rows, *self.x.shape[1:]), dtype=torch.uint8) for _ in range(PREFETCH + 2)]
         return (self._arrive(gathered) for gathered in _ahead(self._gather_batch, indices))
 
-    def _gather_batch(self, index):
+    def _gather_batch(self, index, buffer: int = 0):
         """The rows ``index`` as far as the host goes: on the device when resident, else gathered
-        into (pinned) host memory for a copy that does not block."""
+        into (pinned) host memory for a copy that does not block (image Pixels on the CPU: into
+        ring buffer ``buffer``, free again once the batch has been turned into floats)."""
         if self.pixels:
             part = self.x[index]
-            return (part if self.resident else part.uint8(pin=self.non_blocking)), self.y[index]
+            if self.resident:
+                return part, self.y[index]
+            if self.non_blocking:
+                return part.uint8(pin=True), self.y[index]
+            if self._ring is None:  # one batch asked for on its own
+                return part.uint8(), self.y[index]
+            return part.uint8(out=self._ring[buffer % len(self._ring)]), self.y[index]
         if self.resident:
             return rows(self.x, index), self.y[index]
         return self._gather(self.x, index), self._gather(self.y, index)
@@ -154,17 +170,17 @@ _DONE = object()
 
 
 def _ahead(gather, indices):
-    """``gather(index)`` for each index of ``indices``, computed PREFETCH batches ahead in a
+    """``gather(index, number)`` for each index of ``indices``, computed PREFETCH batches ahead in a
     background thread; closing the generator (an epoch cut short) stops the thread."""
     ready: queue.Queue = queue.Queue(maxsize=PREFETCH)
     stop = threading.Event()
 
     def work():
         try:
-            for index in indices:
+            for number, index in enumerate(indices):
                 if stop.is_set():
                     return
-                ready.put((gather(index), None))
+                ready.put((gather(index, number), None))
         except BaseException as error:  # handed to the training thread, which raises it
             ready.put((None, error))
             return
