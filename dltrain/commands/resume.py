@@ -30,7 +30,6 @@ RESUMABLE = (
     "trainer.devices",
     "trainer.strategy",
     "logger",
-    "data.cache_dir", "data.workers", "data.memory_max_mb",  # where decoded images live, not what is learned
 )
 CONFIG = Path(".hydra") / "config.yaml"
 _MAX_CONFIG_BYTES = 1 << 20  # a saved config is a few kilobytes
