@@ -243,7 +243,7 @@ def cv_default_is_auto() -> bool:
 @pytest.mark.parametrize("overrides, words", [
     (["data=iris", "model.batch_norm=true"], "running statistics (batch norm)"),
     (["data=digits", "data.as_sequence=true", "model=lstm"], "model=lstm cannot be stacked"),
-    (["data=digits_images", "data.random_crop=2", "model=cnn"], "data.random_crop and data.horizontal_flip"),
+    (["data=digits_images", "data.augment=[RandomHorizontalFlip]", "model=cnn"], "data.augment augments each batch"),
     (["data=iris", "k=4"], "112 and 113 training rows make 7 and 8 batches per epoch"),
 ])
 def test_true_refuses_what_cannot_be_stacked_in_one_sentence(cli, overrides, words):

@@ -10,8 +10,12 @@ from conftest import MNIST_ROOT, read_metrics, run_folders
 from dltrain.config import DataSettings
 from dltrain.data import load_source, prepare
 from dltrain.data.split import train_val_indices
-from dltrain.data.vision import BatchAugment
+from dltrain.data.augment import partial_flip, random_crop
+from dltrain.data.pixels import Pixels
 from dltrain.errors import DltrainError
+from dltrain.train.staging import to_device
+
+CPU = torch.device("cpu")
 
 
 def settings(name, **options):
@@ -28,9 +32,12 @@ def test_digits_images_are_normalized_one_channel_8x8_images():
     source, data = prepared("digits_images")
     assert data.spec.kind == "image" and data.spec.input_shape == (1, 8, 8)
     assert data.spec.num_classes == 10 and data.spec.class_names[:3] == ("0", "1", "2")
-    assert data.train.x.shape == (len(data.train), 1, 8, 8) and data.train.x.dtype == torch.float32
+    # The split stays uint8 pixels; a batch becomes floats where it is used.
+    assert isinstance(data.train.x, Pixels) and data.train.x.uint8().dtype == torch.uint8
+    x = to_device(data.train.x, CPU)
+    assert x.shape == (len(data.train), 1, 8, 8) and x.dtype == torch.float32
     # Mean and std measured on the training rows only.
-    assert abs(float(data.train.x.mean())) < 1e-4 and abs(float(data.train.x.std()) - 1) < 1e-2
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-2
     assert data.train.augment is None
 
 
@@ -38,26 +45,26 @@ def test_sequence_view_reads_rows_as_steps():
     _, images = prepared("digits_images")
     _, rows = prepared("digits_images", as_sequence=True)
     assert rows.spec.kind == "sequence" and rows.spec.input_shape == (8, 8)
-    assert torch.equal(rows.train.x, images.train.x[:, 0])
+    assert torch.equal(to_device(rows.train.x, CPU), to_device(images.train.x, CPU)[:, 0])
 
 
 def test_augmentation_is_given_to_the_training_split_only():
-    _, data = prepared("digits_images", random_crop=2, horizontal_flip=True)
-    assert isinstance(data.train.augment, BatchAugment)
+    _, data = prepared("digits_images", augment=[{"name": "RandomCrop", "padding": 2}, "RandomHorizontalFlip"])
+    assert [name for name, _ in data.train.augment.operations] == ["RandomCrop", "RandomHorizontalFlip"]
     assert data.val.augment is None
     with pytest.raises(DltrainError, match="cannot be combined with data.as_sequence=true"):
-        load_source(settings("digits_images", as_sequence=True, random_crop=2))
+        load_source(settings("digits_images", as_sequence=True, augment=["RandomHorizontalFlip"]))
 
 
 def test_random_crop_shifts_and_flip_mirrors_each_image():
     torch.manual_seed(0)
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6) + 1
-    flipped = BatchAugment(0, True)(x.repeat(32, 1, 1, 1))
+    flipped = partial_flip(0.5, 3)(x.repeat(32, 1, 1, 1))
     assert flipped.shape == (64, 3, 6, 6)
     mirrored = [bool(torch.equal(image, x[i % 2].flip(2))) for i, image in enumerate(flipped)]
     unchanged = [bool(torch.equal(image, x[i % 2])) for i, image in enumerate(flipped)]
     assert all(m or u for m, u in zip(mirrored, unchanged)) and 10 < sum(mirrored) < 54
-    cropped = BatchAugment(2, False)(x.repeat(32, 1, 1, 1))
+    cropped = random_crop(x.repeat(32, 1, 1, 1), 2)
     assert cropped.shape == (64, 3, 6, 6)
     for i, image in enumerate(cropped):
         padded = torch.nn.functional.pad(x[i % 2], (2, 2, 2, 2))
@@ -79,13 +86,14 @@ def test_missing_torchvision_files_say_where_to_put_them(cli, tmp_path, name, fo
 @pytest.mark.skipif(not MNIST_ROOT.is_dir(), reason="../shared/data/mnist-subset is not present")
 def test_mnist_subset_loads_offline_with_its_test_split():
     source = load_source(settings("mnist", root=str(MNIST_ROOT)))
-    assert source.features.shape == (20000, 1, 28, 28) and source.features.dtype == torch.uint8
+    assert source.features.shape == (20000, 1, 28, 28) and source.features.uint8().dtype == torch.uint8
     assert len(source.test_target) == 4345 and source.kind == "image"
     data = prepare(source, np.arange(0, 20000, 10), np.arange(1, 20000, 10))
     assert data.spec.input_shape == (1, 28, 28) and data.spec.num_classes == 10
     assert data.test.x.shape == (4345, 1, 28, 28)
     # Normalized with MNIST's published mean and std.
-    assert abs(float(data.train.x.mean())) < 0.05 and abs(float(data.train.x.std()) - 1) < 0.05
+    x = to_device(data.train.x, CPU)
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
     rows = load_source(settings("mnist", root=str(MNIST_ROOT), as_sequence=True))
     assert rows.kind == "sequence"
     assert prepare(rows, np.arange(100), None).spec.input_shape == (28, 28)

@@ -46,6 +46,7 @@ def test_mnist_recipes_are_wired_to_the_right_shapes(name):
     from dltrain.data import load_source, prepare
     from dltrain.models import create_model
     from dltrain.train.objective import build_objective
+    from dltrain.train.staging import augmented_inputs
 
     settings = read_settings(compose([f"recipe={name}", f"data.root={MNIST_ROOT}"]))
     assert settings.trainer.epochs <= 10
@@ -53,9 +54,6 @@ def test_mnist_recipes_are_wired_to_the_right_shapes(name):
     data = prepare(source, np.arange(256), np.arange(256, 320))
     objective = build_objective(settings.loss.name, settings.loss.options, data.spec)
     model = create_model(settings.model.name, data.spec, objective.output_size, **settings.model.options)
-    batch = data.train.x[:8]
-    if data.train.augment is not None:
-        batch = data.train.augment(batch)
+    batch = augmented_inputs(data.train.x[:8], torch.device("cpu"), data.train.augment)
     assert model(batch).shape == (8, 10)
     assert data.test.x.shape[0] == 4345
-    assert isinstance(data.test.x, torch.Tensor)

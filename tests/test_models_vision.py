@@ -113,7 +113,7 @@ def test_image_models_refuse_tabular_and_text_data(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, overrides", [
     # With random crops on the training batches: augmentation must not stop learning.
-    ("cnn", ["model.channels=[8,16]", "data.random_crop=1"]),
+    ("cnn", ["model.channels=[8,16]", "data.augment=[{name:RandomCrop,padding:1}]"]),
     ("inception", ["model.stages=[8,16]", "model.branch_channels=[8,8,8,8]", "model.reduce_channels=8"]),
     ("resnet", ["model.channels=[8,16]"]),
 ])

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from conftest import copy_run, run_folders
 from dltrain.commands.migrate import migrate
 from dltrain.data import Source, prepare
+from dltrain.data.pixels import Pixels
 from dltrain.data.preprocessing import (ARRAYS, FILE, LEGACY_PICKLE, load_preprocessing,
                                         save_preprocessing)
 from dltrain.data.sequence import SeriesPreprocessor
@@ -28,6 +29,7 @@ from dltrain.data.tabular import TabularPreprocessor, _categories_as_text, _is_n
 from dltrain.data.text import TextPreprocessor
 from dltrain.data.vision import ImagePreprocessor
 from dltrain.errors import DltrainError
+from dltrain.train.staging import to_device
 
 TRAIN = pd.DataFrame({
     "age": [22.0, np.nan, 35.0, 58.0, 41.0, 19.0],
@@ -137,8 +139,7 @@ def image_preprocessor(given_statistics, as_sequence=False):
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 3, 6, 5), generator=generator, dtype=torch.uint8)
     if given_statistics:
-        return ImagePreprocessor((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), random_crop=2,
-                                 horizontal_flip=True).fit(images), images
+        return ImagePreprocessor((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)).fit(images), images
     return ImagePreprocessor(as_sequence=as_sequence).fit(images), images
 
 
@@ -157,6 +158,8 @@ def test_every_kind_transforms_identically_after_save_and_load(tmp_path):
         loaded = saved_and_loaded(fitted, folder)
         assert type(loaded) is type(fitted) and loaded.input_shape == fitted.input_shape, name
         before, after = fitted.transform(features), loaded.transform(features)
+        if isinstance(before, Pixels):  # images stay uint8 until a batch is made model inputs
+            before, after = to_device(before, torch.device("cpu")), to_device(after, torch.device("cpu"))
         for a, b in zip(before if isinstance(before, tuple) else (before,),
                         after if isinstance(after, tuple) else (after,)):
             assert a.dtype == b.dtype and torch.equal(a, b), name
@@ -168,8 +171,7 @@ def test_every_kind_transforms_identically_after_save_and_load(tmp_path):
     assert load_preprocessing(tmp_path / "text-word").vocabulary == word.vocabulary
     assert load_preprocessing(tmp_path / "text-word").vocab_size == word.vocab_size
     image = load_preprocessing(tmp_path / "image-given")
-    assert image.image_shape == (3, 6, 5) and (image.random_crop, image.horizontal_flip) == (2, True)
-    assert image.augment is not None and load_preprocessing(tmp_path / "image-measured-rows").augment is None
+    assert image.image_shape == (3, 6, 5) and tuple(image.mean) == (0.4914, 0.4822, 0.4465)
 
 
 def test_saving_a_kind_without_arrays_removes_an_earlier_npz(tmp_path):

@@ -14,7 +14,7 @@ from dltrain.train.build import build
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import batch_size_for
 from dltrain.train.member import forward
-from dltrain.train.staging import rows
+from dltrain.train.staging import rows, to_device
 
 
 @dataclass
@@ -51,7 +51,7 @@ def summarize(overrides: list[str]) -> Summary:
     data = prepare(source, train_index, val_index)
     model = build(settings, data.spec, training=False).model
     size = batch_size_for(len(data.train), settings.data.batch_size)
-    batch = rows(data.train.x, slice(0, size))
+    batch = to_device(rows(data.train.x, slice(0, size)), torch.device("cpu"))  # image Pixels become floats
     layers = {}
     hooks = []
     for name, module in model.named_modules():

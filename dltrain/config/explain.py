@@ -31,6 +31,10 @@ _PLUGINS = {  # hydra/<group>=<option> -> the pip command that installs the plug
 REPLACED = {
     "data.standardize_target": "data.standardize_target was replaced by data.target_transform: set "
                                "data.target_transform=standardize, none or log.",
+    "data.random_crop": "data.random_crop was replaced by an entry of data.augment: set "
+                        "'data.augment=[{name:RandomCrop,padding:4}]' (with any other operations).",
+    "data.horizontal_flip": "data.horizontal_flip was replaced by an entry of data.augment: set "
+                            "data.augment=[RandomHorizontalFlip] (with any other operations).",
 }
 
 

@@ -403,13 +403,26 @@ def _older_logger(cfg) -> None:
 
 def upgrade_saved(config: dict) -> dict:
     """A run folder's saved config (plain data) from an older dltrain, in today's keys: its
-    ``data.standardize_target`` true or false is ``data.target_transform`` standardize or none."""
+    ``data.standardize_target`` true or false is ``data.target_transform`` standardize or none;
+    its ``data.random_crop`` (padding) and ``data.horizontal_flip`` are entries of ``data.augment``;
+    a saved ``data.cache_dir`` gives way to the default."""
     data = config.get("data") if isinstance(config, dict) else None
     if isinstance(data, dict) and "standardize_target" in data:
         data = dict(data)
         standardized = data.pop("standardize_target")
         data.setdefault("target_transform", "standardize" if standardized is True else "none")
         config = {**config, "data": data}
+    if isinstance(data, dict) and ("random_crop" in data or "horizontal_flip" in data):
+        data = dict(data)
+        padding, flip = data.pop("random_crop", 0), data.pop("horizontal_flip", False)
+        augment = [{"name": "RandomCrop", "padding": padding}] if padding else []
+        augment += ["RandomHorizontalFlip"] if flip is True else []
+        data.setdefault("augment", augment)
+        config = {**config, "data": data}
+    if isinstance(data, dict) and data.get("cache_dir") is not None:
+        # A run folder may be anyone's: the folder the decoded images are written to is this
+        # user's choice (the default, or data.cache_dir=... given now), never the saved one.
+        config = {**config, "data": {k: v for k, v in data.items() if k != "cache_dir"}}
     return config
 
 

@@ -71,8 +71,7 @@ def prepare(source: Source, train_index, val_index=None, *, preprocessor=None, t
         return Split(x, y)
 
     train = split(take(source.features, train_index), source.target[train_index])
-    # Training-batch augmentation (random crops, flips), when the preprocessor offers one.
-    train.augment = getattr(preprocessor, "augment", None)
+    train.augment = source.augment  # data.augment, on training batches only
     val = None
     if val_index is not None and len(val_index):
         val_index = np.asarray(val_index)

@@ -42,9 +42,9 @@ class DataSpec:
 class Split:
     """One split of prepared tensors (x already preprocessed, y encoded)."""
 
-    x: Any  # torch.Tensor, or a tuple of tensors passed as model(*x) (e.g. tokens, lengths)
+    x: Any  # torch.Tensor, a tuple of tensors passed as model(*x) (e.g. tokens, lengths), or uint8 Pixels
     y: Any  # torch.Tensor: float (regression) or long class indices
-    # Applied to each training batch on the device (random crops, flips); None for val/test.
+    # Applied to each training batch on the device (data.augment); None for val/test.
     augment: Callable | None = None
 
     def __len__(self) -> int:
@@ -93,6 +93,8 @@ class Source:
     # How a data file was read (data.header, data.target, data.task as chosen: plain values),
     # saved with the run so that eval and predict read new data the same way.
     reading: dict = field(default_factory=dict)
+    # Applied to each training batch on the device before normalization (data.augment on images).
+    augment: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.target)

@@ -1,16 +1,20 @@
 """Images: torchvision's MNIST, Fashion-MNIST and CIFAR-10 from a local folder, a user's own
-image folder, and scikit-learn's 8x8 digits as images. All are held in memory as one tensor,
-normalized per channel, with an optional view as sequences of rows (for recurrent models) and
-optional random crop + horizontal flip applied to training batches on the device."""
+image folder (decoded once into a cache, dltrain/data/image_cache.py), and scikit-learn's 8x8
+digits as images. Pixels stay uint8 (dltrain/data/pixels.py) until a batch is on the training
+device, where it is augmented (data.augment, dltrain/data/augment.py) and normalized per channel;
+with ``as_sequence`` each image is read as a sequence of rows (for recurrent models)."""
 
 from __future__ import annotations
 
-import warnings
+import os
 from pathlib import Path
 
 import numpy as np
 
+from dltrain.data import augment as augmentation
 from dltrain.data import register_dataset
+from dltrain.data.image_cache import decode_into, open_or_build
+from dltrain.data.pixels import Pixels
 from dltrain.data.spec import Source
 from dltrain.errors import DltrainError
 
@@ -27,48 +31,36 @@ TORCHVISION = {
 # 64 MiB before it is even a float.
 MAX_IMAGE_VALUES = 1 << 26
 MAX_PADDING = 4096
+MAX_WORKERS = 256
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class ImagePreprocessor:
-    """Scales pixels to [0, 1] and normalizes each channel with ``mean`` and ``std`` (given, such
-    as a dataset's published statistics, or measured on the training rows when None). With
-    ``as_sequence`` an image (channels, height, width) becomes ``height`` steps of
-    ``channels * width`` features. ``augment`` is the training-batch augmentation, or None."""
+def _pixels(features) -> Pixels:
+    return features if isinstance(features, Pixels) else Pixels.of(features)
 
-    def __init__(self, mean=None, std=None, *, as_sequence: bool = False, random_crop: int = 0,
-                 horizontal_flip: bool = False, scale: float = 255.0):
+
+class ImagePreprocessor:
+    """Normalizes each channel with ``mean`` and ``std`` (given, such as a dataset's published
+    statistics, or measured on the training rows when None) of the pixels over ``scale``. With
+    ``as_sequence`` an image (channels, height, width) becomes ``height`` steps of
+    ``channels * width`` features. ``transform`` makes no float copy: it gives Pixels, which
+    normalize each batch on its device."""
+
+    def __init__(self, mean=None, std=None, *, as_sequence: bool = False, scale: float = 255.0):
         self.mean, self.std = mean, std
         self.as_sequence = as_sequence
         self.scale = scale
-        self.random_crop = random_crop
-        self.horizontal_flip = horizontal_flip
         self._shape: tuple[int, int, int] | None = None
 
-    def _unit(self, features):
-        import torch
-
-        x = torch.as_tensor(features)
-        return x.float() / self.scale
-
     def fit(self, features, target=None) -> "ImagePreprocessor":
+        features = _pixels(features)
         self._shape = tuple(features.shape[1:])
         if self.mean is None or self.std is None:
-            per_channel = self._unit(features).transpose(0, 1).flatten(1)
-            self.mean = tuple(per_channel.mean(dim=1).tolist())
-            self.std = tuple(max(s, 1e-6) for s in per_channel.std(dim=1).tolist())
+            self.mean, self.std = features.channel_statistics(self.scale)
         return self
 
-    def transform(self, features):
-        import torch
-
-        x = self._unit(features)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        x = (x - mean) / std
-        if self.as_sequence:
-            x = x.permute(0, 2, 1, 3).flatten(2).contiguous()
-        return x
+    def transform(self, features) -> Pixels:
+        return _pixels(features).normalized(self.mean, self.std, self.scale, self.as_sequence)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -83,8 +75,7 @@ class ImagePreprocessor:
     def state(self) -> tuple[dict, dict]:
         """The fitted state as data: (JSON-able image shape, per-channel mean and std, options; no arrays)."""
         return {"shape": list(self._shape), "scale": self.scale, "mean": list(self.mean),
-                "std": list(self.std), "as_sequence": self.as_sequence, "random_crop": self.random_crop,
-                "horizontal_flip": self.horizontal_flip}, {}
+                "std": list(self.std), "as_sequence": self.as_sequence}, {}
 
     @classmethod
     def from_state(cls, state) -> "ImagePreprocessor":
@@ -94,90 +85,53 @@ class ImagePreprocessor:
             state.invalid("shape", f"[channels, height, width] of at most {MAX_IMAGE_VALUES} values", shape)
         channels = shape[0]
         preprocessor = cls(state.numbers("mean", count=channels), state.numbers("std", count=channels, positive=True),
-                           as_sequence=state.boolean("as_sequence"),
-                           random_crop=state.integer("random_crop", minimum=0, maximum=MAX_PADDING),
-                           horizontal_flip=state.boolean("horizontal_flip"),
-                           scale=state.number("scale", positive=True))
+                           as_sequence=state.boolean("as_sequence"), scale=state.number("scale", positive=True))
+        # An older dltrain saved its training augmentation here; data.augment holds it now.
+        if state.has("random_crop"):
+            state.integer("random_crop", minimum=0, maximum=MAX_PADDING)
+        if state.has("horizontal_flip"):
+            state.boolean("horizontal_flip")
         preprocessor._shape = tuple(shape)
         return preprocessor
-
-    @property
-    def augment(self):
-        if self.as_sequence or not (self.random_crop or self.horizontal_flip):
-            return None
-        return BatchAugment(self.random_crop, self.horizontal_flip)
-
-
-class BatchAugment:
-    """Random crop (after zero-padding by ``padding`` pixels, i.e. padding with the mean colour)
-    and random horizontal flip, drawn per image, applied to a whole batch on its device."""
-
-    def __init__(self, padding: int, horizontal_flip: bool):
-        self.padding = padding
-        self.horizontal_flip = horizontal_flip
-
-    def __call__(self, x):
-        import torch
-        from torch.nn import functional as F
-
-        batch, _, height, width = x.shape
-        if self.padding:
-            p = self.padding
-            padded = F.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (batch, 1), device=x.device)
-            dx = torch.randint(0, 2 * p + 1, (batch, 1), device=x.device)
-            rows = (dy + torch.arange(height, device=x.device))[:, :, None]  # (batch, height, 1)
-            cols = (dx + torch.arange(width, device=x.device))[:, None, :]  # (batch, 1, width)
-            images = torch.arange(batch, device=x.device)[:, None, None]
-            # Advanced indexing puts the indexed axes first: (batch, height, width, channels).
-            x = padded.permute(0, 2, 3, 1)[images, rows, cols].permute(0, 3, 1, 2)
-        if self.horizontal_flip:
-            flip = torch.rand(batch, device=x.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x.contiguous()
 
 
 def _view_options(options: dict) -> dict:
     as_sequence = options.get("as_sequence", False)
     if not isinstance(as_sequence, bool):
         raise DltrainError(f"data.as_sequence must be true or false, got {as_sequence!r}.")
-    random_crop = options.get("random_crop", 0)
-    if isinstance(random_crop, bool) or not isinstance(random_crop, int) or not 0 <= random_crop <= MAX_PADDING:
+    augment = augmentation.entries(options.get("augment"))
+    if as_sequence and augment:
         raise DltrainError(
-            f"data.random_crop must be the padding in pixels of a random crop (0 for none, 4 for CIFAR, "
-            f"at most {MAX_PADDING}), got {random_crop!r}."
+            "data.augment augments images, so it cannot be combined with data.as_sequence=true; set "
+            "data.augment=[] there."
         )
-    horizontal_flip = options.get("horizontal_flip", False)
-    if not isinstance(horizontal_flip, bool):
-        raise DltrainError(f"data.horizontal_flip must be true or false, got {horizontal_flip!r}.")
-    if as_sequence and (random_crop or horizontal_flip):
-        raise DltrainError(
-            "data.random_crop and data.horizontal_flip augment images, so they cannot be combined with "
-            "data.as_sequence=true; set them to 0 and false."
-        )
-    return {"as_sequence": as_sequence, "random_crop": random_crop, "horizontal_flip": horizontal_flip}
+    return {"as_sequence": as_sequence}
 
 
 def _kind(view: dict) -> str:
     return "sequence" if view["as_sequence"] else "image"
 
 
+def _augment(options: dict, image_shape):
+    return augmentation.build(options.get("augment"), tuple(image_shape))
+
+
 @register_dataset("digits_images", kind="image", as_sequence=True)
 def load_digits_images(settings) -> Source:
     """scikit-learn's 8x8 digits (1,797 images, grey levels 0-16) as one-channel images."""
-    import torch
     from sklearn.datasets import load_digits
 
     view = _view_options(settings.options)
     bunch = load_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
+    images = np.ascontiguousarray(bunch.images.astype(np.uint8)[:, None])  # grey levels 0-16
     return Source(
-        features=images,
+        features=Pixels.of(images),
         target=np.asarray(bunch.target, dtype=np.int64),
         task="multiclass",
         class_names=tuple(str(n) for n in bunch.target_names),
         kind=_kind(view),
         make_preprocessor=lambda: ImagePreprocessor(scale=16.0, **view),
+        augment=_augment(settings.options, images.shape[1:]),
     )
 
 
@@ -218,14 +172,15 @@ def load_torchvision(settings) -> Source:
     def images(dataset):
         data = torch.as_tensor(np.asarray(dataset.data))
         if data.dim() == 3:  # MNIST-like: (N, H, W) grey
-            return data.unsqueeze(1).contiguous()
-        return data.permute(0, 3, 1, 2).contiguous()  # CIFAR: (N, H, W, C)
+            return Pixels.of(data.unsqueeze(1).contiguous())
+        return Pixels.of(data.permute(0, 3, 1, 2).contiguous())  # CIFAR: (N, H, W, C)
 
     def labels(dataset):
         return np.asarray(dataset.targets, dtype=np.int64)
 
+    features = images(train)
     return Source(
-        features=images(train),
+        features=features,
         target=labels(train),
         task="multiclass",
         class_names=tuple(str(c) for c in train.classes),
@@ -233,37 +188,50 @@ def load_torchvision(settings) -> Source:
         test_features=images(test),
         test_target=labels(test),
         make_preprocessor=lambda: ImagePreprocessor(mean, std, **view),
+        augment=_augment(options, features.shape[1:]),
     )
 
 
-def read_images(files, height: int, width: int, channels: int):
+def read_images(files, height: int, width: int, channels: int, workers: int = 1):
     """Image files resized to height x width as a uint8 tensor (N, channels, height, width)."""
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    mode = "L" if channels == 1 else "RGB"
-    pixels = np.empty((len(files), height, width, channels), dtype=np.uint8)
-    for index, file in enumerate(files):
-        try:
-            with warnings.catch_warnings():
-                # Pillow only warns up to twice its pixel limit: a bomb is refused either way.
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(file) as image:
-                    resized = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise DltrainError(f"The image {str(file)!r} has more than {Image.MAX_IMAGE_PIXELS:,} pixels, "
-                               f"Pillow's limit against decompression bombs; shrink it (dltrain resizes "
-                               f"every image to data.image_size anyway) or remove it.") from None
-        except (UnidentifiedImageError, OSError) as error:
-            raise DltrainError(f"Could not read the image {str(file)!r} ({type(error).__name__}); remove it or replace it with a valid image.") from None
-        pixels[index] = np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
-    return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous()
+    pixels = np.empty((len(files), channels, height, width), dtype=np.uint8)
+    decode_into(pixels, files, height, width, channels, workers)
+    return torch.from_numpy(pixels)
+
+
+def _workers(options: dict) -> int:
+    workers = options.get("workers", "auto")
+    if workers in (None, "auto"):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise DltrainError(f"data.workers must be auto (one per core) or a number of decoding processes from 1 "
+                           f"to {MAX_WORKERS}, got {workers!r}.")
+    return workers
+
+
+def _memory_max_mb(options: dict) -> float:
+    limit = options.get("memory_max_mb", 4096)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise DltrainError(f"data.memory_max_mb must be a positive number of MiB (the decoded images up to it "
+                           f"are memory-mapped, larger ones read batch by batch), got {limit!r}.")
+    return float(limit)
+
+
+def _cache_dir(options: dict) -> str | None:
+    folder = options.get("cache_dir", "outputs/.cache")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise DltrainError(f"data.cache_dir must be a folder for the decoded images, or null to decode them "
+                           f"into memory on every run, got {folder!r}.")
+    return folder
 
 
 @register_dataset("image_folder", kind="image", as_sequence=True)
 def load_image_folder(settings) -> Source:
     """A user's images, one sub-folder per class (``root/cat/1.png``), resized to
-    ``data.image_size`` and loaded once into memory; mean and std come from the training rows."""
+    ``data.image_size``, decoded once into ``data.cache_dir`` (image_cache.py); mean and std come
+    from the training rows."""
     options = settings.options
     path = options.get("path")
     if not path or path == "???":
@@ -285,6 +253,7 @@ def load_image_folder(settings) -> Source:
     if not isinstance(grayscale, bool):
         raise DltrainError(f"data.grayscale must be true or false, got {grayscale!r}.")
     view = _view_options(options)
+    workers, memory_max_mb, cache_dir = _workers(options), _memory_max_mb(options), _cache_dir(options)
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     files, codes = [], []
@@ -303,7 +272,10 @@ def load_image_folder(settings) -> Source:
     if empty:  # a class without examples: an output the model could never learn
         raise DltrainError(f"The class folder {str(folder / empty[0])!r} holds no images "
                            f"({', '.join(IMAGE_SUFFIXES)}); add images to it or remove it.")
-    pixels = read_images(files, height, width, 1 if grayscale else 3)
+    channels = 1 if grayscale else 3
+    augment = _augment(options, (channels, height, width))  # refused before a long decode, not after
+    pixels = open_or_build(folder, files, codes, classes, height, width, channels, cache_dir=cache_dir,
+                           workers=workers, memory_max_mb=memory_max_mb)
     return Source(
         features=pixels,
         target=np.asarray(codes, dtype=np.int64),
@@ -311,4 +283,5 @@ def load_image_folder(settings) -> Source:
         class_names=tuple(classes),
         kind=_kind(view),
         make_preprocessor=lambda: ImagePreprocessor(**view),
+        augment=augment,
     )

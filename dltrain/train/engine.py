@@ -68,7 +68,7 @@ def stack_refusal(members: list[Member], batch_size: int, model_refusal: str | N
     if isinstance(first.data.train.x, tuple):
         return "this data's inputs are token sequences with lengths, which torch.vmap cannot batch"
     if first.data.train.augment is not None:
-        return "data.random_crop and data.horizontal_flip augment each batch with the member's own random draws"
+        return "data.augment augments each batch with the member's own random draws"
     if any(True for _ in first.model.buffers()):
         return ("the model keeps running statistics (batch norm) that torch.vmap cannot update per "
                 "member; set model.batch_norm=false")
@@ -168,7 +168,8 @@ class Trainer:
         max_bytes = settings.device_data_max_mb * 2**20
         layout = self.speed.channels_last
         for m in members:
-            m.train = Staged(m.data.train.x, m.data.train.y, self.device, max_bytes, layout)
+            m.train = Staged(m.data.train.x, m.data.train.y, self.device, max_bytes, layout,
+                             augment=m.data.train.augment)
             m.val = None
             if m.data.val is not None:
                 staged = Staged(m.data.val.x, m.data.val.y, self.device, max_bytes, layout)
@@ -230,9 +231,7 @@ class Trainer:
         The gradients of ``accumulate`` batches add up before each optimizer step (each batch's
         loss weighted by group_share); a stop request waits for the group's optimizer step, so a
         saved position is always at a group's start."""
-        settings, shard = self.settings, self.shard
-        accumulate = settings.accumulate_grad_batches
-        autocast, scaler = self.speed.autocast, self.speed.scaler
+        shard, accumulate = self.shard, self.settings.accumulate_grad_batches
         sizes = [batch_size_for(len(m.train), self.batch_size) for m in active]
         steps = math.ceil(len(active[0].train) / sizes[0])
         orders, outputs, losses = [], [], []
@@ -257,17 +256,34 @@ class Trainer:
         spans = shard.spans(len(active[0].train), sizes[0], steps) if shard is not None else None
         if self.progress is not None:
             self.progress.start_epoch(epoch, steps)
-        for step in range(first_step, steps):
-            inputs, targets, weight = [], [], 1.0
-            for m, order, size in zip(active, device_orders, sizes):
+
+        def indices(order, size):
+            for step in range(first_step, steps):
                 if spans is None:
-                    index = order[step * size:(step + 1) * size]
-                else:  # this rank's part of the step's global batch, its loss weighted by its share
-                    start, stop, weight = spans[step]
-                    index = order[start:stop]
-                x, y = m.train.batch(index)
-                if m.data.train.augment is not None:
-                    x = m.data.train.augment(x)
+                    yield order[step * size:(step + 1) * size]
+                else:  # this rank's part of the step's global batch (only these rows are read)
+                    start, stop, _ = spans[step]
+                    yield order[start:stop]
+
+        feeds = [m.train.batches(indices(order, size)) for m, order, size in zip(active, device_orders, sizes)]
+        try:
+            return self._steps(active, epoch, feeds, first_step, steps, sizes, spans, orders, device_orders,
+                               outputs, losses)
+        finally:
+            for feed in feeds:
+                feed.close()  # an epoch cut short stops its background reader
+
+    def _steps(self, active, epoch, feeds, first_step, steps, sizes, spans, orders, device_orders, outputs,
+               losses) -> list[dict]:
+        """The epoch's steps from ``first_step``, each on the next batch of every member's feed."""
+        settings, shard = self.settings, self.shard
+        accumulate = settings.accumulate_grad_batches
+        autocast, scaler = self.speed.autocast, self.speed.scaler
+        for step in range(first_step, steps):
+            inputs, targets = [], []
+            weight = spans[step][2] if spans is not None else 1.0  # its share of the step's global batch
+            for feed in feeds:
+                x, y = next(feed)
                 inputs.append(x)
                 targets.append(y)
             if step % accumulate == 0:

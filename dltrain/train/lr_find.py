@@ -18,7 +18,7 @@ from dltrain.train.build import build
 from dltrain.train.device import seed_everything
 from dltrain.train.engine import batch_size_for
 from dltrain.train.member import forward
-from dltrain.train.staging import length, rows, to_device
+from dltrain.train.staging import augmented_inputs, length, rows
 
 START_LR = 1e-7
 END_LR = 10.0
@@ -76,10 +76,8 @@ def range_test(parts, train, device, *, batch_size: int, seed: int, grad_clip: f
                     order, position = torch.randperm(n, generator=generator), 0
                 index = order[position:position + size]
                 position += size
-                inputs = to_device(rows(train.x, index), device)
+                inputs = augmented_inputs(rows(train.x, index), device, train.augment)
                 targets = train.y[index].to(device)
-                if train.augment is not None:
-                    inputs = train.augment(inputs)
                 lr = start_lr * (end_lr / start_lr) ** (step / (steps - 1))
                 for group in optimizer.param_groups:
                     group["lr"] = lr

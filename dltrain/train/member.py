@@ -6,6 +6,7 @@ seeds or N hyperparameter points of one model shape are populations of several."
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -17,6 +18,11 @@ from dltrain.train.checkpoint import (check_weights, load_checkpoint, load_optim
                                       real, state_shapes)
 from dltrain.train.staging import length, rows, to_channels_last, to_device
 from dltrain.train.stopping import EarlyStopping
+
+
+# The input values of one evaluation chunk at most (16 MiB as float32): a chunk's activations grow
+# with it, and 1024 images of 128x128 would take gigabytes in the first convolution alone.
+EVAL_VALUES = 1 << 22
 
 
 def _count(value) -> int | None:
@@ -100,6 +106,8 @@ class Member:
     def _outputs(self, x) -> torch.Tensor:
         model = self.eval_model if self.eval_model is not None else self.model
         size = self.eval_batch_size
+        if not isinstance(x, tuple) and len(x.shape) > 1:  # large images: chunks of at most EVAL_VALUES inputs
+            size = max(1, min(size, EVAL_VALUES // math.prod(x.shape[1:])))
         device = self.device or next(self.model.parameters()).device
         layout = self.speed is not None and self.speed.channels_last
         autocast = self.speed.autocast if self.speed is not None else nullcontext

@@ -248,10 +248,13 @@ class RunLogger:
             model.train(was_training)
 
     def _sample_images(self, data) -> None:
+        import torch
+
         from dltrain.train import figures
+        from dltrain.train.staging import rows, to_device
 
         count = min(self.settings.max_images, len(data.train))
-        images = data.train.x[:count].float().cpu().numpy()
+        images = to_device(rows(data.train.x, slice(0, count)), torch.device("cpu")).float().numpy()
         labels = data.train.y[:count].cpu().numpy()
         captions = [self._class_name(label) for label in labels]
         picture = figures.image_grid(images, captions, title="Training samples (as the model sees them)")
@@ -320,8 +323,10 @@ class RunLogger:
 
     def _end_figures(self, result, data, member, step: int) -> None:
         import numpy as np
+        import torch
 
         from dltrain.train import figures
+        from dltrain.train.staging import rows, to_device
 
         split, name = (data.val, "validation") if data.val is not None else (data.train, "training")
         scores = result.val_scores if data.val is not None else None
@@ -346,7 +351,7 @@ class RunLogger:
         worst = wrong[np.argsort(true_probability[wrong], kind="stable")][: self.settings.max_images]
         if len(worst) == 0:
             return
-        images = split.x[worst].float().cpu().numpy()
+        images = to_device(rows(split.x, worst), torch.device("cpu")).float().numpy()
         captions = [f"pred {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})\n"
                     f"true {names[int(truth[i])]}" for i in worst]
         picture = figures.image_grid(
@@ -367,7 +372,7 @@ class RunLogger:
 
 
 def _is_image(spec, x) -> bool:
-    return spec.kind == "image" and not isinstance(x, tuple) and getattr(x, "dim", lambda: 0)() == 4
+    return spec.kind == "image" and not isinstance(x, tuple) and len(x.shape) == 4
 
 
 def _code_block(text: str) -> str:
