@@ -176,7 +176,7 @@ def _contour(figure, axes, xs, ys, grid, xlabel: str, ylabel: str):
     shown = np.where(np.isfinite(grid), grid, np.nan)
     filled = axes.contourf(xs, ys, shown, levels=_levels(shown), cmap="viridis")
     axes.contour(xs, ys, shown, levels=_levels(shown, 15), colors="white", linewidths=0.4, alpha=0.6)
-    figure.colorbar(filled, ax=axes, label="loss", format="%.3g")
+    figure.colorbar(filled, ax=axes, label="loss", format="%.4g")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
 
