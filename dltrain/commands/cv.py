@@ -16,9 +16,9 @@ from pathlib import Path
 from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JSON, aggregate,
                                         fold_folder, objective_key, print_summary, write_fold_files)
 from dltrain.commands.fit import refuse_data_parallel, train_split
-from dltrain.commands.plot import write_curves
 from dltrain.commands.launch import (check_fold_launch, check_run_dir, launch, run_folder_overrides,
                                     settle_failed)
+from dltrain.commands.plot import write_curves
 from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
                                      split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings

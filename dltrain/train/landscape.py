@@ -155,11 +155,13 @@ def rendered(figure) -> tuple[bytes, np.ndarray]:
     """The figure as PNG bytes and as an RGB array (height, width, 3) for TensorBoard."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from PIL import Image  # matplotlib's own dependency
+
     canvas = FigureCanvasAgg(figure)
-    canvas.draw()
+    canvas.draw()  # once: the PNG is encoded from the same pixels
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     stream = io.BytesIO()
-    canvas.print_png(stream)
+    Image.fromarray(image).save(stream, format="png")
     return stream.getvalue(), image
 
 
