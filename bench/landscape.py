@@ -2,13 +2,14 @@
 subset: 18,000 training rows), and where the time goes: the 1-D line from init.pt to last.pt, the
 2-D plane around last.pt, the pictures, the rest (loading the run and the data, writing files).
 
-    python bench/landscape.py                         # 1 epoch of training, then 3 timed runs
-    python bench/landscape.py --repeats 5 --grid 11 --rows 500 --data-root DIR
+    python bench/landscape.py                         # 1 epoch of training, then 1 timed run
+    python bench/landscape.py --repeats 3 --warmup --grid 11 --rows 500 --data-root DIR
 
 The run trains once (``dltrain fit recipe=mnist_cnn trainer.epochs=1``, on the CPU unless
---device says otherwise); then ``dltrain landscape`` runs ``--repeats`` times in this process after
-one warm-up, each phase timed by wrapping train/landscape.py's functions. Printed: every run, and
-the median of each phase with its range. One landscape evaluates the loss on ``rows`` rows at
+--device says otherwise); then ``dltrain landscape`` runs ``--repeats`` times in this process
+(after one untimed run with --warmup; without it the first run also pays for importing
+matplotlib and TensorBoard, in "pictures" and "rest"), each phase timed by wrapping
+train/landscape.py's functions. Printed: every run, and the median of each phase with its range. One landscape evaluates the loss on ``rows`` rows at
 2 x grid - 1 points of the line and grid x grid points of the plane.
 """
 
@@ -39,7 +40,8 @@ def timed(module, name: str, spent: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed landscape runs (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed landscape runs")
+    parser.add_argument("--warmup", action="store_true", help="one untimed landscape run first")
     parser.add_argument("--grid", default="auto", help="landscape.grid (auto: 21 for the plane)")
     parser.add_argument("--rows", type=int, default=1000, help="landscape.rows")
     parser.add_argument("--epochs", type=int, default=1)
@@ -59,14 +61,14 @@ def main() -> None:
         started = time.perf_counter()
         fit(["recipe=mnist_cnn", f"data.root={args.data_root}", f"trainer.epochs={args.epochs}",
              f"trainer.device={args.device}", "trainer.progress=false", "logger=none", f"hydra.run.dir={run_dir}"])
-        print(f"trained {args.epochs} epoch(s) of recipe=mnist_cnn in {time.perf_counter() - started:.1f} s")
+        print(f"trained {args.epochs} epoch(s) of recipe=mnist_cnn in {time.perf_counter() - started:.1f} s", flush=True)
         spent: dict[str, float] = {}
         for name in ("line", "plane"):
             timed(grids, name, spent)
         for name in ("draw_line", "draw_plane"):
             timed(grids, name, spent)
         phases = {"total": [], "1-D line": [], "2-D plane": [], "pictures": [], "rest": []}
-        for number in range(args.repeats + 1):
+        for number in range(0 if args.warmup else 1, args.repeats + 1):
             spent.clear()
             started = time.perf_counter()
             command.landscape([str(run_dir), f"landscape.grid={args.grid}", f"landscape.rows={args.rows}"], out=quiet)
@@ -78,7 +80,7 @@ def main() -> None:
             row["rest"] = total - row["1-D line"] - row["2-D plane"] - row["pictures"]
             for key, value in row.items():
                 phases[key].append(value)
-            print(f"run {number}: " + ", ".join(f"{key} {value:.2f} s" for key, value in row.items()))
+            print(f"run {number}: " + ", ".join(f"{key} {value:.2f} s" for key, value in row.items()), flush=True)
     grid = command.AUTO_GRID[1] if args.grid == "auto" else int(args.grid)
     print(f"\ngrid {grid} ({2 * grid - 1} line points, {grid * grid} plane points), {args.rows} rows, "
           f"device {args.device}, median of {args.repeats} runs (range):")

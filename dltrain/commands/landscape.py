@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 
-from dltrain.commands.resume import CONFIG, is_cv_folder, resumed_config
+from dltrain.commands.resume import CONFIG, cv_holding, is_cv_folder, resumed_config
 from dltrain.config import apply_overrides, compose, override_keys, read_landscape_settings, read_settings
 from dltrain.console import console
 from dltrain.data import load_source, prepare
@@ -78,9 +78,9 @@ def from_run(target: str, overrides: list[str], out=console) -> Path:
     """A trained run: the surface with the optimizer's path (one weight and one bias), or the line
     from init.pt to last.pt and the plane around last.pt (any other model), in the run folder."""
     run_dir = Path(target).expanduser()
-    if is_cv_folder(run_dir):
-        raise DltrainError(f"{target!r} is a cross-validation; give one of its folds (such as "
-                           f"{run_dir / 'fold_0'}) to draw the loss around that fold's model.")
+    if is_cv_folder(run_dir) or cv_holding(run_dir) is not None:  # a fold's rows are not the split read here
+        raise DltrainError(f"{target!r} is a cross-validation or part of one; dltrain landscape draws the run "
+                           f"of a dltrain fit (train one with the same overrides and give its folder).")
     if not (run_dir / CONFIG).is_file() or not (run_dir / "last.pt").is_file():
         raise DltrainError(f"{target!r} is not a run folder with a last.pt checkpoint; give a folder "
                            f"under outputs/, or overrides such as recipe=linear_regression.")

@@ -36,9 +36,9 @@ def tracked(model) -> bool:
     return sum(p.numel() for p in model.parameters()) <= TRACKED_SCALARS
 
 
-def flat_parameters(model) -> torch.Tensor:
-    """Every parameter's numbers in one vector, detached (where they are: no host sync)."""
-    return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+def flat_parameters(model) -> list[float]:
+    """Every parameter's numbers, in order (a host sync: only ever for a model of a few numbers)."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
 
 
 def forward(model, inputs):
@@ -151,7 +151,7 @@ class Member:
             "cursor": self.cursor,
         }
         if self.trajectory:
-            state["trajectory"] = torch.stack([point.float().cpu() for point in self.trajectory])
+            state["trajectory"] = torch.tensor(self.trajectory, dtype=torch.float64)
         if self.speed is not None and self.speed.scaler is not None:
             state["scaler"] = self.speed.scaler.state_dict()
         if torch.cuda.is_available():
@@ -188,7 +188,7 @@ class Member:
         self.stopping.load_state_dict(state["stopping"])
         self.cursor = state.get("cursor")
         trajectory = state.get("trajectory")
-        self.trajectory = list(trajectory.unbind()) if trajectory is not None else None
+        self.trajectory = trajectory.tolist() if trajectory is not None else None
         if self.speed is not None and self.speed.scaler is not None and state.get("scaler"):
             self.speed.scaler.load_state_dict(state["scaler"])
 

@@ -122,11 +122,8 @@ class RunFolder:
         the names of the parameters and their values at the start and after every optimizer step."""
         trajectory = self.member.trajectory if self.member is not None else None
         if self.writes and trajectory:
-            import torch
-
             names = [name for name, _ in self.member.model.named_parameters()]
-            points = torch.stack([point.float().cpu() for point in trajectory]).tolist()
-            write_json(self.path / TRAJECTORY, {"parameters": names, "steps": points})
+            write_json(self.path / TRAJECTORY, {"parameters": names, "steps": trajectory})
 
     def _check_present(self) -> None:
         """A run folder deleted or moved while the run trains is an error, not a folder to make
