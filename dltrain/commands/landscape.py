@@ -154,7 +154,7 @@ def _read_path(run_dir: Path, names: tuple[str, str], out) -> list | None:
     return [tuple(point) if order == list(names) else tuple(reversed(point)) for point in steps]
 
 
-def _axis(centre: float, span: float, grid: int, reach=()) -> "list[float]":
+def _axis(centre: float, span: float, grid: int, reach=()):
     """``grid`` points from centre - span to centre + span, widened to hold every value of
     ``reach`` (the optimizer's path) with a margin."""
     import numpy as np
