@@ -297,6 +297,72 @@ def lr_find(
     run(list(overrides or []))
 
 
+@app.command("landscape", context_settings=_OVERRIDE_CONTEXT,
+             short_help="Draw the loss over parameter space: a J(w, b) surface, or 1-D and 2-D slices of a trained run.")
+@_user_errors
+def landscape(
+    words: Optional[List[str]] = typer.Argument(
+        None, help="A run folder (then landscape.* options only), or Hydra overrides.", show_default=False),
+) -> None:
+    """Draw the loss over parameter space: a PNG, a CSV of the grid, a TensorBoard image.
+
+    A model of one weight and one bias (the y = 2x toy): the exact surface J(w, b) and the curve
+    J(w) at the best b, the grid's lowest point printed. Given overrides, before any training (the
+    exhaustive search, in outputs/landscape/DATE/TIME/); given a trained run, around its final
+    weights with the path the optimizer took (trajectory.json), in the run folder.
+
+    Any other trained run: the loss on the line from its initial weights (init.pt) to its final
+    ones (last.pt), and on the plane through the final weights along two filter-normalised random
+    directions (Li et al. 2018; biases and batch norm left out of the directions, batch norm's
+    running statistics the final model's), measured in eval mode on a fixed sample of training
+    rows. Options: landscape.grid (points per axis), landscape.span (reach either side),
+    landscape.rows, landscape.seed.
+
+    [bold]Examples[/bold]
+
+      dltrain landscape recipe=linear_regression    [dim]# J(w, b) of y = 2x before training[/dim]
+
+      dltrain landscape outputs/2026-11-21/18-43-10_93f86a            [dim]# a trained run[/dim]
+
+      dltrain landscape RUN_DIR landscape.grid=31 landscape.span=0.5 landscape.rows=2000
+    """
+    from dltrain.commands.landscape import landscape as draw
+
+    draw(list(words or []))
+
+
+@app.command("plot", context_settings=_OVERRIDE_CONTEXT,
+             short_help="Draw training curves (loss and the monitored metric per epoch, EMA-smoothed) to a PNG.")
+@_user_errors
+def plot(
+    words: Optional[List[str]] = typer.Argument(
+        None, help="Run folders or cv folders, then smoothing=0.6 and output=FILE.png if wanted.",
+        show_default=False),
+) -> None:
+    """Draw training curves to a PNG: loss and the monitored metric per epoch (train and
+    validation), the per-step loss where it was logged (logger.tensorboard.log_every_n_steps).
+
+    Curves are smoothed with TensorBoard's exponential moving average (debiased), the raw curve
+    faint behind; smoothing=0 draws them raw. Several runs are overlaid, each labelled by the
+    overrides that set it apart; a cv folder is drawn as its folds and their mean. One run: its
+    curves.png; several: outputs/plot/DATE/TIME/curves.png, or output=FILE.
+    [bold]trainer.plot=true[/bold] draws a run's (or a cv's) at the end of training.
+
+    [bold]Examples[/bold]
+
+      dltrain plot outputs/2026-11-21/18-43-10_93f86a
+
+      dltrain plot RUN_A RUN_B smoothing=0.9        [dim]# two runs overlaid[/dim]
+
+      dltrain plot CV_DIR smoothing=0 output=folds.png   [dim]# each fold and the mean, raw[/dim]
+
+      dltrain fit trainer.plot=true                 [dim]# curves.png at the end of the fit[/dim]
+    """
+    from dltrain.commands.plot import plot as draw
+
+    draw(list(words or []))
+
+
 @app.command("list")
 @_user_errors
 def list_options(

@@ -23,7 +23,7 @@ def test_root_help_lists_commands_and_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("command", ["fit", "config", "list"])
+@pytest.mark.parametrize("command", ["fit", "config", "list", "landscape", "plot"])
 def test_every_command_has_help_with_examples(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0

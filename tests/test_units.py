@@ -255,7 +255,7 @@ def test_run_folder_goes_from_running_to_finished_with_atomic_checkpoints(tmp_pa
     assert (folder / "preprocessing.json").is_file() and not (folder / "preprocessor.pkl").exists()
     trainer = Trainer([member], settings=TrainerSettings(epochs=3), device=CPU, batch_size=0, shuffle=False)
     trainer.fit()
-    assert not list(folder.glob("*.pt"))  # every_seconds=3600: nothing written mid-run
+    assert [p.name for p in folder.glob("*.pt")] == ["init.pt"]  # every_seconds=3600: nothing more mid-run
     member.folder.flush()
     result = conclude(member, started=0.0)
     record = json.loads((folder / "metrics.json").read_text())
@@ -268,7 +268,7 @@ def test_run_folder_goes_from_running_to_finished_with_atomic_checkpoints(tmp_pa
     assert last["epoch"] == 3 and {"model", "optimizer", "trainer", "config", "spec"} <= set(last)
     assert torch.equal(last["model"]["linear.weight"], member.model.linear.weight.detach())
     assert load_checkpoint(folder / "best.pt")["epoch"] == result.best_epoch == 3
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "metrics.json",
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "init.pt", "last.pt", "metrics.json",
                                                          "preprocessing.json", "preprocessing.npz"]  # no temporary left
 
 

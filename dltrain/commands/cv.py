@@ -18,6 +18,7 @@ from dltrain.commands.cv_report import (FINAL_MODEL, OOF_PREDICTIONS, SUMMARY_JS
 from dltrain.commands.fit import refuse_data_parallel, train_split
 from dltrain.commands.launch import (check_fold_launch, check_run_dir, launch, run_folder_overrides,
                                     settle_failed)
+from dltrain.commands.plot import write_curves
 from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
                                      split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
@@ -339,6 +340,8 @@ def finish(cfg, settings, plan, source, selected: list[int], run_dir: Path, *, o
     stop_if_requested(run_dir)  # a cv_summary.json is the mark of a cross-validation that ended
     write_json(run_dir / SUMMARY_JSON, summary)
     print_summary(summary, run_dir, out)
+    if settings.trainer.plot:
+        write_curves(run_dir, out)
     return summary
 
 

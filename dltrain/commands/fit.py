@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dltrain.commands.launch import check_run_dir, launch
 from dltrain.commands.lr_find import found_lr
+from dltrain.commands.plot import write_curves
 from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
                                      resumed_config, split_resume)
 from dltrain.config import compose, read_settings
@@ -85,8 +86,11 @@ def run_fit(cfg, run_dir: Path, out=console):
         with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
             source = load_source(settings.data)
         train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
-        return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
-                           resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
+        result = train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
+                             resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
+        if settings.trainer.plot and not parallel.secondary_rank():
+            write_curves(run_dir, out)
+        return result
 
 
 def train_split(cfg, settings, source, train_index, val_index, run_dir: Path, *, out=console,

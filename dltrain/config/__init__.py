@@ -18,6 +18,7 @@ from dltrain.config.settings import (
     PRECISIONS,
     CVSettings,
     DataSettings,
+    LandscapeSettings,
     LoggerSettings,
     MlflowSettings,
     NamedSettings,
@@ -26,16 +27,17 @@ from dltrain.config.settings import (
     TensorBoardSettings,
     TrainerSettings,
     read_cv_settings,
+    read_landscape_settings,
     read_logger_settings,
     read_settings,
     upgrade_saved,
 )
 
 __all__ = [
-    "CV_STRATEGIES", "CVSettings", "DataSettings", "GROUPS", "GROUP_TITLES", "LoggerSettings",
+    "CV_STRATEGIES", "CVSettings", "DataSettings", "GROUPS", "LandscapeSettings", "GROUP_TITLES", "LoggerSettings",
     "MlflowSettings", "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TensorBoardSettings",
     "TrainerSettings", "VERSION_BASE",
     "check_overrides", "compose", "compose_with_hydra", "config_dir", "explain_hydra_error", "group_options",
-    "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings",
+    "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings", "read_landscape_settings",
     "read_logger_settings", "read_settings", "apply_overrides", "to_yaml", "upgrade_saved",
 ]

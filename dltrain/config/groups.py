@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
-          "recipe")
+          "landscape", "recipe")
 SETTING_GROUPS = tuple(group for group in GROUPS if group != "recipe")  # a recipe only sets the others
 # Groups of which several options can be chosen at once (logger=[tensorboard,csv], Hydra's list of
 # options): each option keeps its settings under its own name (logger.tensorboard.graph), and the
@@ -24,6 +24,7 @@ GROUP_TITLES = {
     "trainer": "trainer presets",
     "logger": "loggers (several at once: logger=[tensorboard,csv]; logger=none: none)",
     "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
+    "landscape": "the loss-landscape grid of dltrain landscape (landscape.grid=N, landscape.span=X)",
     "recipe": "recipes (complete presets)",
 }
 

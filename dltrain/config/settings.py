@@ -9,6 +9,7 @@ settings the code reads are declared once, in RULES, and checked by one function
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,6 +36,7 @@ CV_STRATEGIES = ("auto", "kfold", "stratified", "group", "repeated")
 WORD = "word"  # a word or a number, compared as lower-case text (precision=32, channels_last=true)
 COUNT = "count"  # auto, or a whole number
 LABEL = "label"  # a column: a name, or a number naming a column of a CSV without header ("0", ...)
+AMOUNT = "amount"  # auto, or a finite number above ``above``
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("progress", bool),
         Rule("checkpoint_every_seconds", float, minimum=0),
         Rule("save_top_k", int, minimum=1),
+        Rule("plot", bool),
         Rule("precision", WORD, choices=PRECISIONS),
         Rule("compile", bool),
         Rule("compile_backend", str),
@@ -126,6 +129,14 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("vectorize", WORD, choices=("auto", "true", "false"),
              message="{key} must be auto, true or false, got {raw!r}."),
     ),
+    "landscape": (
+        Rule("grid", COUNT, minimum=3,
+             message="{key} must be auto or a whole number of points along each axis of at least 3, got {raw!r}."),
+        Rule("span", AMOUNT, above=0,
+             message="{key} must be auto or a positive number (how far each axis reaches either side), got {raw!r}."),
+        Rule("rows", int, minimum=1),
+        Rule("seed", int, minimum=0, below=2**32),
+    ),
 }
 
 
@@ -151,6 +162,12 @@ def check(cfg, key: str, rule: Rule) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < rule.minimum:
             raise DltrainError(rule.message.format(key=key, raw=raw))
         return raw
+    if rule.kind == AMOUNT:
+        if raw is None or raw == "auto":
+            return "auto"
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw <= rule.above:
+            raise DltrainError(rule.message.format(key=key, raw=raw))
+        return float(raw)
     if rule.kind == LABEL:
         if raw is None and rule.nullable:
             return None
@@ -224,6 +241,7 @@ class TrainerSettings:
     progress: bool = _default("trainer", "progress")
     checkpoint_every_seconds: float = _default("trainer", "checkpoint_every_seconds")
     save_top_k: int = _default("trainer", "save_top_k")  # best.pt, and the K best epochs' checkpoints when above 1
+    plot: bool = _default("trainer", "plot")  # curves.png (dltrain plot) at the end of a fit or cv
     precision: str = _default("trainer", "precision")  # auto | 32 | bf16 | fp16
     compile: bool = _default("trainer", "compile")
     compile_backend: str = _default("trainer", "compile_backend")
@@ -339,6 +357,18 @@ class CVSettings:
     @property
     def fold_count(self) -> int:
         return self.k * self.repeats
+
+
+@dataclass(frozen=True)
+class LandscapeSettings:
+    """``dltrain landscape``: a grid of ``grid`` points per axis reaching ``span`` either side of
+    its centre (auto: see conf/landscape/default.yaml), the loss measured on ``rows`` training
+    rows drawn with ``seed`` (which also draws the random directions)."""
+
+    grid: int | str = _default("landscape", "grid")
+    span: float | str = _default("landscape", "span")
+    rows: int = _default("landscape", "rows")
+    seed: int = _default("landscape", "seed")
 
 
 # --------------------------------------------------------------------------- reading
@@ -575,6 +605,11 @@ def _logger(cfg) -> LoggerSettings:
         csv="csv" in chosen,
         mlflow=MlflowSettings(**settings_of("mlflow")) if "mlflow" in chosen else None,
     )
+
+
+def read_landscape_settings(cfg) -> LandscapeSettings:
+    """Validate the landscape group (dltrain landscape's options)."""
+    return LandscapeSettings(**_read(checked(cfg), "landscape"))
 
 
 def read_cv_settings(cfg) -> CVSettings:

@@ -17,7 +17,7 @@ import torch
 from dltrain.errors import DltrainError
 from dltrain.models import shows_weights, weights_text
 from dltrain.train.determinism import deterministic
-from dltrain.train.member import Member, forward
+from dltrain.train.member import Member, flat_parameters, forward, tracked
 from dltrain.train.speed import compiled, configure
 from dltrain.train.staging import Staged, rows, to_device
 from dltrain.train.threads import apply_threads
@@ -174,6 +174,9 @@ class Trainer:
             if m.data.val is not None:
                 staged = Staged(m.data.val.x, m.data.val.y, self.device, max_bytes, layout)
                 m.val = (staged.x, staged.y)
+        for m in members:  # a resumed member's path goes on from its checkpoint's
+            if m.trajectory is None and tracked(m.model):
+                m.trajectory = [flat_parameters(m.model)]
         first = members[0]
         first_epoch = first.cursor["epoch"] if first.cursor else len(first.rows) + 1
         for epoch in range(first_epoch, settings.epochs + 1):
@@ -333,6 +336,8 @@ class Trainer:
             scaler.update()
         for m in active:
             m.schedule.after_batch()
+            if m.trajectory is not None:
+                m.trajectory.append(flat_parameters(m.model))
 
     def _after_batch(self, active, step: int, steps: int, epoch: int, losses, outputs, step_losses, step_outputs,
                      spans, weight) -> None:

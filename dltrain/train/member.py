@@ -34,6 +34,19 @@ def _row(row) -> bool:
     return isinstance(row, dict) and all(isinstance(k, str) and real(v) for k, v in row.items())
 
 
+TRACKED_SCALARS = 2  # one weight and one bias: the course's y = 2x toy
+
+
+def tracked(model) -> bool:
+    """Whether the optimizer's path through ``model``'s parameters is recorded (few enough numbers)."""
+    return sum(p.numel() for p in model.parameters()) <= TRACKED_SCALARS
+
+
+def flat_parameters(model) -> list[float]:
+    """Every parameter's numbers, in order (a host sync: only ever for a model of a few numbers)."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+
+
 def forward(model, inputs):
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
 
@@ -50,6 +63,9 @@ class Member:
     rows: list = field(default_factory=list)
     callbacks: list = field(default_factory=list)  # called (epoch, row) at every epoch's end
     cursor: dict | None = None  # position inside an interrupted epoch, for an exact resume
+    # A model of at most TRACKED_SCALARS numbers: its parameters at the start and after every
+    # optimizer step (flattened), which dltrain landscape draws as the optimizer's path; else None.
+    trajectory: list | None = None
     generator: torch.Generator = None
     # Set by the Trainer: where the steps run and how, and the splits staged for that device.
     device: torch.device = None
@@ -142,6 +158,8 @@ class Member:
             "python_rng": random.getstate(),
             "cursor": self.cursor,
         }
+        if self.trajectory:
+            state["trajectory"] = torch.tensor(self.trajectory, dtype=torch.float64)
         if self.speed is not None and self.speed.scaler is not None:
             state["scaler"] = self.speed.scaler.state_dict()
         if torch.cuda.is_available():
@@ -177,6 +195,8 @@ class Member:
         self.rows = list(state["rows"])
         self.stopping.load_state_dict(state["stopping"])
         self.cursor = state.get("cursor")
+        trajectory = state.get("trajectory")
+        self.trajectory = trajectory.tolist() if trajectory is not None else None
         if self.speed is not None and self.speed.scaler is not None and state.get("scaler"):
             self.speed.scaler.load_state_dict(state["scaler"])
 
@@ -202,6 +222,11 @@ class Member:
         cuda = state.get("cuda_rng")
         if cuda is not None and not (isinstance(cuda, list) and all(isinstance(t, torch.Tensor) for t in cuda)):
             return "its CUDA generators' states"
+        trajectory = state.get("trajectory")
+        if trajectory is not None and not (
+                isinstance(trajectory, torch.Tensor) and trajectory.is_floating_point() and trajectory.dim() == 2
+                and trajectory.shape[1] == sum(p.numel() for p in self.model.parameters()) <= TRACKED_SCALARS):
+            return "its record of the optimizer's path"
         scaler = state.get("scaler")
         if scaler is not None and not (isinstance(scaler, dict) and "scale" in scaler
                                        and all(real(v) for v in scaler.values())):

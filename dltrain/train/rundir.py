@@ -14,9 +14,11 @@ from pathlib import Path
 
 from dltrain.data.preprocessing import save_preprocessing
 from dltrain.files import remove_file, write_json
-from dltrain.train.checkpoint import CheckpointWriter
+from dltrain.train.checkpoint import CheckpointWriter, save_checkpoint
 
 METRICS = "metrics.json"
+INIT = "init.pt"  # the weights before the first step (dltrain landscape interpolates from them)
+TRAJECTORY = "trajectory.json"  # a tracked model's parameters after every optimizer step (Member.trajectory)
 TOP_GLOB = "best-epoch=*.pt"  # the top-k checkpoints' names (top_name)
 
 
@@ -57,6 +59,7 @@ class RunFolder:
             if not self.resumed:
                 save_preprocessing(self.path, member.data.preprocessor, member.data.target,
                                    member.data.reading)
+                save_checkpoint(self.path / INIT, self._payload(0, {}, False))
             self._open_top(member.rows)
             self._write()
 
@@ -106,6 +109,7 @@ class RunFolder:
         # metrics.json stays small while running: the whole history is written once, at the end.
         self.record.update(epochs_run=epoch, final=row, best_epoch=self.member.stopping.best_epoch)
         self._write()
+        self._write_trajectory()
         if self.member.logger is not None:
             self.member.logger.flush()
 
@@ -113,6 +117,14 @@ class RunFolder:
         if self.writes:
             self._check_present()
             write_json(self.path / METRICS, self.record)
+
+    def _write_trajectory(self) -> None:
+        """trajectory.json: the path last.pt's state holds (so a resume goes on with the same one):
+        the names of the parameters and their values at the start and after every optimizer step."""
+        trajectory = self.member.trajectory if self.member is not None else None
+        if self.writes and trajectory:
+            names = [name for name, _ in self.member.model.named_parameters()]
+            write_json(self.path / TRAJECTORY, {"parameters": names, "steps": trajectory})
 
     def _check_present(self) -> None:
         """A run folder deleted or moved while the run trains is an error, not a folder to make
@@ -165,6 +177,7 @@ class RunFolder:
                            stopped_early=result.stopped_early, seconds=result.seconds,
                            model_summary=result.model_summary, notes=result.notes, history=self.member.rows)
         self._write()
+        self._write_trajectory()
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

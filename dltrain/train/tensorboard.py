@@ -22,7 +22,7 @@ from dltrain.data.target import TargetTransform
 from dltrain.files import read_json_object
 
 # The hparams recorded are the composed config minus settings that do not change what is learned.
-_NOT_HPARAMS = ("hydra", "logger", "cv", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
+_NOT_HPARAMS = ("hydra", "logger", "cv", "landscape", "k", "resume", "trainer.progress", "trainer.checkpoint_every_seconds",
                 "trainer.device")
 
 
