@@ -18,6 +18,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # imported here or in a `dltrain` subprocess: two workers' OpenMP threads on two cores spin
     # against each other (bench/README.md, "Threads").
     os.environ["OMP_NUM_THREADS"] = "1"
+    # xdist's workers start with COLUMNS=80, which rich would take as the fixed width of the console
+    # dltrain imports during collection; each test sets its own (_in_tmp_path).
+    os.environ.pop("COLUMNS", None)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = REPO.parent / "shared" / "data" / "mnist-subset"
