@@ -17,6 +17,7 @@ from typing import Any
 from dltrain.checks import _first_line, value
 from dltrain.config.explain import unknown_setting
 from dltrain.config.groups import (
+    FREE_FORM,
     MULTI_GROUPS,
     SETTING_GROUPS,
     default_choices,
@@ -124,6 +125,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("refit", bool),
         Rule("vectorize", WORD, choices=("auto", "true", "false"),
              message="{key} must be auto, true or false, got {raw!r}."),
+    ),
+    "tune": (
+        Rule("points", int, minimum=1),
+        Rule("seconds", float, above=0, nullable=True),
+        Rule("sampler", str, choices=("sobol", "random", "tpe")),
+        Rule("seed", int, minimum=0, below=2**32),
+        Rule("rungs", int, minimum=1),
+        Rule("eta", int, minimum=2),
+        Rule("min_epochs", int, minimum=1),
+        Rule("metric", str),
+        Rule("batches", int, minimum=1),
+        Rule("k", int, minimum=2),
     ),
 }
 
@@ -339,6 +352,25 @@ class CVSettings:
         return self.k * self.repeats
 
 
+@dataclass(frozen=True)
+class TuneSettings:
+    """``dltrain tune``: ``space`` (setting -> Optuna-sweeper expression, the regression entries
+    merged in for a regression), ``points`` sampled by ``sampler``, successive halving."""
+
+    space: dict[str, str]
+    regression_space: dict[str, str]
+    points: int = _default("tune", "points")
+    seconds: float | None = _default("tune", "seconds")
+    sampler: str = _default("tune", "sampler")
+    seed: int = _default("tune", "seed")
+    rungs: int = _default("tune", "rungs")
+    eta: int = _default("tune", "eta")
+    min_epochs: int = _default("tune", "min_epochs")
+    metric: str = _default("tune", "metric")
+    batches: int = _default("tune", "batches")
+    k: int = _default("tune", "k")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -429,17 +461,18 @@ def with_defaults(cfg):
             if not OmegaConf.is_dict(node):
                 raise DltrainError(f"{group} must be a group of settings such as {group}.name=..., "
                                    f"got {OmegaConf.to_container(cfg, resolve=False)[group]!r}.")
-            _fill(node, settings)
+            _fill(node, settings, group)
     return cfg
 
 
-def _fill(node, settings: dict) -> None:
+def _fill(node, settings: dict, group: str = "") -> None:
     from omegaconf import OmegaConf
 
     for key, default in settings.items():
         if key not in node.keys():
             node[key] = copy.deepcopy(default)
-        elif isinstance(default, dict) and OmegaConf.is_dict(node._get_node(key)):
+        elif (isinstance(default, dict) and OmegaConf.is_dict(node._get_node(key))
+              and (group, key) not in FREE_FORM):  # a search space's entries stay as given
             _fill(node._get_node(key), default)
 
 
@@ -467,6 +500,11 @@ def _check_node(node, settings: dict, group: str, option: str, prefix: str, whol
     for key in node.keys():
         if key not in settings:
             raise DltrainError(unknown_setting(group, option, f"{prefix}{key}", whole))
+        if (group, f"{prefix}{key}") in FREE_FORM:
+            if not OmegaConf.is_dict(node._get_node(key)) and not node._get_node(key)._is_none():
+                raise DltrainError(f"{group}.{prefix}{key} must map settings to search expressions such as "
+                                   f"optimizer.lr: tag(log, interval(1e-4, 3e-1)).")
+            continue
         if isinstance(settings[key], dict) and OmegaConf.is_dict(node._get_node(key)):
             _check_node(node._get_node(key), settings[key], group, option, f"{prefix}{key}.", whole)
 
@@ -551,6 +589,30 @@ def _logger(cfg) -> LoggerSettings:
         csv="csv" in chosen,
         mlflow=MlflowSettings(**settings_of("mlflow")) if "mlflow" in chosen else None,
     )
+
+
+def read_tune_settings(cfg) -> TuneSettings:
+    """Validate the tune group; its spaces as {setting: expression} (nested entries flattened to
+    dotted names, which win over a dotted entry of the same name; null entries left out)."""
+    from omegaconf import OmegaConf
+
+    cfg = checked(cfg)
+    spaces = {}
+    for name in ("space", "regression_space"):
+        node = cfg.tune.get(name)
+        entries = {} if node is None else _flat(OmegaConf.to_container(node, resolve=True))
+        spaces[name] = {key: entry for key, entry in entries.items() if entry is not None}
+    return TuneSettings(**spaces, **_read(cfg, "tune"))
+
+
+def _flat(entries: dict, prefix: str = "") -> dict:
+    flat, nested = {}, {}
+    for key, entry in entries.items():
+        if isinstance(entry, dict):
+            nested.update(_flat(entry, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = entry
+    return {**flat, **nested}
 
 
 def read_cv_settings(cfg) -> CVSettings:

@@ -1,0 +1,354 @@
+"""``dltrain tune`` (and ``dltrain.tune()``): hyperparameter points of ``tune.space`` trained at
+once. Every point's k folds are members of one population with the other points of its model
+shape (each member its own learning rate, weight decay, dropout rate, loss and target
+transform), trained by the one engine rung by rung; after each rung successive halving keeps the
+best floor(n / eta) points of each population. The points are then ranked together by their
+fold-mean score (as ``dltrain cv`` reports it), written to tune.csv, TensorBoard's HParams and
+best_recipe.yaml, which ``dltrain cv recipe=PATH`` reruns."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dltrain.commands.cv import fold_seed
+from dltrain.commands.launch import check_run_dir, run_folder_overrides
+from dltrain.config import (apply_overrides, compose, parse_overrides, read_cv_settings, read_settings,
+                            read_tune_settings)
+from dltrain.config.groups import SETTING_GROUPS
+from dltrain.config.settings import option_label
+from dltrain.config.space import Sampler, parse_space, searched
+from dltrain.console import console, fmt, plural
+from dltrain.data import prepare
+from dltrain.data.folds import load_cv_source, plan_folds
+from dltrain.errors import DltrainError
+from dltrain.files import RunLock, console_log, write_atomic, write_csv, write_json
+from dltrain.models import stacking_refusal
+from dltrain.train.build import build
+from dltrain.train.device import resolve_device, seed_everything
+from dltrain.train.engine import Trainer, batch_count, optimizer_steps, stack_refusal
+from dltrain.train.halving import rung_ends, survivors
+from dltrain.train.member import Member
+from dltrain.train.metrics import check_monitor, monitor_mode
+from dltrain.train.stopping import EarlyStopping
+
+TUNE_CSV = "tune.csv"
+TUNE_JSON = "tune.json"
+BEST_RECIPE = "best_recipe.yaml"
+# The groups a recipe sets (the loggers and the search itself stay the caller's).
+RECIPE_GROUPS = tuple(g for g in SETTING_GROUPS if g not in ("logger", "tune"))
+
+
+@dataclass(eq=False)
+class Point:
+    """One hyperparameter point: its overrides, settings, and one member per fold."""
+
+    number: int
+    overrides: list[str]
+    cfg: object = None
+    settings: object = None
+    members: list = field(default_factory=list)
+    population: int = 0
+    alive: bool = True
+
+    @property
+    def epochs(self) -> int:
+        return min(len(m.rows) for m in self.members)
+
+    def scores(self) -> list[float]:
+        return [m.rows[-1][m.monitor] if m.rows else math.nan for m in self.members]
+
+    @property
+    def score(self) -> float:
+        scores = self.scores()
+        return sum(scores) / len(scores)
+
+    @property
+    def std(self) -> float:
+        scores = self.scores()
+        mean = sum(scores) / len(scores)
+        return math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))  # as dltrain cv reports it
+
+
+def split_space(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The space typed on the command line, as ``-m`` with Hydra's Optuna sweeper takes it
+    (``optimizer.lr='tag(log, interval(1e-4, 1e-1))'``, ``loss=mse,huber``) or as
+    ``tune.space.KEY=EXPR``, apart from the other overrides."""
+    space, rest = {}, []
+    for word, override in zip(overrides, parse_overrides(overrides)):
+        key = override.key_or_group
+        expression = word.split("=", 1)[1] if "=" in word else ""
+        if key.startswith(("tune.space.", "tune.regression_space.")):
+            space[key.split(".", 2)[2]] = None if expression.strip() == "null" else expression
+        elif override.is_sweep_override():
+            space[key] = expression
+        else:
+            rest.append(word)
+    return space, rest
+
+
+def tune(overrides: list[str]) -> list[dict]:
+    """Tune as ``dltrain tune OVERRIDES`` does; returns the ranked points (as tune.csv holds them)."""
+    started = time.perf_counter()
+    check_run_dir(overrides)
+    typed_space, overrides = split_space(overrides)
+    cfg = compose(overrides)
+    search = read_tune_settings(cfg)
+    if not any(o.lstrip("+").startswith("k=") for o in overrides):  # tune's own default number of folds
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.k = search.k
+    settings, plan = read_settings(cfg), read_cv_settings(cfg)
+    if settings.trainer.strategy == "ddp" or settings.trainer.lr_find:
+        raise DltrainError("dltrain tune trains its points in one process with the learning rates it samples; "
+                           "leave trainer.strategy=auto and trainer.lr_find=false.")
+    source = load_cv_source(settings, plan)
+    folds = plan_folds(source, plan, settings.data.name)
+    if plan.fold is not None:
+        folds = [folds[plan.fold]]
+    space = {**search.space, **(search.regression_space if source.task == "regression" else {}), **typed_space}
+    dimensions = parse_space({k: v for k, v in space.items() if v is not None})
+    metric = ("mse" if source.task == "regression" else "loss") if search.metric == "auto" else search.metric
+    check_monitor(metric, source.task)
+    mode = monitor_mode(metric, settings.trainer.mode)
+    ends = rung_ends(settings.trainer.epochs, search.rungs, search.eta, search.min_epochs)
+    run_dir = _run_dir(overrides)
+    with RunLock(run_dir), console_log(console, run_dir):
+        write_atomic(run_dir / ".hydra" / "config.yaml", _yaml(cfg))
+        console.print(f"[bold]dltrain tune[/bold]  {plural(search.points, 'point')} of "
+                      f"{len(searched(dimensions))} searched settings ({search.sampler}), each on "
+                      f"{plural(len(folds), 'fold')}; model={settings.model.name} data={settings.data.name} "
+                      f"({source.task}); score: mean val_{metric} of the last epoch ({mode}); rungs end at "
+                      f"epochs {', '.join(map(str, ends))} (eta={search.eta}). Folder: {run_dir}")
+        sampler = Sampler(dimensions, search.sampler, search.seed, minimize=mode == "min")
+        batches = search.batches if search.sampler == "tpe" else 1
+        points: list[Point] = []
+        deadline = None if search.seconds is None else started + search.seconds
+        for batch in range(batches):
+            count = search.points * (batch + 1) // batches - search.points * batch // batches
+            asked = sampler.ask(count)
+            batch_points = [Point(len(points) + i, [*o, f"trainer.monitor={metric}"]) for i, o in enumerate(asked)]
+            points += batch_points
+            _train_points(cfg, source, folds, batch_points, metric, mode, ends, search.eta, deadline,
+                          first_population=max((p.population for p in points[:-count]), default=-1) + 1)
+            sampler.tell(asked, [p.score for p in batch_points])  # a point dropped early: its last rung's
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        ranked = _rank(points, mode)
+        rows = [_row(point, rank, metric) for rank, point in enumerate(ranked, start=1)]
+        write_csv(run_dir / TUNE_CSV, _frame(rows))
+        best = ranked[0]
+        recipe = run_dir / BEST_RECIPE
+        write_atomic(recipe, best_recipe(best, metric, len(folds), run_dir, plan))
+        _write_hparams(run_dir, points, metric)
+        write_json(run_dir / TUNE_JSON, {"status": "finished", "metric": f"val_{metric}", "mode": mode,
+                                         "folds": len(folds), "rung_ends": ends, "points": rows,
+                                         "seconds": time.perf_counter() - started})
+        _print_table(rows, metric)
+        console.print(f"Best: point {best.number}, val_{metric} {fmt(best.score)} ± {fmt(best.std)} over "
+                      f"{plural(len(folds), 'fold')} in {time.perf_counter() - started:.1f} s. Rerun it with: "
+                      f"dltrain cv recipe={recipe}")
+        return rows
+
+
+def _run_dir(overrides: list[str]) -> Path:
+    for override in overrides:
+        if override.startswith("hydra.run.dir="):
+            return Path(override.split("=", 1)[1].strip("'\"")).resolve()
+    fresh = next(o for o in run_folder_overrides([]) if o.startswith("hydra.run.dir="))
+    return Path(fresh.split("=", 1)[1]).resolve()
+
+
+def _yaml(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _open_points(cfg, source, folds, points: list[Point], metric: str, mode: str) -> None:
+    """Each point's settings and its members (one per fold, seeded as that fold of
+    ``dltrain cv``: trainer.seed + fold index, with the data and model made in the same order)."""
+    import copy
+
+    for point in points:
+        try:
+            point.cfg = apply_overrides(copy.deepcopy(cfg), point.overrides)
+            point.settings = read_settings(point.cfg)
+        except DltrainError as error:
+            raise DltrainError(f"tune point {' '.join(point.overrides)}: {error}") from None
+        settings = point.settings
+        transform = settings.data.options.get("target_transform", source.target_transform)
+        point_source = replace(source, target_transform=transform) if source.task == "regression" else source
+        trainer = settings.trainer
+        for fold in folds:
+            seed = fold_seed(settings, fold)
+            seed_everything(seed)
+            data = prepare(point_source, fold.train_index, fold.val_index)
+            parts = build(settings, data.spec, train_targets=data.train.y,
+                          steps_per_epoch=optimizer_steps(len(data.train), settings.data.batch_size,
+                                                          trainer.accumulate_grad_batches))
+            stopping = EarlyStopping(f"val_{metric}", mode, trainer.patience, trainer.min_delta)
+            point.members.append(Member(f"point {point.number} fold {fold.index}", seed, data, parts, stopping))
+
+
+def population_key(point: Point) -> str:
+    """What the points of one population share: the model's parameter shapes (dropout layers
+    included) and the settings the engine applies to every member alike."""
+    from dataclasses import asdict
+
+    settings, model = point.settings, point.members[0].model
+    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    layers = [type(module).__name__ for module in model.modules()]
+    return json.dumps([shapes, layers, asdict(settings.trainer), settings.data.batch_size, settings.data.shuffle,
+                       settings.model.name], default=str)
+
+
+def _train_points(cfg, source, folds, points: list[Point], metric: str, mode: str, ends: list[int], eta: int,
+                  deadline: float | None, first_population: int = 0) -> None:
+    _open_points(cfg, source, folds, points, metric, mode)
+    populations: dict[str, list[Point]] = {}
+    for point in points:
+        populations.setdefault(population_key(point), []).append(point)
+    for number, group in enumerate(populations.values(), start=first_population):
+        for point in group:
+            point.population = number
+    device = resolve_device(points[0].settings.trainer.device)
+    refusals = {}
+    for number, group in enumerate(populations.values(), start=first_population):
+        settings = group[0].settings
+        members = [m for p in group for m in p.members]
+        refusals[number] = stacking_refusal(settings.model.name) if len(members) > 1 else None
+        console.print(f"population {number}: {plural(len(group), 'point')} x {plural(len(folds), 'fold')}, "
+                      f"model={settings.model.name} {_shape(group[0])}"
+                      + (f"; one by one: {refusals[number]}" if refusals[number] else "; trained at once"))
+    for rung, end in enumerate(ends):
+        rung_started = time.perf_counter()
+        for number, group in enumerate(populations.values(), start=first_population):
+            alive = [p for p in group if p.alive]
+            _train_until(alive, end, device, refusals[number])
+            if rung + 1 < len(ends):
+                kept = set(survivors([p.score for p in alive], eta, mode))
+                for index, point in enumerate(alive):
+                    point.alive = index in kept
+        best = _rank([p for p in points if p.epochs == end], mode)
+        console.print(f"rung {rung + 1} of {len(ends)} (epoch {end}): {plural(sum(p.epochs == end for p in points), 'point')} "
+                      f"trained, best val_{metric} {fmt(best[0].score) if best else '-'}; "
+                      f"{sum(p.alive for p in points)} go on ({time.perf_counter() - rung_started:.1f} s)")
+        if deadline is not None and time.perf_counter() > deadline and rung + 1 < len(ends):
+            console.print(f"tune.seconds reached: no new rung; the points are ranked at epoch {end}.")
+            break
+
+
+def _train_until(points: list[Point], end: int, device, refusal: str | None) -> None:
+    """Train the members of ``points`` to epoch ``end``: stacked as one population where they can
+    be (split by their batches per epoch, which stacked members must share), else one by one."""
+    settings = points[0].settings
+    members = [m for p in points for m in p.members if not m.stopping.stopped]
+    if not members:
+        return
+    groups: dict[int, list[Member]] = {}
+    for member in members:
+        groups.setdefault(batch_count(len(member.data.train), settings.data.batch_size), []).append(member)
+    for group in groups.values():
+        stacked = refusal is None and len(group) > 1 and stack_refusal(
+            group, settings.data.batch_size, None) is None
+        for together in ([group] if stacked else [[m] for m in group]):
+            trainer = Trainer(together, settings=settings.trainer, device=device, stacked=stacked,
+                              batch_size=settings.data.batch_size, shuffle=settings.data.shuffle,
+                              drop_diverged=True)
+            trainer.fit(until=end)
+
+
+def _shape(point: Point) -> str:
+    options = point.settings.model.options
+    described = {k: options[k] for k in ("hidden_sizes", "channels", "hidden_size") if k in options}
+    return " ".join(f"{k}={v}" for k, v in described.items())
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _rank(points: list[Point], mode: str) -> list[Point]:
+    """Best first: more epochs reached first (the rungs' survivors), then by score; a score that
+    is not a finite number last."""
+    def key(point: Point):
+        score = point.score
+        finite = math.isfinite(score)
+        return (-point.epochs, not finite, (score if mode == "min" else -score) if finite else 0.0)
+
+    return sorted(points, key=key)
+
+
+def _row(point: Point, rank: int, metric: str) -> dict:
+    values = dict(o.split("=", 1) for o in point.overrides if not o.startswith("trainer.monitor="))
+    return {"rank": rank, "point": point.number, "population": point.population, **values,
+            f"val_{metric}_mean": point.score, f"val_{metric}_std": point.std, "epochs": point.epochs}
+
+
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _print_table(rows: list[dict], metric: str, limit: int = 20) -> None:
+    from rich.table import Table
+
+    table = Table(title="Tune", show_header=True, header_style="bold")
+    keys = [k for k in rows[0] if k not in ("rank", "point", "population", "epochs") and not k.startswith("val_")
+            and len({row[k] for row in rows}) > 1]  # the settings searched (a fixed one is in tune.csv)
+    for column in ("rank", "point", *(k.rsplit(".", 1)[-1] for k in keys), f"val_{metric} (mean ± std)", "epochs"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("rank", "point", "epochs") else "left")
+    for row in rows[:limit]:
+        table.add_row(str(row["rank"]), str(row["point"]), *(str(row[k]) for k in keys),
+                      f"{fmt(row[f'val_{metric}_mean'])} ± {fmt(row[f'val_{metric}_std'])}", str(row["epochs"]))
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"(the other {len(rows) - limit} points are in {TUNE_CSV})")
+
+
+def best_recipe(point: Point, metric: str, fold_count: int, run_dir: Path, plan) -> str:
+    """The recipe of ``point``: every setting it trained with (each group's option, then its
+    settings), its epochs reached, k and the cv split; ``dltrain cv recipe=PATH`` reruns it."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(point.cfg, resolve=True)
+    settings = {group: cfg[group] for group in RECIPE_GROUPS}
+    settings["trainer"] = {**settings["trainer"], "epochs": point.epochs, "progress": False}
+    body = {"defaults": [{f"override /{g}": option_label(point.cfg, g)} for g in RECIPE_GROUPS],
+            "k": cfg["k"], **settings}
+    head = (f"# @package _global_\n"
+            f"# dltrain tune's best point ({' '.join(o for o in point.overrides if not o.startswith('trainer.'))}): "
+            f"val_{metric} {point.score:.6g} ± {point.std:.6g} (mean ± std over {plural(fold_count, 'fold')}"
+            f"{f', fold {plan.fold} only' if plan.fold is not None else ''}, cv.seed={plan.seed}, "
+            f"trainer.seed={point.settings.trainer.seed}, {plural(point.epochs, 'epoch')}), tuned in {run_dir}.\n"
+            f"# Rerun: dltrain cv recipe=THIS_FILE (the same folds and seeds give the same score; dropout's masks\n"
+            f"# are drawn differently one by one, within the folds' std), or dltrain fit recipe=THIS_FILE.\n")
+    return head + yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
+
+
+def _write_hparams(run_dir: Path, points: list[Point], metric: str) -> None:
+    """TensorBoard's HParams: one run per point (hparams/point_N) with its values and scores."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for point in points:
+        values = {}
+        for override in point.overrides:
+            key, _, text = override.partition("=")
+            try:
+                number = float(text)
+            except ValueError:
+                values[key] = text
+            else:
+                values[key] = number
+        with SummaryWriter(str(run_dir / "hparams" / f"point_{point.number}")) as writer:
+            writer.add_hparams(values, {f"hparam/val_{metric}": point.score, "hparam/epochs": point.epochs},
+                               run_name=".")
