@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
+from dltrain.commands.ensemble import train_ensemble
 from dltrain.commands.launch import check_run_dir, launch
 from dltrain.commands.lr_find import found_lr
 from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
@@ -84,6 +85,11 @@ def run_fit(cfg, run_dir: Path, out=console):
         with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
             source = load_source(settings.data)
         train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
+        if settings.trainer.ensemble > 1:
+            if resume or parallel.current_shard() is not None:
+                raise DltrainError("trainer.ensemble trains its seeds in one process from the start; it cannot "
+                                   "be resumed or run data-parallel (start it again, with trainer.strategy=auto).")
+            return train_ensemble(cfg, settings, source, train_index, val_index, run_dir, out=out)
         return train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
                            resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
 

@@ -239,8 +239,9 @@ def _train_points(cfg, source, folds, points: list[Point], metric: str, mode: st
                     point.alive = index in kept
         best = _rank([p for p in points if p.epochs == end], mode)
         console.print(f"rung {rung + 1} of {len(ends)} (epoch {end}): {plural(sum(p.epochs == end for p in points), 'point')} "
-                      f"trained, best val_{metric} {fmt(best[0].score) if best else '-'}; "
-                      f"{sum(p.alive for p in points)} go on ({time.perf_counter() - rung_started:.1f} s)")
+                      f"trained, best val_{metric} {fmt(best[0].score) if best else '-'}"
+                      + (f"; {sum(p.alive for p in points)} go on" if rung + 1 < len(ends) else "")
+                      + f" ({time.perf_counter() - rung_started:.1f} s)")
         if deadline is not None and time.perf_counter() > deadline and rung + 1 < len(ends):
             console.print(f"tune.seconds reached: no new rung; the points are ranked at epoch {end}.")
             break

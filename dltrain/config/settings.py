@@ -79,6 +79,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("progress", bool),
         Rule("checkpoint_every_seconds", float, minimum=0),
         Rule("save_top_k", int, minimum=1),
+        Rule("ensemble", int, minimum=1),
         Rule("precision", WORD, choices=PRECISIONS),
         Rule("compile", bool),
         Rule("compile_backend", str),
@@ -235,6 +236,7 @@ class TrainerSettings:
     progress: bool = _default("trainer", "progress")
     checkpoint_every_seconds: float = _default("trainer", "checkpoint_every_seconds")
     save_top_k: int = _default("trainer", "save_top_k")  # best.pt, and the K best epochs' checkpoints when above 1
+    ensemble: int = _default("trainer", "ensemble")  # fit: seeds trained at once, best.pt their ensemble
     precision: str = _default("trainer", "precision")  # auto | 32 | bf16 | fp16
     compile: bool = _default("trainer", "compile")
     compile_backend: str = _default("trainer", "compile_backend")

@@ -164,9 +164,12 @@ class Trainer:
             if self.speed.channels_last:
                 member.model.to(memory_format=torch.channels_last)
             member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
-        # trainer.threads before the first step: one thread for a small model, torch's default else
+        # trainer.threads before the first step: one thread for a small model, torch's default else.
+        # Sized by one member's batch: a stacked population's losses and optimizer steps are each
+        # member's own small operators, which threads slow down (10x and more on a busy CPU:
+        # bench/README.md "Threads"), however many members share the step.
         first = members[0]
-        step_rows = batch_size_for(len(first.data.train), batch_size) * len(members)
+        step_rows = batch_size_for(len(first.data.train), batch_size)
         example = to_device(rows(first.data.train.x, slice(0, 64)), device)
         self.threads_note = apply_threads(settings.threads, first.model, example, step_rows, device)
         if stacked:
