@@ -146,3 +146,32 @@ def test_tune_ranks_a_good_point_first_and_cv_reruns_its_recipe(cli):
     rerun = json.loads(Path("outputs/rerun/cv_summary.json").read_text())["objective"]
     assert rerun["mean"] == pytest.approx(points[0]["val_mse_mean"], abs=TOLERANCE, rel=1e-5)
     assert rerun["std"] == pytest.approx(points[0]["val_mse_std"], abs=TOLERANCE, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_a_rung_end_and_resume_continues_to_the_same_ranking(monkeypatch):
+    import os
+    import signal
+
+    from dltrain.commands import tune
+    from dltrain.errors import RunInterrupted
+
+    words = [*TINY, "data.num_samples=64", "k=2", "trainer.epochs=2", "tune.points=4", "tune.rungs=2", "tune.eta=2",
+             "model.hidden_sizes=choice([8])", "tune.space.model.dropout=null"]
+    expected = tune.tune([*words, "hydra.run.dir=outputs/whole"])
+    opened = tune._open_points
+
+    def interrupting(cfg, source, folds, points, metric, mode):  # Ctrl-C during the first epoch's end
+        opened(cfg, source, folds, points, metric, mode)
+        points[0].members[0].callbacks.append(lambda epoch, row: os.kill(os.getpid(), signal.SIGINT))
+
+    monkeypatch.setattr(tune, "_open_points", interrupting)
+    with pytest.raises(RunInterrupted):
+        tune.tune([*words, "hydra.run.dir=outputs/stopped"])
+    monkeypatch.setattr(tune, "_open_points", opened)
+    assert Path("outputs/stopped/tune_state.pt").is_file() and not Path("outputs/stopped/tune.csv").exists()
+    resumed = tune.tune(["resume=outputs/stopped"])
+    assert not Path("outputs/stopped/tune_state.pt").exists()
+    assert [(r["point"], r["epochs"]) for r in resumed] == [(r["point"], r["epochs"]) for r in expected]
+    for row, reference in zip(resumed, expected):
+        assert row["val_mse_mean"] == pytest.approx(reference["val_mse_mean"], abs=1e-6)

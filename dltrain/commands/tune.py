@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dltrain.commands.cv import fold_seed
 from dltrain.commands.launch import check_run_dir, run_folder_overrides
+from dltrain.commands.resume import resumed_config, split_resume
 from dltrain.config import (apply_overrides, compose, parse_overrides, read_cv_settings, read_settings,
                             read_tune_settings)
 from dltrain.config.groups import SETTING_GROUPS
@@ -24,12 +25,14 @@ from dltrain.config.space import Sampler, parse_space, searched
 from dltrain.console import console, fmt, plural
 from dltrain.data import prepare
 from dltrain.data.folds import load_cv_source, plan_folds
-from dltrain.errors import DltrainError
-from dltrain.files import RunLock, console_log, write_atomic, write_csv, write_json
+from dltrain.errors import DltrainError, RunInterrupted
+from dltrain.files import RunLock, console_log, remove_file, write_atomic, write_csv, write_json
 from dltrain.models import stacking_refusal
 from dltrain.train.build import build
 from dltrain.train.device import resolve_device, seed_everything
-from dltrain.train.engine import Trainer, batch_count, optimizer_steps, stack_refusal
+from dltrain.train.checkpoint import (check_weights, load_checkpoint, load_optimizer_state, load_scheduler_state,
+                                      save_checkpoint, state_shapes)
+from dltrain.train.engine import Trainer, batch_count, optimizer_steps, stack_refusal, stop_on_signals
 from dltrain.train.halving import rung_ends, survivors
 from dltrain.train.member import Member
 from dltrain.train.metrics import check_monitor, monitor_mode
@@ -38,6 +41,7 @@ from dltrain.train.stopping import EarlyStopping
 TUNE_CSV = "tune.csv"
 TUNE_JSON = "tune.json"
 BEST_RECIPE = "best_recipe.yaml"
+STATE = "tune_state.pt"  # where Ctrl-C at a rung's end leaves the search, for resume=
 # The groups a recipe sets (the loggers and the search itself stay the caller's).
 RECIPE_GROUPS = tuple(g for g in SETTING_GROUPS if g not in ("logger", "tune"))
 
@@ -53,6 +57,7 @@ class Point:
     members: list = field(default_factory=list)
     population: int = 0
     alive: bool = True
+    batch: int = 0  # the batch it was asked in (tune.sampler=tpe asks tune.batches of them)
 
     @property
     def epochs(self) -> int:
@@ -91,17 +96,39 @@ def split_space(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def tune(overrides: list[str]) -> list[dict]:
-    """Tune as ``dltrain tune OVERRIDES`` does; returns the ranked points (as tune.csv holds them)."""
+    """Tune as ``dltrain tune OVERRIDES`` does; returns the ranked points (as tune.csv holds them).
+    ``resume=TUNE_DIR`` continues a tune stopped by Ctrl-C or SIGTERM at a rung's end."""
+    from omegaconf import open_dict
+
     started = time.perf_counter()
     check_run_dir(overrides)
+    target, overrides = split_resume(overrides)
+    if target is not None:
+        run_dir = Path(target).expanduser().resolve()
+        if not (run_dir / STATE).is_file():
+            raise DltrainError(f"resume={target} holds no {STATE} to continue from; give the folder of a tune "
+                               f"that Ctrl-C stopped at a rung's end.")
+        cfg = resumed_config(target, run_dir, run_dir / ".hydra" / "config.yaml", overrides, cv=True)
+        with RunLock(run_dir), console_log(console, run_dir):
+            return _search(cfg, run_dir, started, load_checkpoint(run_dir / STATE))
     typed_space, overrides = split_space(overrides)
     cfg = compose(overrides)
     search = read_tune_settings(cfg)
-    if not any(o.lstrip("+").startswith("k=") for o in overrides):  # tune's own default number of folds
-        from omegaconf import open_dict
-
-        with open_dict(cfg):
+    with open_dict(cfg):
+        if not any(o.lstrip("+").startswith("k=") for o in overrides):  # tune's own default number of folds
             cfg.k = search.k
+        cfg.tune.space = {**search.space, **typed_space}  # as resume= reads it back
+    run_dir = _run_dir(overrides)
+    with RunLock(run_dir), console_log(console, run_dir):
+        write_atomic(run_dir / ".hydra" / "config.yaml", _yaml(cfg))
+        return _search(cfg, run_dir, started, None)
+
+
+def _search(cfg, run_dir: Path, started: float, state: dict | None) -> list[dict]:
+    """The search in ``run_dir``, from its start or (``state``) from a rung's end."""
+    from types import SimpleNamespace
+
+    search = read_tune_settings(cfg)
     settings, plan = read_settings(cfg), read_cv_settings(cfg)
     if settings.trainer.strategy == "ddp" or settings.trainer.lr_find:
         raise DltrainError("dltrain tune trains its points in one process with the learning rates it samples; "
@@ -110,49 +137,114 @@ def tune(overrides: list[str]) -> list[dict]:
     folds = plan_folds(source, plan, settings.data.name)
     if plan.fold is not None:
         folds = [folds[plan.fold]]
-    space = {**search.space, **(search.regression_space if source.task == "regression" else {}), **typed_space}
+    space = {**search.space, **(search.regression_space if source.task == "regression" else {})}
     dimensions = parse_space({k: v for k, v in space.items() if v is not None})
     metric = ("mse" if source.task == "regression" else "loss") if search.metric == "auto" else search.metric
     check_monitor(metric, source.task)
     mode = monitor_mode(metric, settings.trainer.mode)
     ends = rung_ends(settings.trainer.epochs, search.rungs, search.eta, search.min_epochs)
-    run_dir = _run_dir(overrides)
-    with RunLock(run_dir), console_log(console, run_dir):
-        write_atomic(run_dir / ".hydra" / "config.yaml", _yaml(cfg))
-        console.print(f"[bold]dltrain tune[/bold]  {plural(search.points, 'point')} of "
-                      f"{len(searched(dimensions))} searched settings ({search.sampler}), each on "
-                      f"{plural(len(folds), 'fold')}; model={settings.model.name} data={settings.data.name} "
-                      f"({source.task}); score: mean val_{metric} of the last epoch ({mode}); rungs end at "
-                      f"epochs {', '.join(map(str, ends))} (eta={search.eta}). Folder: {run_dir}")
-        sampler = Sampler(dimensions, search.sampler, search.seed, minimize=mode == "min")
-        batches = search.batches if search.sampler == "tpe" else 1
-        points: list[Point] = []
-        deadline = None if search.seconds is None else started + search.seconds
-        for batch in range(batches):
-            count = search.points * (batch + 1) // batches - search.points * batch // batches
-            asked = sampler.ask(count)
-            batch_points = [Point(len(points) + i, [*o, f"trainer.monitor={metric}"]) for i, o in enumerate(asked)]
-            points += batch_points
-            _train_points(cfg, source, folds, batch_points, metric, mode, ends, search.eta, deadline,
-                          first_population=max((p.population for p in points[:-count]), default=-1) + 1)
-            sampler.tell(asked, [p.score for p in batch_points])  # a point dropped early: its last rung's
+    console.print(f"[bold]dltrain tune[/bold]  {plural(search.points, 'point')} of "
+                  f"{len(searched(dimensions))} searched settings ({search.sampler}), each on "
+                  f"{plural(len(folds), 'fold')}; model={settings.model.name} data={settings.data.name} "
+                  f"({source.task}); score: mean val_{metric} of the last epoch ({mode}); rungs end at "
+                  f"epochs {', '.join(map(str, ends))} (eta={search.eta}). Folder: {run_dir}")
+    sampler = Sampler(dimensions, search.sampler, search.seed, minimize=mode == "min")
+    batches = search.batches if search.sampler == "tpe" else 1
+    points: list[Point] = []
+    first_batch, first_rung = 0, 0
+    if state is not None:
+        points, first_batch, first_rung = _restored(cfg, source, folds, state, metric, mode)
+        for batch in range(first_batch + 1):  # the sampler where it was: each batch asked (and told)
+            count = _batch_size(search.points, batches, batch)
+            sampler.ask(count)
+            if batch < first_batch:
+                sampler.tell([p.score for p in points if p.batch == batch])
+        console.print(f"Resuming {run_dir}: batch {first_batch + 1} of {batches}, after rung {first_rung} of {len(ends)}.")
+    deadline = None if search.seconds is None else started + search.seconds
+    listener = SimpleNamespace(stop_requested=0)
+    with stop_on_signals(listener):
+        for batch in range(first_batch, batches):
+            if batch == first_batch and state is not None:
+                batch_points = [p for p in points if p.batch == batch]
+            else:
+                asked = sampler.ask(_batch_size(search.points, batches, batch))
+                batch_points = [Point(len(points) + i, [*o, f"trainer.monitor={metric}"], batch=batch)
+                                for i, o in enumerate(asked)]
+                points += batch_points
+                _open_points(cfg, source, folds, batch_points, metric, mode)
+
+            def stop_here(rung_done: int) -> None:
+                if listener.stop_requested:
+                    save_checkpoint(run_dir / STATE, _state(points, batch, rung_done))
+                    raise RunInterrupted(run_dir, listener.stop_requested)
+
+            first_population = max((p.population for p in points if p.batch < batch), default=-1) + 1
+            _train_points(batch_points, metric, mode, ends, search.eta, deadline, first_population,
+                          first_rung=first_rung if batch == first_batch else 0, after_rung=stop_here)
+            sampler.tell([p.score for p in batch_points])  # a point dropped early: its last rung's
             if deadline is not None and time.perf_counter() > deadline:
                 break
-        ranked = _rank(points, mode)
-        rows = [_row(point, rank, metric) for rank, point in enumerate(ranked, start=1)]
-        write_csv(run_dir / TUNE_CSV, _frame(rows))
-        best = ranked[0]
-        recipe = run_dir / BEST_RECIPE
-        write_atomic(recipe, best_recipe(best, metric, len(folds), run_dir, plan))
-        _write_hparams(run_dir, points, metric)
-        write_json(run_dir / TUNE_JSON, {"status": "finished", "metric": f"val_{metric}", "mode": mode,
-                                         "folds": len(folds), "rung_ends": ends, "points": rows,
-                                         "seconds": time.perf_counter() - started})
-        _print_table(rows, metric)
-        console.print(f"Best: point {best.number}, val_{metric} {fmt(best.score)} ± {fmt(best.std)} over "
-                      f"{plural(len(folds), 'fold')} in {time.perf_counter() - started:.1f} s. Rerun it with: "
-                      f"dltrain cv recipe={recipe}")
-        return rows
+        if listener.stop_requested:  # Ctrl-C as the last rung ended: the results are complete
+            listener.stop_requested = 0
+    ranked = _rank(points, mode)
+    rows = [_row(point, rank, metric) for rank, point in enumerate(ranked, start=1)]
+    write_csv(run_dir / TUNE_CSV, _frame(rows))
+    best = ranked[0]
+    recipe = run_dir / BEST_RECIPE
+    write_atomic(recipe, best_recipe(best, metric, len(folds), run_dir, plan))
+    _write_hparams(run_dir, points, metric)
+    write_json(run_dir / TUNE_JSON, {"status": "finished", "metric": f"val_{metric}", "mode": mode,
+                                     "folds": len(folds), "rung_ends": ends, "points": rows,
+                                     "seconds": time.perf_counter() - started})
+    remove_file(run_dir / STATE)
+    _print_table(rows, metric)
+    console.print(f"Best: point {best.number}, val_{metric} {fmt(best.score)} ± {fmt(best.std)} over "
+                  f"{plural(len(folds), 'fold')} in {time.perf_counter() - started:.1f} s. Rerun it with: "
+                  f"dltrain cv recipe={recipe}")
+    return rows
+
+
+def _batch_size(points: int, batches: int, batch: int) -> int:
+    return points * (batch + 1) // batches - points * batch // batches
+
+
+def _state(points: list[Point], batch: int, rung_done: int) -> dict:
+    """What resume= needs at a rung's end: every point's overrides and standing, and each of
+    its members' weights, optimizer, schedule and training state (rows, early stopping, seeds)."""
+    return {"batch": batch, "rung": rung_done,
+            "points": [{"number": p.number, "overrides": p.overrides, "batch": p.batch, "alive": p.alive,
+                        "members": [{"model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(),
+                                     "scheduler": (m.schedule.scheduler.state_dict()
+                                                   if m.schedule.scheduler is not None else None),
+                                     "trainer": m.state_dict()} for m in p.members]}
+                       for p in points]}
+
+
+def _restored(cfg, source, folds, state: dict, metric: str, mode: str) -> tuple[list[Point], int, int]:
+    """The points of a saved state, their members rebuilt and loaded (one sentence for a state
+    that is not one this tune saved)."""
+    try:
+        points = [Point(int(p["number"]), [str(o) for o in p["overrides"]], batch=int(p["batch"]),
+                        alive=bool(p["alive"])) for p in state["points"]]
+        saved = [p["members"] for p in state["points"]]
+        batch, rung = int(state["batch"]), int(state["rung"])
+    except (KeyError, TypeError, ValueError):
+        raise DltrainError(f"The tune's {STATE} is not one dltrain tune saved; start the tune again.") from None
+    _open_points(cfg, source, folds, points, metric, mode)
+    for point, members in zip(points, saved):
+        if len(members) != len(point.members):
+            raise DltrainError(f"The tune's {STATE} holds {len(members)} folds for point {point.number}, "
+                               f"this data {len(point.members)}; resume with the data it was started on.")
+        for member, member_state in zip(point.members, members):
+            where = f"{STATE} (point {point.number}, {member.label})"
+            check_weights(member_state.get("model"), state_shapes(member.model), where, "this model",
+                          "resume with the tune's own settings")
+            member.model.load_state_dict(member_state["model"])
+            load_optimizer_state(member.optimizer, member_state["optimizer"], where)
+            if member.schedule.scheduler is not None and member_state.get("scheduler") is not None:
+                load_scheduler_state(member.schedule.scheduler, member_state["scheduler"], where)
+            member.load_state_dict(member_state["trainer"], where)
+    return points, batch, rung
 
 
 def _run_dir(overrides: list[str]) -> Path:
@@ -210,9 +302,12 @@ def population_key(point: Point) -> str:
                        settings.model.name], default=str)
 
 
-def _train_points(cfg, source, folds, points: list[Point], metric: str, mode: str, ends: list[int], eta: int,
-                  deadline: float | None, first_population: int = 0) -> None:
-    _open_points(cfg, source, folds, points, metric, mode)
+def _train_points(points: list[Point], metric: str, mode: str, ends: list[int], eta: int,
+                  deadline: float | None, first_population: int = 0, *, first_rung: int = 0,
+                  after_rung=None) -> None:
+    """Train the opened ``points`` rung by rung from rung ``first_rung`` (those before it done),
+    halving each population after every rung but the last; ``after_rung(rungs_done)`` is called
+    at each rung's end (a stop request saves the state there)."""
     populations: dict[str, list[Point]] = {}
     for point in points:
         populations.setdefault(population_key(point), []).append(point)
@@ -225,10 +320,12 @@ def _train_points(cfg, source, folds, points: list[Point], metric: str, mode: st
         settings = group[0].settings
         members = [m for p in group for m in p.members]
         refusals[number] = stacking_refusal(settings.model.name) if len(members) > 1 else None
-        console.print(f"population {number}: {plural(len(group), 'point')} x {plural(len(folds), 'fold')}, "
+        console.print(f"population {number}: {plural(len(group), 'point')} x {plural(len(group[0].members), 'fold')}, "
                       f"model={settings.model.name} {_shape(group[0])}"
                       + (f"; one by one: {refusals[number]}" if refusals[number] else "; trained at once"))
     for rung, end in enumerate(ends):
+        if rung < first_rung:
+            continue
         rung_started = time.perf_counter()
         for number, group in enumerate(populations.values(), start=first_population):
             alive = [p for p in group if p.alive]
@@ -245,6 +342,8 @@ def _train_points(cfg, source, folds, points: list[Point], metric: str, mode: st
         if deadline is not None and time.perf_counter() > deadline and rung + 1 < len(ends):
             console.print(f"tune.seconds reached: no new rung; the points are ranked at epoch {end}.")
             break
+        if after_rung is not None and rung + 1 < len(ends):
+            after_rung(rung + 1)
 
 
 def _train_until(points: list[Point], end: int, device, refusal: str | None) -> None:

@@ -81,7 +81,7 @@ def searched(dimensions: list[Dimension]) -> list[Dimension]:
 
 class Sampler:
     """Draws points of ``dimensions``: ``ask(n)`` gives n points (each a list of overrides),
-    ``tell(points, scores)`` reports the scores of the points asked, in order (TPE learns from them)."""
+    ``tell(scores)`` reports the scores of the points asked, in order (TPE learns from them)."""
 
     def __init__(self, dimensions: list[Dimension], kind: str, seed: int, minimize: bool):
         self.dimensions, self.kind, self.seed, self.minimize = dimensions, kind, seed, minimize
@@ -106,10 +106,10 @@ class Sampler:
                  else self.random.random((count, max(len(free), 1))).tolist())
         return [self._point({d.key: d.value(u) for d, u in zip(free, row)}) for row in units]
 
-    def tell(self, points: list[list[str]], scores: list[float]) -> None:
+    def tell(self, scores: list[float]) -> None:
         if self.kind != "tpe":
             return
-        trials, self._asked = self._asked[:len(points)], self._asked[len(points):]
+        trials, self._asked = self._asked[:len(scores)], self._asked[len(scores):]
         for trial, score in zip(trials, scores):
             if math.isfinite(score):
                 self.study.tell(trial, score)
