@@ -16,6 +16,7 @@ from dltrain.commands.lr_find import found_lr
 from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
                                      resumed_config, split_resume)
 from dltrain.config import compose, read_settings
+from dltrain.config.compose import expand_recipe_file
 from dltrain.console import EpochTable, console
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_saved
@@ -34,6 +35,7 @@ def fit(overrides: list[str]):
     """Train as ``dltrain fit OVERRIDES`` does; returns the FitResult (None when the run went to
     data-parallel processes started here, which print and write for themselves, or when a resumed
     run had nothing left to train)."""
+    overrides = expand_recipe_file(overrides)  # recipe=PATH as settings, for Hydra's jobs too
     check_run_dir(overrides)
     if int(os.environ.get("RANK", "0")) != 0:
         parallel.quiet()  # rank 0 tells torchrun's user about a bad setting, once
