@@ -29,20 +29,22 @@ def test_ensemble_scores_are_the_mean_of_its_members(task, output_size, kind):
     assert torch.allclose(together, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_ensemble_trains_seeds_and_eval_predict_use_their_ensemble(cli):
     import torch
 
+    from dltrain.commands.ensemble import ENSEMBLE_JSON, member_folder
     from dltrain.commands.evaluate import load_run
 
     result = cli("fit", "data=iris", "trainer.ensemble=3", "trainer.epochs=2", "logger=none", "model.hidden_sizes=[8]",
                  "trainer.progress=false", "hydra.run.dir=outputs/ens")
     assert result.exit_code == 0, result.output
     folder = Path("outputs/ens")
-    summary = json.loads((folder / "ensemble.json").read_text())
+    summary = json.loads((folder / ENSEMBLE_JSON).read_text())
     assert summary["seeds"] == [0, 1, 2] and summary["members"] == ["member_0", "member_1", "member_2"]
     assert {"val_loss", "val_accuracy"} <= summary["mean"].keys() and summary["std"]["val_loss"] > 0
     ensemble = load_run(str(folder))
-    members = [load_run(str(folder / f"member_{i}")) for i in range(3)]
+    members = [load_run(str(member_folder(folder, i))) for i in range(3)]
     x = torch.randn(16, 4)
     with torch.no_grad():
         mean = torch.stack([m.objective.scores(m.model.eval()(x)) for m in members]).mean(0)
