@@ -29,7 +29,6 @@ def test_ensemble_scores_are_the_mean_of_its_members(task, output_size, kind):
     assert torch.allclose(together, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_fit_ensemble_trains_seeds_and_eval_predict_use_their_ensemble(cli):
     import torch
 

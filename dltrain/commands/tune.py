@@ -266,9 +266,13 @@ def _yaml(cfg) -> str:
 
 def _open_points(cfg, source, folds, points: list[Point], metric: str, mode: str) -> None:
     """Each point's settings and its members (one per fold, seeded as that fold of
-    ``dltrain cv``: trainer.seed + fold index, with the data and model made in the same order)."""
+    ``dltrain cv``: trainer.seed + fold index, the model made after the fold's data). Points of
+    one target transform share each fold's prepared data; a point may not change the data
+    otherwise (its rows and folds are the tune's)."""
     import copy
 
+    base = _data_key(read_settings(cfg).data)
+    prepared = {}
     for point in points:
         try:
             point.cfg = apply_overrides(copy.deepcopy(cfg), point.overrides)
@@ -276,18 +280,30 @@ def _open_points(cfg, source, folds, points: list[Point], metric: str, mode: str
         except DltrainError as error:
             raise DltrainError(f"tune point {' '.join(point.overrides)}: {error}") from None
         settings = point.settings
+        if _data_key(settings.data) != base:
+            raise DltrainError(f"tune point {' '.join(point.overrides)} changes the data; tune.space may search "
+                               f"data.target_transform, data.batch_size and data.shuffle, the rest of data is the "
+                               f"tune's own (its rows and folds).")
         transform = settings.data.options.get("target_transform", source.target_transform)
         point_source = replace(source, target_transform=transform) if source.task == "regression" else source
         trainer = settings.trainer
         for fold in folds:
             seed = fold_seed(settings, fold)
-            seed_everything(seed)
-            data = prepare(point_source, fold.train_index, fold.val_index)
+            if (fold.index, transform) not in prepared:
+                seed_everything(seed)
+                prepared[fold.index, transform] = prepare(point_source, fold.train_index, fold.val_index)
+            data = prepared[fold.index, transform]
+            seed_everything(seed)  # as dltrain cv seeds its fold: the same initial weights
             parts = build(settings, data.spec, train_targets=data.train.y,
                           steps_per_epoch=optimizer_steps(len(data.train), settings.data.batch_size,
                                                           trainer.accumulate_grad_batches))
             stopping = EarlyStopping(f"val_{metric}", mode, trainer.patience, trainer.min_delta)
             point.members.append(Member(f"point {point.number} fold {fold.index}", seed, data, parts, stopping))
+
+
+def _data_key(data) -> str:
+    options = {k: v for k, v in data.options.items() if k != "target_transform"}
+    return json.dumps([data.name, data.val_fraction, options], sort_keys=True, default=str)
 
 
 def population_key(point: Point) -> str:

@@ -84,7 +84,10 @@ def _override_value(value) -> str:
         return "[" + ",".join(_override_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z_][\w\-/.]*", text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text  # a plain word reads back as itself (auto, mse, relu): as a user types it
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def override_keys(overrides: list[str]) -> list[str]:
