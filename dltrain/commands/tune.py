@@ -334,8 +334,11 @@ def _train_points(points: list[Point], metric: str, mode: str, ends: list[int], 
     refusals = {}
     for number, group in enumerate(populations.values(), start=first_population):
         settings = group[0].settings
-        members = [m for p in group for m in p.members]
-        refusals[number] = stacking_refusal(settings.model.name) if len(members) > 1 else None
+        # What stops these members training at once, asked of one fold's (the same rows): folds
+        # whose batch counts differ are no reason, each count trains as its own stack.
+        sample = [p.members[0] for p in group]
+        refusals[number] = stack_refusal(sample, settings.data.batch_size, stacking_refusal(settings.model.name)) \
+            if len(group) * len(group[0].members) > 1 else None
         console.print(f"population {number}: {plural(len(group), 'point')} x {plural(len(group[0].members), 'fold')}, "
                       f"model={settings.model.name} {_shape(group[0])}"
                       + (f"; one by one: {refusals[number]}" if refusals[number] else "; trained at once"))
