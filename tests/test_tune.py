@@ -175,3 +175,20 @@ def test_ctrl_c_stops_at_a_rung_end_and_resume_continues_to_the_same_ranking(mon
     assert [(r["point"], r["epochs"]) for r in resumed] == [(r["point"], r["epochs"]) for r in expected]
     for row, reference in zip(resumed, expected):
         assert row["val_mse_mean"] == pytest.approx(reference["val_mse_mean"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_populations_as_launcher_jobs_rank_as_in_one_process():
+    """hydra/launcher=joblib: each population a job (here joblib's one worker, in this process)
+    that derives the same points from the tune's saved config; the same ranking and scores."""
+    from dltrain.commands import tune
+
+    words = [*TINY, "data.num_samples=64", "k=2", "trainer.epochs=2", "tune.points=4", "tune.rungs=2", "tune.eta=2",
+             "tune.space.model.dropout=null", "model.hidden_sizes=choice([4],[8])"]
+    alone = tune.tune([*words, "hydra.run.dir=outputs/alone"])
+    jobs = tune.tune([*words, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "hydra.run.dir=outputs/jobs"])
+    assert sorted(p.name for p in Path("outputs/jobs").glob("population_*")) == ["population_0", "population_1"]
+    assert [(r["point"], r["population"], r["epochs"]) for r in jobs] == \
+        [(r["point"], r["population"], r["epochs"]) for r in alone]
+    for row, reference in zip(jobs, alone):
+        assert row["val_mse_mean"] == pytest.approx(reference["val_mse_mean"], abs=1e-6)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dltrain.commands.cv import fold_seed
-from dltrain.commands.launch import check_run_dir, run_folder_overrides
+from dltrain.commands.launch import check_fold_launch, check_run_dir, launch, run_folder_overrides
 from dltrain.commands.resume import resumed_config, split_resume
-from dltrain.config import (apply_overrides, compose, parse_overrides, read_cv_settings, read_settings,
+from dltrain.config import (apply_overrides, compose_with_hydra, parse_overrides, read_cv_settings, read_settings,
                             read_tune_settings)
 from dltrain.config.groups import SETTING_GROUPS
 from dltrain.config.settings import option_label
@@ -26,7 +26,7 @@ from dltrain.console import console, fmt, plural
 from dltrain.data import prepare
 from dltrain.data.folds import load_cv_source, plan_folds
 from dltrain.errors import DltrainError, RunInterrupted
-from dltrain.files import RunLock, console_log, remove_file, write_atomic, write_csv, write_json
+from dltrain.files import RunLock, console_log, read_json_object, remove_file, write_atomic, write_csv, write_json
 from dltrain.models import stacking_refusal
 from dltrain.train.build import build
 from dltrain.train.device import resolve_device, seed_everything
@@ -41,6 +41,8 @@ from dltrain.train.stopping import EarlyStopping
 TUNE_CSV = "tune.csv"
 TUNE_JSON = "tune.json"
 BEST_RECIPE = "best_recipe.yaml"
+POPULATION_JSON = "population.json"  # a launcher job's rows of its population's members
+LAUNCHER_WORDS = ("hydra/launcher", "hydra.launcher")  # what a tune passes on to its populations' jobs
 STATE = "tune_state.pt"  # where Ctrl-C at a rung's end leaves the search, for resume=
 # The groups a recipe sets (the loggers and the search itself stay the caller's).
 RECIPE_GROUPS = tuple(g for g in SETTING_GROUPS if g not in ("logger", "tune"))
@@ -112,7 +114,8 @@ def tune(overrides: list[str]) -> list[dict]:
         with RunLock(run_dir), console_log(console, run_dir):
             return _search(cfg, run_dir, started, load_checkpoint(run_dir / STATE))
     typed_space, overrides = split_space(overrides)
-    cfg = compose(overrides)
+    cfg, hydra = compose_with_hydra(overrides)
+    in_process = check_fold_launch(hydra, overrides)  # else each population is a job of Hydra's launcher
     search = read_tune_settings(cfg)
     with open_dict(cfg):
         if not any(o.lstrip("+").startswith("k=") for o in overrides):  # tune's own default number of folds
@@ -121,11 +124,13 @@ def tune(overrides: list[str]) -> list[dict]:
     run_dir = _run_dir(overrides)
     with RunLock(run_dir), console_log(console, run_dir):
         write_atomic(run_dir / ".hydra" / "config.yaml", _yaml(cfg))
-        return _search(cfg, run_dir, started, None)
+        launcher = None if in_process else [o for o in overrides if o.lstrip("+").startswith(LAUNCHER_WORDS)]
+        return _search(cfg, run_dir, started, None, launcher)
 
 
-def _search(cfg, run_dir: Path, started: float, state: dict | None) -> list[dict]:
-    """The search in ``run_dir``, from its start or (``state``) from a rung's end."""
+def _plan(cfg):
+    """What a tune (and each population's job) derives from its config: settings, data, folds,
+    the space's dimensions, the metric and its direction, the rungs' ends."""
     from types import SimpleNamespace
 
     search = read_tune_settings(cfg)
@@ -138,11 +143,25 @@ def _search(cfg, run_dir: Path, started: float, state: dict | None) -> list[dict
     if plan.fold is not None:
         folds = [folds[plan.fold]]
     space = {**search.space, **(search.regression_space if source.task == "regression" else {})}
-    dimensions = parse_space({k: v for k, v in space.items() if v is not None})
     metric = ("mse" if source.task == "regression" else "loss") if search.metric == "auto" else search.metric
     check_monitor(metric, source.task)
-    mode = monitor_mode(metric, settings.trainer.mode)
-    ends = rung_ends(settings.trainer.epochs, search.rungs, search.eta, search.min_epochs)
+    return SimpleNamespace(search=search, settings=settings, plan=plan, source=source, folds=folds, metric=metric,
+                           dimensions=parse_space({k: v for k, v in space.items() if v is not None}),
+                           mode=monitor_mode(metric, settings.trainer.mode),
+                           ends=rung_ends(settings.trainer.epochs, search.rungs, search.eta, search.min_epochs))
+
+
+def _search(cfg, run_dir: Path, started: float, state: dict | None, launcher: list[str] | None = None) -> list[dict]:
+    """The search in ``run_dir``, from its start or (``state``) from a rung's end; ``launcher``:
+    the hydra/launcher words that send each population to Hydra's launcher as a job."""
+    from types import SimpleNamespace
+
+    run = _plan(cfg)
+    search, settings, plan, source, folds = run.search, run.settings, run.plan, run.source, run.folds
+    dimensions, metric, mode, ends = run.dimensions, run.metric, run.mode, run.ends
+    if launcher is not None and search.sampler == "tpe":
+        raise DltrainError("tune.sampler=tpe asks its batches in this process, one after another; with a "
+                           "launcher use tune.sampler=sobol or random.")
     console.print(f"[bold]dltrain tune[/bold]  {plural(search.points, 'point')} of "
                   f"{len(searched(dimensions))} searched settings ({search.sampler}), each on "
                   f"{plural(len(folds), 'fold')}; model={settings.model.name} data={settings.data.name} "
@@ -179,8 +198,11 @@ def _search(cfg, run_dir: Path, started: float, state: dict | None) -> list[dict
                     raise RunInterrupted(run_dir, listener.stop_requested)
 
             first_population = max((p.population for p in points if p.batch < batch), default=-1) + 1
-            _train_points(batch_points, metric, mode, ends, search.eta, deadline, first_population,
-                          first_rung=first_rung if batch == first_batch else 0, after_rung=stop_here)
+            if launcher is not None:
+                _launch_populations(batch_points, run_dir, launcher)
+            else:
+                _train_points(batch_points, metric, mode, ends, search.eta, deadline, first_population,
+                              first_rung=first_rung if batch == first_batch else 0, after_rung=stop_here)
             sampler.tell([p.score for p in batch_points])  # a point dropped early: its last rung's
             if deadline is not None and time.perf_counter() > deadline:
                 break
@@ -202,6 +224,61 @@ def _search(cfg, run_dir: Path, started: float, state: dict | None) -> list[dict
                   f"{plural(len(folds), 'fold')} in {time.perf_counter() - started:.1f} s. Rerun it with: "
                   f"dltrain cv recipe={recipe}")
     return rows
+
+
+def _launch_populations(points: list[Point], run_dir: Path, launcher: list[str]) -> None:
+    """Each population of ``points`` as one job of Hydra's launcher (population_N/, which may run
+    in another process or on another machine: it derives the same points from the tune's saved
+    config); their members' rows come back in each job's population.json."""
+    groups = _populations(points)
+    console.print(f"{plural(len(groups), 'population')} as jobs of Hydra's launcher: {run_dir}/population_N")
+    launch(run_population_job, [*launcher, f"+tune.population={','.join(map(str, range(len(groups))))}",
+                                f"hydra.sweep.dir={_quoted(str(run_dir))}",
+                                "hydra.sweep.subdir=population_${tune.population}", "hydra/hydra_logging=none"],
+           multirun=True)
+    for number, group in enumerate(groups):
+        record = read_json_object(run_dir / f"population_{number}" / POPULATION_JSON) or {}
+        saved = {entry.get("number"): entry for entry in record.get("points", []) if isinstance(entry, dict)}
+        for point in group:
+            entry = saved.get(point.number)
+            if entry is None or len(entry.get("rows", [])) != len(point.members):
+                raise DltrainError(f"The job of population {number} left no rows for point {point.number} in "
+                                   f"{run_dir}/population_{number}; see its dltrain.log.")
+            point.population, point.alive = number, bool(entry.get("alive"))
+            for member, rows in zip(point.members, entry["rows"]):
+                member.rows = [dict(row) for row in rows]
+
+
+def run_population_job(cfg, run_dir: Path) -> int:
+    """Hydra task for one population (``tune.population=N``) under a launcher: the tune's points
+    again from its saved config (the same sampler and seed), population N of them trained rung
+    by rung, every member's rows written to population.json."""
+    tune_dir = Path(run_dir).parent
+    number = int(cfg.tune.population)
+    saved = resumed_config(str(tune_dir), tune_dir, tune_dir / ".hydra" / "config.yaml", [], cv=True)
+    run = _plan(saved)
+    with console_log(console, run_dir):
+        asked = Sampler(run.dimensions, run.search.sampler, run.search.seed, run.mode == "min").ask(run.search.points)
+        points = [Point(i, [*o, f"trainer.monitor={run.metric}"]) for i, o in enumerate(asked)]
+        _open_points(saved, run.source, run.folds, points, run.metric, run.mode)
+        mine = _populations(points)[number]
+        _train_points(mine, run.metric, run.mode, run.ends, run.search.eta, None, number)
+        write_json(Path(run_dir) / POPULATION_JSON,
+                   {"population": number, "points": [{"number": p.number, "alive": p.alive,
+                                                      "rows": [m.rows for m in p.members]} for p in mine]})
+    return number
+
+
+def _populations(points: list[Point]) -> list[list[Point]]:
+    """The points grouped by population_key, in the order of their first point."""
+    groups: dict[str, list[Point]] = {}
+    for point in points:
+        groups.setdefault(population_key(point), []).append(point)
+    return list(groups.values())
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _batch_size(points: int, batches: int, batch: int) -> int:
@@ -324,15 +401,13 @@ def _train_points(points: list[Point], metric: str, mode: str, ends: list[int], 
     """Train the opened ``points`` rung by rung from rung ``first_rung`` (those before it done),
     halving each population after every rung but the last; ``after_rung(rungs_done)`` is called
     at each rung's end (a stop request saves the state there)."""
-    populations: dict[str, list[Point]] = {}
-    for point in points:
-        populations.setdefault(population_key(point), []).append(point)
-    for number, group in enumerate(populations.values(), start=first_population):
+    populations = {number: group for number, group in enumerate(_populations(points), start=first_population)}
+    for number, group in populations.items():
         for point in group:
             point.population = number
     device = resolve_device(points[0].settings.trainer.device)
     refusals = {}
-    for number, group in enumerate(populations.values(), start=first_population):
+    for number, group in populations.items():
         settings = group[0].settings
         # What stops these members training at once, asked of one fold's (the same rows): folds
         # whose batch counts differ are no reason, each count trains as its own stack.
@@ -346,7 +421,7 @@ def _train_points(points: list[Point], metric: str, mode: str, ends: list[int], 
         if rung < first_rung:
             continue
         rung_started = time.perf_counter()
-        for number, group in enumerate(populations.values(), start=first_population):
+        for number, group in populations.items():
             alive = [p for p in group if p.alive]
             _train_until(alive, end, device, refusals[number])
             if rung + 1 < len(ends):
