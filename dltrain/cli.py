@@ -243,6 +243,10 @@ def tune(
 
       dltrain tune tune.sampler=tpe                 [dim]# Optuna's TPE (pip install 'dltrain[search]')[/dim]
 
+      dltrain tune hydra/launcher=joblib            [dim]# each population a job: in parallel processes[/dim]
+
+      dltrain tune resume=outputs/DATE/TIME         [dim]# after Ctrl-C: on from the last rung's end[/dim]
+
       dltrain cv recipe=outputs/DATE/TIME/best_recipe.yaml   [dim]# rerun the best point[/dim]
     """
     if multirun:

@@ -4,7 +4,9 @@ shape (each member its own learning rate, weight decay, dropout rate, loss and t
 transform), trained by the one engine rung by rung; after each rung successive halving keeps the
 best floor(n / eta) points of each population. The points are then ranked together by their
 fold-mean score (as ``dltrain cv`` reports it), written to tune.csv, TensorBoard's HParams and
-best_recipe.yaml, which ``dltrain cv recipe=PATH`` reruns."""
+best_recipe.yaml, which ``dltrain cv recipe=PATH`` reruns. With a launcher other than Hydra's
+basic one, each population is one job of it (run_population_job); Ctrl-C at a rung's end leaves
+tune_state.pt, which ``resume=`` continues."""
 
 from __future__ import annotations
 
