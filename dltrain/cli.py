@@ -220,6 +220,45 @@ def cv(
     run(list(overrides or []))
 
 
+@app.command(context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def tune(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    multirun: bool = typer.Option(False, "--multirun", "-m", hidden=True),
+) -> None:
+    """Tune: many hyperparameter points trained at once, the weak ones dropped early, the best as a recipe.
+
+    Samples tune.points points of tune.space (Hydra's Optuna-sweeper syntax), trains each on k
+    folds (k=3 unless given), the points of one model shape stacked as one population, and keeps
+    the best 1/eta of each population after every rung (successive halving). Writes tune.csv,
+    TensorBoard HParams (hparams/) and best_recipe.yaml in one run folder under outputs/.
+
+    [bold]Examples[/bold]
+
+      dltrain tune                                  [dim]# the default space on the embedded digits[/dim]
+
+      dltrain tune tune.points=48 trainer.epochs=27 [dim]# rungs end at epochs 3, 9, 27[/dim]
+
+      dltrain tune optimizer.lr='tag(log, interval(1e-4, 1e-1))' 'model.hidden_sizes=choice([64],[128,64])'
+
+      dltrain tune tune.space.model.dropout=null    [dim]# leave a setting out of the search[/dim]
+
+      dltrain tune tune.sampler=tpe                 [dim]# Optuna's TPE (pip install 'dltrain[search]')[/dim]
+
+      dltrain tune hydra/launcher=joblib            [dim]# each population a job: in parallel processes[/dim]
+
+      dltrain tune resume=outputs/DATE/TIME         [dim]# after Ctrl-C: on from the last rung's end[/dim]
+
+      dltrain cv recipe=outputs/DATE/TIME/best_recipe.yaml   [dim]# rerun the best point[/dim]
+    """
+    if multirun:
+        raise DltrainError("dltrain tune searches by itself and cannot run under -m; give the space as "
+                           "tune.space (or KEY=interval(...) words) to one dltrain tune.")
+    from dltrain.commands.tune import tune as run
+
+    run(list(overrides or []))
+
+
 @app.command("config", context_settings=_OVERRIDE_CONTEXT)
 @_user_errors
 def show_config(

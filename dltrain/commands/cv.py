@@ -22,6 +22,7 @@ from dltrain.commands.plot import write_curves
 from dltrain.commands.resume import (CONFIG, cv_folder, nothing_left, refuse_in_use, resumed_config,
                                      split_resume)
 from dltrain.config import compose_with_hydra, read_cv_settings, read_settings
+from dltrain.config.compose import expand_recipe_file
 from dltrain.console import EpochTable, console, fmt, muted_copy, plural
 from dltrain.data.folds import Fold, load_cv_source, plan_folds
 from dltrain.errors import DltrainError
@@ -44,6 +45,7 @@ _OWN = ("cv.fold=", "+cv.fold=", "++cv.fold=", "hydra.run.dir=", "hydra.sweep.di
 def cv(overrides: list[str]) -> dict:
     """Cross-validate as ``dltrain cv OVERRIDES`` does; returns the summary (cv_summary.json)."""
     started = time.perf_counter()
+    overrides = expand_recipe_file(overrides)  # recipe=PATH as settings, for Hydra's jobs too
     check_run_dir(overrides)
     refuse_data_parallel("dltrain cv", overrides)
     target, overrides = split_resume(overrides)

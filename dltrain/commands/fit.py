@@ -10,12 +10,14 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
+from dltrain.commands.ensemble import train_ensemble
 from dltrain.commands.launch import check_run_dir, launch
 from dltrain.commands.lr_find import found_lr
 from dltrain.commands.plot import write_curves
 from dltrain.commands.resume import (CONFIG, fewer_epochs, fit_folder, nothing_left, refuse_in_use,
                                      resumed_config, split_resume)
 from dltrain.config import compose, read_settings
+from dltrain.config.compose import expand_recipe_file
 from dltrain.console import EpochTable, console
 from dltrain.data import load_source
 from dltrain.data.preprocessing import load_saved
@@ -35,6 +37,7 @@ def fit(overrides: list[str]):
     """Train as ``dltrain fit OVERRIDES`` does; returns the FitResult (None when the run went to
     data-parallel processes started here, which print and write for themselves, or when a resumed
     run had nothing left to train)."""
+    overrides = expand_recipe_file(overrides)  # recipe=PATH as settings, for Hydra's jobs too
     check_run_dir(overrides)
     if int(os.environ.get("RANK", "0")) != 0:
         parallel.quiet()  # rank 0 tells torchrun's user about a bad setting, once
@@ -86,8 +89,14 @@ def run_fit(cfg, run_dir: Path, out=console):
         with parallel.rank_zero_first():  # data-parallel ranks: no two downloads into one folder
             source = load_source(settings.data)
         train_index, val_index = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
-        result = train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
-                             resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
+        if settings.trainer.ensemble > 1:
+            if resume or parallel.current_shard() is not None:
+                raise DltrainError("trainer.ensemble trains its seeds in one process from the start; it cannot "
+                                   "be resumed or run data-parallel (start it again, with trainer.strategy=auto).")
+            result = train_ensemble(cfg, settings, source, train_index, val_index, run_dir, out=out)
+        else:
+            result = train_split(cfg, settings, source, train_index, val_index, run_dir, out=out, started=started,
+                                 resume_from=Path(resume) / "last.pt" if resume else None, logs=logs)
         if settings.trainer.plot and not parallel.secondary_rank():
             write_curves(run_dir, out)
         return result

@@ -26,18 +26,20 @@ from dltrain.config.settings import (
     Settings,
     TensorBoardSettings,
     TrainerSettings,
+    TuneSettings,
     read_cv_settings,
     read_landscape_settings,
     read_logger_settings,
     read_settings,
+    read_tune_settings,
     upgrade_saved,
 )
 
 __all__ = [
     "CV_STRATEGIES", "CVSettings", "DataSettings", "GROUPS", "LandscapeSettings", "GROUP_TITLES", "LoggerSettings",
     "MlflowSettings", "NamedSettings", "OptimizerSettings", "PRECISIONS", "Settings", "TensorBoardSettings",
-    "TrainerSettings", "VERSION_BASE",
+    "TrainerSettings", "TuneSettings", "VERSION_BASE",
     "check_overrides", "compose", "compose_with_hydra", "config_dir", "explain_hydra_error", "group_options",
     "missing_plugin", "option_settings", "override_keys", "parse_overrides", "read_cv_settings", "read_landscape_settings",
-    "read_logger_settings", "read_settings", "apply_overrides", "to_yaml", "upgrade_saved",
+    "read_logger_settings", "read_settings", "read_tune_settings", "apply_overrides", "to_yaml", "upgrade_saved",
 ]

@@ -26,6 +26,70 @@ def parse_overrides(overrides: list[str]) -> list:
         raise DltrainError(f"Could not read the override: {first_line}") from None
 
 
+def is_recipe_file(value) -> bool:
+    """A recipe= value that names a YAML file (best_recipe.yaml, runs/x.yaml), not a recipe."""
+    return isinstance(value, str) and (value.endswith((".yaml", ".yml")) or "/" in value)
+
+
+def expand_recipe_file(overrides: list[str]) -> list[str]:
+    """``recipe=PATH`` (a recipe file, such as a tune's best_recipe.yaml, outside recipes/) as
+    the overrides it stands for, placed first so that the rest of the command line wins: each
+    ``override /GROUP: OPTION`` of its defaults list as GROUP=OPTION, each setting as KEY=VALUE.
+    The file is read as YAML data (safe_load), never run; hydra keys are refused."""
+    import yaml
+
+    expanded, rest = [], []
+    for word in overrides:
+        key, _, path = word.partition("=")
+        if key.lstrip("+") != "recipe" or not is_recipe_file(path.strip("'\"")):
+            rest.append(word)
+            continue
+        path = path.strip("'\"")
+        try:
+            recipe = yaml.safe_load(open(path, encoding="utf-8"))
+        except OSError as error:
+            raise DltrainError(f"recipe={path} cannot be read ({error.strerror}); give a recipe file's path "
+                               f"or the name of one in recipes/.") from None
+        except yaml.YAMLError as error:
+            raise DltrainError(f"recipe={path} is not YAML: {str(error).splitlines()[0]}.") from None
+        if not isinstance(recipe, dict):
+            raise DltrainError(f"recipe={path} holds no settings; a recipe is a YAML mapping of settings.")
+        for entry in recipe.pop("defaults", None) or []:
+            for group, option in (entry.items() if isinstance(entry, dict) else ()):
+                expanded.append(f"{str(group).removeprefix('override').strip().lstrip('/')}={option}")
+        for key, value in _leaves(recipe):
+            if key.split(".")[0] == "hydra":
+                raise DltrainError(f"recipe={path} sets {key}; a recipe file sets training settings only.")
+            expanded.append(f"{key}={_override_value(value)}")
+    return [*expanded, *rest]
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _override_value(value) -> str:
+    """A plain value as Hydra's override grammar reads it back unchanged."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z_][\w\-/.]*", text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text  # a plain word reads back as itself (auto, mse, relu): as a user types it
+    return "'" + text.replace("'", "\\'") + "'"
+
+
 def override_keys(overrides: list[str]) -> list[str]:
     """The key (or group) each override sets, as Hydra reads it: hydra.run.dir, +cv.fold, ..."""
     return [override.key_or_group for override in parse_overrides(overrides)]
@@ -65,6 +129,7 @@ def chosen_options(group: str, value, word: str) -> list[str]:
 def compose(overrides: list[str], *, validate: bool = True):
     """Compose config.yaml with these overrides, as ``dltrain fit`` would, and validate it. A key
     deleted with ``~key`` comes back with its option's default."""
+    overrides = expand_recipe_file(overrides)
     check_overrides(overrides)
     cfg = with_defaults(_hydra_compose(overrides))
     if validate:
@@ -77,6 +142,7 @@ def compose_with_hydra(overrides: list[str]):
     composition: (the validated config, its ``hydra`` node)."""
     from omegaconf import open_dict
 
+    overrides = expand_recipe_file(overrides)
     check_overrides(overrides)
     cfg = _hydra_compose(overrides, return_hydra_config=True)
     hydra = cfg.hydra

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 GROUPS = ("data", "model", "loss", "optimizer", "scheduler", "regularization", "trainer", "logger", "cv",
-          "landscape", "recipe")
+          "landscape", "tune", "recipe")
 SETTING_GROUPS = tuple(group for group in GROUPS if group != "recipe")  # a recipe only sets the others
 # Groups of which several options can be chosen at once (logger=[tensorboard,csv], Hydra's list of
 # options): each option keeps its settings under its own name (logger.tensorboard.graph), and the
@@ -25,8 +25,11 @@ GROUP_TITLES = {
     "logger": "loggers (several at once: logger=[tensorboard,csv]; logger=none: none)",
     "cv": "cross-validation for dltrain cv (k=N sets the number of folds)",
     "landscape": "the loss-landscape grid of dltrain landscape (landscape.grid=N, landscape.span=X)",
+    "tune": "hyperparameter search for dltrain tune (tune.space, successive halving)",
     "recipe": "recipes (complete presets)",
 }
+# Settings holding free-form entries (a search space's setting names), not keys of their own.
+FREE_FORM = (("tune", "space"), ("tune", "regression_space"))
 
 
 def config_dir() -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 from dltrain.checks import _first_line, value
 from dltrain.config.explain import unknown_setting
 from dltrain.config.groups import (
+    FREE_FORM,
     MULTI_GROUPS,
     SETTING_GROUPS,
     default_choices,
@@ -82,6 +83,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("checkpoint_every_seconds", float, minimum=0),
         Rule("save_top_k", int, minimum=1),
         Rule("plot", bool),
+        Rule("ensemble", int, minimum=1),
         Rule("precision", WORD, choices=PRECISIONS),
         Rule("compile", bool),
         Rule("compile_backend", str),
@@ -136,6 +138,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
              message="{key} must be auto or a positive number (how far each axis reaches either side), got {raw!r}."),
         Rule("rows", int, minimum=1),
         Rule("seed", int, minimum=0, below=2**32),
+    ),
+    "tune": (
+        Rule("points", int, minimum=1),
+        Rule("seconds", float, above=0, nullable=True),
+        Rule("sampler", str, choices=("sobol", "random", "tpe")),
+        Rule("seed", int, minimum=0, below=2**32),
+        Rule("rungs", int, minimum=1),
+        Rule("eta", int, minimum=2),
+        Rule("min_epochs", int, minimum=1),
+        Rule("metric", str),
+        Rule("batches", int, minimum=1),
+        Rule("k", int, minimum=2),
     ),
 }
 
@@ -242,6 +256,7 @@ class TrainerSettings:
     checkpoint_every_seconds: float = _default("trainer", "checkpoint_every_seconds")
     save_top_k: int = _default("trainer", "save_top_k")  # best.pt, and the K best epochs' checkpoints when above 1
     plot: bool = _default("trainer", "plot")  # curves.png (dltrain plot) at the end of a fit or cv
+    ensemble: int = _default("trainer", "ensemble")  # fit: seeds trained at once, best.pt their ensemble
     precision: str = _default("trainer", "precision")  # auto | 32 | bf16 | fp16
     compile: bool = _default("trainer", "compile")
     compile_backend: str = _default("trainer", "compile_backend")
@@ -371,6 +386,25 @@ class LandscapeSettings:
     seed: int = _default("landscape", "seed")
 
 
+@dataclass(frozen=True)
+class TuneSettings:
+    """``dltrain tune``: ``space`` (setting -> Optuna-sweeper expression, the regression entries
+    merged in for a regression), ``points`` sampled by ``sampler``, successive halving."""
+
+    space: dict[str, str]
+    regression_space: dict[str, str]
+    points: int = _default("tune", "points")
+    seconds: float | None = _default("tune", "seconds")
+    sampler: str = _default("tune", "sampler")
+    seed: int = _default("tune", "seed")
+    rungs: int = _default("tune", "rungs")
+    eta: int = _default("tune", "eta")
+    min_epochs: int = _default("tune", "min_epochs")
+    metric: str = _default("tune", "metric")
+    batches: int = _default("tune", "batches")
+    k: int = _default("tune", "k")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -474,17 +508,18 @@ def with_defaults(cfg):
             if not OmegaConf.is_dict(node):
                 raise DltrainError(f"{group} must be a group of settings such as {group}.name=..., "
                                    f"got {OmegaConf.to_container(cfg, resolve=False)[group]!r}.")
-            _fill(node, settings)
+            _fill(node, settings, group)
     return cfg
 
 
-def _fill(node, settings: dict) -> None:
+def _fill(node, settings: dict, group: str = "") -> None:
     from omegaconf import OmegaConf
 
     for key, default in settings.items():
         if key not in node.keys():
             node[key] = copy.deepcopy(default)
-        elif isinstance(default, dict) and OmegaConf.is_dict(node._get_node(key)):
+        elif (isinstance(default, dict) and OmegaConf.is_dict(node._get_node(key))
+              and (group, key) not in FREE_FORM):  # a search space's entries stay as given
             _fill(node._get_node(key), default)
 
 
@@ -512,6 +547,11 @@ def _check_node(node, settings: dict, group: str, option: str, prefix: str, whol
     for key in node.keys():
         if key not in settings:
             raise DltrainError(unknown_setting(group, option, f"{prefix}{key}", whole))
+        if (group, f"{prefix}{key}") in FREE_FORM:
+            if not OmegaConf.is_dict(node._get_node(key)) and not node._get_node(key)._is_none():
+                raise DltrainError(f"{group}.{prefix}{key} must map settings to search expressions such as "
+                                   f"optimizer.lr: tag(log, interval(1e-4, 3e-1)).")
+            continue
         if isinstance(settings[key], dict) and OmegaConf.is_dict(node._get_node(key)):
             _check_node(node._get_node(key), settings[key], group, option, f"{prefix}{key}.", whole)
 
@@ -610,6 +650,30 @@ def _logger(cfg) -> LoggerSettings:
 def read_landscape_settings(cfg) -> LandscapeSettings:
     """Validate the landscape group (dltrain landscape's options)."""
     return LandscapeSettings(**_read(checked(cfg), "landscape"))
+
+
+def read_tune_settings(cfg) -> TuneSettings:
+    """Validate the tune group; its spaces as {setting: expression} (nested entries flattened to
+    dotted names, which win over a dotted entry of the same name; null entries left out)."""
+    from omegaconf import OmegaConf
+
+    cfg = checked(cfg)
+    spaces = {}
+    for name in ("space", "regression_space"):
+        node = cfg.tune.get(name)
+        entries = {} if node is None else _flat(OmegaConf.to_container(node, resolve=True))
+        spaces[name] = {key: entry for key, entry in entries.items() if entry is not None}
+    return TuneSettings(**spaces, **_read(cfg, "tune"))
+
+
+def _flat(entries: dict, prefix: str = "") -> dict:
+    flat, nested = {}, {}
+    for key, entry in entries.items():
+        if isinstance(entry, dict):
+            nested.update(_flat(entry, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = entry
+    return {**flat, **nested}
 
 
 def read_cv_settings(cfg) -> CVSettings:

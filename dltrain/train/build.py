@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dltrain.errors import DltrainError
 from dltrain.models import create_model
+from dltrain.train.ensemble import Ensemble
 from dltrain.train.metrics import check_monitor, monitor_mode
 from dltrain.train.objective import build_objective
 from dltrain.train.optim import build_optimizer, build_schedule
@@ -27,6 +29,14 @@ def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, tr
     objective = build_objective(settings.loss.name, settings.loss.options, spec,
                                 train_targets if training else None)
     model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
+    if settings.trainer.ensemble > 1 and training:  # dltrain fit trains the seeds as members of their own
+        raise DltrainError(f"trainer.ensemble={settings.trainer.ensemble} is for dltrain fit, which trains the "
+                           f"seeds as members of their own; here use trainer.ensemble=1.")
+    if settings.trainer.ensemble > 1:  # a seed ensemble's run, for eval, predict and export
+        model = Ensemble([model, *(create_model(settings.model.name, spec, objective.output_size,
+                                                **settings.model.options)
+                                   for _ in range(settings.trainer.ensemble - 1))],
+                         objective.task, objective.output_size, objective.target)
     if not training:
         return Parts(objective, model)
     trainer = settings.trainer

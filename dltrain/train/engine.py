@@ -96,8 +96,20 @@ class Stacked:
         self.structure = copy.deepcopy(members[0].model).to("meta")
         self.names = [name for name, _ in members[0].model.named_parameters()]
         self.parameters = {id(m): dict(m.model.named_parameters()) for m in members}
+        # Members of one shape may drop out at their own rates (hyperparameter points): then each
+        # dropout of the shared structure reads its member's rate from a tensor mapped with it.
+        dropouts = [name for name, module in self.structure.named_modules() if isinstance(module, torch.nn.Dropout)]
+        self.rates = {id(m): [m.model.get_submodule(name).p for name in dropouts] for m in members}
+        self.per_member_rates = len({tuple(rates) for rates in self.rates.values()}) > 1
+        if self.per_member_rates:
+            self.current = None
+            for index, name in enumerate(dropouts):
+                parent, _, leaf = name.rpartition(".")
+                setattr(self.structure.get_submodule(parent) if parent else self.structure, leaf,
+                        _MemberDropout(self, index))
 
-        def one(parameters, x):
+        def one(parameters, rates, x):
+            self.current = rates
             return functional_call(self.structure, parameters, (x,))
 
         self.vmapped = torch.vmap(one, randomness="different")
@@ -109,8 +121,25 @@ class Stacked:
         batch = inputs[0].new_zeros((len(inputs), longest, *inputs[0].shape[1:]))
         for i, x in enumerate(inputs):
             batch[i, :len(x)] = x
-        outputs = self.vmapped(stacked, batch)
+        rates = torch.tensor([self.rates[id(m)] for m in members], dtype=batch.dtype, device=batch.device) \
+            if self.per_member_rates else batch.new_zeros((len(members), 0))
+        outputs = self.vmapped(stacked, rates, batch)
         return [outputs[i, :len(x)] for i, x in enumerate(inputs)]
+
+
+class _MemberDropout(torch.nn.Module):
+    """Dropout at the rate of the member whose slice of the stacked pass this is (inverted
+    dropout, as torch.nn.Dropout: kept activations scaled by 1 / (1 - rate))."""
+
+    def __init__(self, stacked: Stacked, index: int):
+        super().__init__()
+        self.stacked, self.index = [stacked], index  # a list: not a submodule of the structure
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        rate = self.stacked[0].current[self.index]
+        return x * (torch.rand_like(x) >= rate) / (1 - rate)
 
 
 class Trainer:
@@ -121,7 +150,7 @@ class Trainer:
 
     def __init__(self, members: list[Member], *, settings, device, batch_size: int, shuffle: bool,
                  stacked: bool = False, eval_batch_size: int = 1024, table=None, progress=None,
-                 shard=None, count_column: str = "members"):
+                 shard=None, count_column: str = "members", drop_diverged: bool = False):
         if len(members) > 1 and not stacked:
             raise ValueError("several members train together only stacked")
         self.members = members
@@ -137,9 +166,12 @@ class Trainer:
             if self.speed.channels_last:
                 member.model.to(memory_format=torch.channels_last)
             member.device, member.speed, member.eval_batch_size = device, self.speed, eval_batch_size
-        # trainer.threads before the first step: one thread for a small model, torch's default else
+        # trainer.threads before the first step: one thread for a small model, torch's default else.
+        # Sized by one member's batch: a stacked population's losses and optimizer steps are each
+        # member's own small operators, which threads slow down (10x and more on a busy CPU:
+        # bench/README.md "Threads"), however many members share the step.
         first = members[0]
-        step_rows = batch_size_for(len(first.data.train), batch_size) * len(members)
+        step_rows = batch_size_for(len(first.data.train), batch_size)
         example = to_device(rows(first.data.train.x, slice(0, 64)), device)
         self.threads_note = apply_threads(settings.threads, first.model, example, step_rows, device)
         if stacked:
@@ -152,18 +184,21 @@ class Trainer:
             self.forward = lambda active, inputs: [forward(step_model, inputs[0])]
         self.stop_requested = 0  # the signal number once Ctrl-C or SIGTERM asked to stop
         self.weights_shown = len(members) == 1 and shows_weights(members[0].model)
+        # A member whose training loss is not a finite number: one sentence that stops the run,
+        # or (a tune's points) stopped alone, its monitored value nan from then on.
+        self.drop_diverged = drop_diverged
 
     # ------------------------------------------------------------------ the run
 
-    def fit(self) -> None:
-        """Train until ``settings.epochs`` (continuing loaded states), until every member stopped
-        early, or until a stop request (raises StopRequested after finishing its step); with
-        trainer.deterministic, with deterministic algorithms only (an op that has none is refused
-        in one sentence)."""
+    def fit(self, until: int | None = None) -> None:
+        """Train until ``settings.epochs`` (or epoch ``until``, a rung's end: continuing loaded
+        states), until every member stopped early, or until a stop request (raises StopRequested
+        after finishing its step); with trainer.deterministic, with deterministic algorithms only
+        (an op that has none is refused in one sentence)."""
         with deterministic(self.settings):
-            self._epochs()
+            self._epochs(until)
 
-    def _epochs(self) -> None:
+    def _epochs(self, until: int | None) -> None:
         settings, members = self.settings, self.members
         max_bytes = settings.device_data_max_mb * 2**20
         layout = self.speed.channels_last
@@ -179,7 +214,8 @@ class Trainer:
                 m.trajectory = [flat_parameters(m.model)]
         first = members[0]
         first_epoch = first.cursor["epoch"] if first.cursor else len(first.rows) + 1
-        for epoch in range(first_epoch, settings.epochs + 1):
+        last_epoch = settings.epochs if until is None else min(until, settings.epochs)
+        for epoch in range(first_epoch, last_epoch + 1):
             active = [m for m in members if not m.stopping.stopped]
             if not active:
                 break
@@ -187,6 +223,9 @@ class Trainer:
             lrs = [m.optimizer.param_groups[0]["lr"] for m in active]
             rows = []
             for m, train, lr in zip(active, self.train_epoch(active, epoch), lrs):
+                if train is None:  # diverged (drop_diverged)
+                    rows.append({"epoch": epoch, "train_loss": math.nan, m.monitor: math.nan, "lr": lr})
+                    continue
                 row = {"epoch": epoch, **{f"train_{k}": v for k, v in train.items()}}
                 if m.val is not None:
                     row.update({f"val_{k}": v for k, v in m.evaluate(*m.val).items()})
@@ -203,6 +242,8 @@ class Trainer:
                 m.rows.append(row)
                 if m.stopping.update(epoch, row) and m.folder is not None:
                     m.folder.best(epoch, row)
+                if not math.isfinite(row["train_loss"]):
+                    m.stopping.stopped = True
             self._show(rows)
             for m, row in zip(active, rows):
                 if m.logger is not None:
@@ -212,7 +253,7 @@ class Trainer:
                 if m.folder is not None:  # after the logger: a checkpoint covers what it logged
                     m.folder.last(epoch, row)
             still = any(not m.stopping.stopped for m in members)
-            if stop and epoch < settings.epochs and still:
+            if stop and epoch < last_epoch and still:
                 raise StopRequested(stop, epoch, 0)
 
     def _show(self, rows: list[dict]) -> None:
@@ -361,6 +402,8 @@ class Trainer:
             mean_loss = float((step_losses * counts).sum() / n)
         else:
             mean_loss = shard.epoch_loss(step_losses, spans, n)
+        if not math.isfinite(mean_loss) and self.drop_diverged:
+            return None
         if not math.isfinite(mean_loss):
             bad = torch.nonzero(~torch.isfinite(step_losses)).flatten()
             bad_step = int(bad[0]) + 1 if len(bad) else steps
