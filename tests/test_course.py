@@ -184,3 +184,32 @@ def test_polynomial_recipes_trained_as_the_textbook_order_their_validation_losse
     val = {name: row["val_loss"] for name, row in final.items()}
     assert val["underfit"] > val["fit"] < val["overfit"], val
     assert val["underfit"] == pytest.approx(12.6, rel=0.05) and val["fit"] == pytest.approx(0.014, rel=0.2)
+
+
+# ---- dltrain data
+
+
+def test_data_shows_the_textbooks_preprocessed_table_as_fit_prepares_it(cli, tmp_path):
+    # D2L "Data Preprocessing": print(inputs) after NA-fill (the mean) and get_dummies(dummy_na=True).
+    (tmp_path / "house_tiny.csv").write_text("NumRooms,RoofType,Price\nNA,NA,127500\n2,NA,106000\n"
+                                             "4,Slate,178100\nNA,NA,140000\n")
+    result = cli("data", "data=csv", "data.path=house_tiny.csv", "data.target=Price", "data.val_fraction=0",
+                 "data.standardize=false", "data.target_transform=none", "--rows", "4")
+    assert result.exit_code == 0, result.output
+    assert "data=csv  tabular, regression: 4 train rows; input shape (3)" in result.output
+    assert "3 features after preprocessing: NumRooms, RoofType_Slate, RoofType_nan" in result.output
+    table = [line.split("│")[1:-1] for line in result.output.splitlines() if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in table] == [
+        ["3", "0", "1", "127500"], ["2", "0", "1", "106000"], ["4", "1", "0", "178100"], ["3", "0", "1", "140000"]]
+
+
+def test_data_on_images_writes_a_grid_of_samples_and_counts_the_classes():
+    from PIL import Image
+
+    from dltrain.commands.data_view import data_view
+
+    result = data_view(["data=digits_images"], rows=0)
+    assert result.splits == {"train": 1438, "val": 359} and result.input_shape == (1, 8, 8)
+    assert sum(result.class_counts["train"].values()) == 1438 and len(result.class_counts["val"]) == 10
+    with Image.open(result.png) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 800
