@@ -36,6 +36,9 @@ def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, tr
         refusal = closed_form_refusal(settings.model.name, objective.loss_name, settings.regularization.name)
         if refusal:
             raise DltrainError(refusal)
+        if trainer.lr_find:
+            raise DltrainError("optimizer=closed_form takes no steps, so it has no learning rate to find; "
+                               "drop trainer.lr_find=true.")
     optimizer, regularizer = build_optimizer(model, settings.optimizer, settings.regularization)
     schedule = build_schedule(optimizer, settings.scheduler, epochs=trainer.epochs,
                               steps_per_epoch=steps_per_epoch,
