@@ -28,7 +28,7 @@ CASES = {
     "logistic on multiclass": (["model=logistic"], "model=logistic is for binary targets, but this data is multiclass; use model=softmax or model=mlp."),
     "unknown model setting": (["+model.depth=3"], "model=mlp has no setting 'depth'; its settings are: hidden_sizes, activation, dropout, batch_norm."),
     "unknown optimizer setting": (["+optimizer.foo=1"], "optimizer=adam has no setting 'foo'"),
-    "bad activation": (["model.activation=swish"], "model.activation 'swish' is unknown; valid options are: relu, sigmoid, tanh, leaky_relu, gelu."),
+    "bad activation": (["model.activation=swish"], "model.activation 'swish' is unknown; valid options are: relu, sigmoid, tanh, leaky_relu, gelu, elu, selu, identity."),
     "bad hidden sizes": (["model.hidden_sizes=[64,-1]"], "model.hidden_sizes must be a list of positive integers"),
     "monitor not measured": (["trainer.monitor=r2"], "trainer.monitor 'r2' is not measured for multiclass targets; choose one of: loss, accuracy, macro_f1."),
     "csv without path": (["data=csv"], "data=csv needs a file: set data.path=FILE.csv"),
