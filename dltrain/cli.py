@@ -307,6 +307,38 @@ def model_summary(
     show(list(overrides or []))
 
 
+@app.command("data", context_settings=_OVERRIDE_CONTEXT)
+@_user_errors
+def data_view(
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    rows: int = typer.Option(5, "--rows", "-n", help="Rows of the preprocessed training table to show."),
+) -> None:
+    """Show what the model will see: the data prepared exactly as [bold]fit[/bold] prepares it.
+
+    The same loader, train/validation split and preprocessing (fitted on the training rows) as
+    fit: rows per split, the task, the classes and their counts (or the target's range), the
+    input shape, the features after preprocessing by name, and the first --rows rows of the
+    preprocessed training table (missing values filled, categories one-hot, standardized). For
+    images it writes a grid of training samples to outputs/data/DATE/TIME/samples.png; for text
+    it shows the vocabulary size and a few training texts as tokens. Trains nothing.
+
+    [bold]Examples[/bold]
+
+      dltrain data                                  [dim]# the embedded digits, 64 pixel features[/dim]
+
+      dltrain data data=csv data.path=train.csv data.target=SalePrice --rows 10
+
+      dltrain data recipe=poly_fit                  [dim]# the features x, x^2/2!, x^3/3![/dim]
+
+      dltrain data data=digits_images               [dim]# and a PNG of sample images[/dim]
+
+      dltrain data data=text_csv                    [dim]# vocabulary and tokenised examples[/dim]
+    """
+    from dltrain.commands.data_view import data_view as show
+
+    show(list(overrides or []), rows)
+
+
 @app.command("lr-find", context_settings=_OVERRIDE_CONTEXT)
 @_user_errors
 def lr_find(

@@ -26,9 +26,9 @@ CASES = {
     "bce on 10 classes": (["loss=bce"], "loss=bce is for binary targets, but this data is multiclass with 10 classes; use loss=cross_entropy"),
     "mse on classes": (["loss=mse"], "loss=mse is a regression loss, but this data is multiclass with 10 classes"),
     "logistic on multiclass": (["model=logistic"], "model=logistic is for binary targets, but this data is multiclass; use model=softmax or model=mlp."),
-    "unknown model setting": (["+model.depth=3"], "model=mlp has no setting 'depth'; its settings are: hidden_sizes, activation, dropout, batch_norm."),
+    "unknown model setting": (["+model.depth=3"], "model=mlp has no setting 'depth'; its settings are: hidden_sizes, activation, negative_slope, dropout, batch_norm, init, init_std, init_range."),
     "unknown optimizer setting": (["+optimizer.foo=1"], "optimizer=adam has no setting 'foo'"),
-    "bad activation": (["model.activation=swish"], "model.activation 'swish' is unknown; valid options are: relu, sigmoid, tanh, leaky_relu, gelu."),
+    "bad activation": (["model.activation=swish"], "model.activation 'swish' is unknown; valid options are: relu, sigmoid, tanh, leaky_relu, gelu, elu, selu, identity."),
     "bad hidden sizes": (["model.hidden_sizes=[64,-1]"], "model.hidden_sizes must be a list of positive integers"),
     "monitor not measured": (["trainer.monitor=r2"], "trainer.monitor 'r2' is not measured for multiclass targets; choose one of: loss, accuracy, macro_f1."),
     "csv without path": (["data=csv"], "data=csv needs a file: set data.path=FILE.csv"),
@@ -110,7 +110,7 @@ def test_cuda_requested_without_gpu(cli):
 def test_config_command_reports_errors_too(cli):
     result = cli("config", "optimizer=lbfgs")
     assert result.exit_code == 2
-    assert "Unknown optimizer 'lbfgs'; valid options are: adagrad, adam, adamw, rmsprop, sgd." in result.output
+    assert "Unknown optimizer 'lbfgs'; valid options are: adagrad, adam, adamw, closed_form, rmsprop, sgd." in result.output
 
 
 @pytest.mark.slow

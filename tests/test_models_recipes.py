@@ -9,7 +9,8 @@ from dltrain.config import compose, group_options, read_settings
 
 COURSE = ["linear_toy_full_batch", "linear_toy_mini_batch", "linear_toy_stochastic",
           "logistic_regression", "binary_mlp_sigmoid", "mnist_softmax", "mnist_cnn",
-          "mnist_inception", "mnist_resnet", "text_lstm", "mnist_lstm"]
+          "mnist_inception", "mnist_resnet", "text_lstm", "mnist_lstm", "moons_linear", "moons_deep_linear",
+          "moons_deep_relu", "poly_underfit", "poly_fit", "poly_overfit"]
 MNIST_RECIPES = [name for name in COURSE if name.startswith("mnist_")]
 
 

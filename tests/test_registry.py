@@ -25,18 +25,20 @@ from dltrain.data.spec import INPUT_KINDS, DataSpec
 from dltrain.errors import DltrainError
 from dltrain.models import MODELS, create_model, kind_data
 from dltrain.models.custom import CUSTOM
+from dltrain.models.init import INIT_KEYS
 from dltrain.registry import REQUIRED, Registry
 from dltrain.train.losses import LOSSES
 from dltrain.train.objective import AUTO, build_objective
-from dltrain.train.optim import (OPTIMIZERS, REGULARIZATION, SCHEDULERS, build_optimizer,
+from dltrain.train.optim import (CLOSED_FORM, OPTIMIZERS, REGULARIZATION, SCHEDULERS, build_optimizer,
                                  build_schedule)
 
 REGISTRIES = {"model": MODELS, "data": DATASETS, "loss": LOSSES, "optimizer": OPTIMIZERS,
               "scheduler": SCHEDULERS, "regularization": REGULARIZATION}
-# YAML options that are no entry: loss=auto picks a registered one, model=custom is the user's class.
-PICKERS = {"loss": {AUTO}, "model": {CUSTOM}}
+# YAML options that are no entry: loss=auto picks a registered one, model=custom is the user's class,
+# optimizer=closed_form solves least squares instead of stepping.
+PICKERS = {"loss": {AUTO}, "model": {CUSTOM}, "optimizer": {CLOSED_FORM}}
 # Keys of a group's YAML that the trainer reads itself, not the entry's constructor.
-COMMON_KEYS = {"optimizer": {"lr"}}
+COMMON_KEYS = {"optimizer": {"lr"}, "model": set(INIT_KEYS)}
 ROWS = 8
 
 

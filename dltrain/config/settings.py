@@ -29,6 +29,7 @@ from dltrain.config.groups import (
 )
 from dltrain.errors import DltrainError
 from dltrain.models.custom import CUSTOM, TARGET, check_settings, plain_settings
+from dltrain.models.init import INITS
 
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 CV_STRATEGIES = ("auto", "kfold", "stratified", "group", "repeated")
@@ -103,6 +104,11 @@ RULES: dict[str, tuple[Rule, ...]] = {
     ),
     "optimizer": (
         Rule("lr", float, above=0),
+    ),
+    "model": (  # every built-in model's initialisation (dltrain/models/init.py)
+        Rule("init", str, choices=INITS),
+        Rule("init_std", float, above=0),
+        Rule("init_range", float, above=0),
     ),
     "regularization": (
         Rule("weight_decay", float, minimum=0),
@@ -593,8 +599,11 @@ def read_settings(cfg) -> Settings:
     cfg = checked(cfg)
     data = _read(cfg, "data")
     optimizer = _read(cfg, "optimizer")
+    trainer = _read(cfg, "trainer")
+    if selected_option(cfg, "optimizer") == "closed_form":  # dltrain.train.optim.ClosedForm
+        trainer["epochs"] = 1  # the solution, then one epoch that measures it
     return Settings(
-        trainer=_trainer(cfg),
+        trainer=_trainer(trainer),
         data=DataSettings(name=selected_option(cfg, "data"), **data, options=_options(cfg, "data", tuple(data))),
         optimizer=OptimizerSettings(name=selected_option(cfg, "optimizer"), **optimizer,
                                     options=_options(cfg, "optimizer", tuple(optimizer))),
@@ -606,8 +615,8 @@ def read_settings(cfg) -> Settings:
     )
 
 
-def _trainer(cfg) -> TrainerSettings:
-    trainer = TrainerSettings(**_read(cfg, "trainer"))
+def _trainer(settings: dict) -> TrainerSettings:
+    trainer = TrainerSettings(**settings)
     if trainer.deterministic and trainer.cudnn_benchmark == "true":
         raise DltrainError("trainer.deterministic=true cannot run with trainer.cudnn_benchmark=true, with which "
                            "cuDNN picks convolution algorithms by timing them (a choice that can differ from "

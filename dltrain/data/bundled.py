@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dltrain.data import register_dataset
 from dltrain.data.spec import Source
+from dltrain.errors import DltrainError
 
 _TASKS = {
     "digits": "multiclass",
@@ -23,6 +24,10 @@ def load_bundled(settings) -> Source:
     if settings.name == "digits" and settings.options.get("as_sequence", False):
         # The 64 pixels as 8 rows of 8 (for model=lstm): the sequence view of digits_images.
         from dltrain.data.vision import load_digits_images
+
+        if settings.options.get("polynomial_degree", 1) != 1:
+            raise DltrainError("data.polynomial_degree expands a table's features, but data.as_sequence=true "
+                               "reads the digits as rows of pixels; use one of them.")
 
         return load_digits_images(settings)
     from sklearn import datasets

@@ -20,6 +20,7 @@ MAX_AUTO_CLASSES = 20
 TASK_RULE = (f"integers of 2 distinct values are binary, 3 to {MAX_AUTO_CLASSES} distinct non-negative "
              f"integers (at most one per two rows) multiclass, other numbers regression, words classes")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+MAX_POLYNOMIAL_DEGREE = 30  # x^30/30! of a standardized feature: room enough, and still finite
 
 
 class TabularPreprocessor:
@@ -33,8 +34,11 @@ class TabularPreprocessor:
     state, the same state ``state()`` exports and ``from_state`` rebuilds, so a preprocessor
     read back from a run folder transforms exactly as the one fitted in training."""
 
-    def __init__(self, standardize: bool = True):
+    def __init__(self, standardize: bool = True, polynomial_degree: int = 1):
         self.standardize = standardize
+        # Each numeric column x (standardized or not, missing values filled) becomes x, x²/2!, ...,
+        # x^d/d!: the textbook's polynomial features, the factorials keeping large powers in range.
+        self.polynomial_degree = polynomial_degree
         self.columns: list[str] = []  # what new data must have, in the training data's order
         self.categories: dict[str, list[str]] = {}  # categorical column -> its one-hot categories
         self.mean = np.zeros(0)  # per numeric column: the training mean (the imputed value)
@@ -82,8 +86,10 @@ class TabularPreprocessor:
 
     @property
     def feature_names(self) -> list[str]:
-        """The model's inputs in order: the numeric columns, then each category as <column>_<category>."""
-        return self.numeric + [f"{c}_{v}" for c, values in self.categories.items() for v in values]
+        """The model's inputs in order: the numeric columns (each followed by its powers
+        <column>^i/i! up to polynomial_degree), then each category as <column>_<category>."""
+        numeric = [c if i == 1 else f"{c}^{i}/{i}!" for c in self.numeric for i in range(1, self.polynomial_degree + 1)]
+        return numeric + [f"{c}_{v}" for c, values in self.categories.items() for v in values]
 
     def transform(self, features: pd.DataFrame):
         import torch
@@ -102,6 +108,11 @@ class TabularPreprocessor:
             values[:, [numeric.index(c) for c in self.empty]] = 0.0
         else:
             values = np.where(missing, self.mean, values)
+        if self.polynomial_degree > 1:
+            from math import factorial
+
+            powers = [values ** i / factorial(i) for i in range(1, self.polynomial_degree + 1)]
+            values = np.stack(powers, axis=2).reshape(len(frame), -1)  # per column: x, x²/2!, ...
         blocks = [values.astype(np.float32)]
         text = _categories_as_text(frame, list(self.categories))
         rows = np.arange(len(frame))
@@ -130,13 +141,18 @@ class TabularPreprocessor:
         arrays = {"mean": self.mean}
         if self.standardize:
             arrays["scale"] = self.scale
-        return {"standardize": self.standardize, "columns": columns}, arrays
+        state = {"standardize": self.standardize, "columns": columns}
+        if self.polynomial_degree > 1:  # a file without it: degree 1, as before the setting existed
+            state["polynomial_degree"] = self.polynomial_degree
+        return state, arrays
 
     @classmethod
     def from_state(cls, state) -> "TabularPreprocessor":
         """Rebuild from ``state`` (a dltrain.data.preprocessing.Fields reader, which refuses
         anything that is not what ``state()`` writes)."""
-        preprocessor = cls(standardize=state.boolean("standardize"))
+        degree = (state.integer("polynomial_degree", minimum=1, maximum=MAX_POLYNOMIAL_DEGREE)
+                  if state.has("polynomial_degree") else 1)
+        preprocessor = cls(standardize=state.boolean("standardize"), polynomial_degree=degree)
         columns, categories, empty = [], {}, []
         for index, column in enumerate(state.objects("columns")):
             name = column.text("name")
@@ -277,15 +293,25 @@ def frame_source(features: pd.DataFrame, target: pd.Series, options: dict, *, ta
     if task == "auto":
         notes.append(task_note(target_name, chosen))
     standardize = bool(options.get("standardize", True))
+    degree = polynomial_degree(options)
     return Source(
         features=features.reset_index(drop=True),
         target=codes,
         task=chosen,
         class_names=class_names,
-        make_preprocessor=lambda: TabularPreprocessor(standardize=standardize),
+        make_preprocessor=lambda: TabularPreprocessor(standardize=standardize, polynomial_degree=degree),
         notes=notes,
         reading={**(reading or {}), "task": chosen} if reading is not None else {},
     )
+
+
+def polynomial_degree(options: dict) -> int:
+    """``data.polynomial_degree``: 1 (the features as they are) up to MAX_POLYNOMIAL_DEGREE."""
+    degree = options.get("polynomial_degree", 1)
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= MAX_POLYNOMIAL_DEGREE:
+        raise DltrainError(f"data.polynomial_degree must be a whole number from 1 (the features as they are) "
+                           f"to {MAX_POLYNOMIAL_DEGREE}, got {degree!r}.")
+    return degree
 
 
 def with_group_column(source: Source, column: str) -> Source:

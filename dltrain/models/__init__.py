@@ -14,6 +14,7 @@ from dltrain.data import DATASETS
 from dltrain.data.spec import INPUT_KINDS, TASKS
 from dltrain.errors import DltrainError
 from dltrain.models.custom import CUSTOM, build_custom
+from dltrain.models.init import initialise, split_init
 from dltrain.registry import REQUIRED, Registry, one_of
 
 MODELS = Registry("model", {
@@ -41,10 +42,12 @@ def model_class(name: str):
 
 
 def create_model(name: str, spec, output_size: int, **options):
-    """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs
-    (``custom``: the user's class that ``options['_target_']`` names, see custom.py)."""
+    """Build model ``name`` for data described by ``spec`` with ``output_size`` outputs and
+    initialise it as ``model.init`` says (init.py); ``custom``: the user's class that
+    ``options['_target_']`` names (custom.py), initialised by its own constructor."""
     if name == CUSTOM:
         return build_custom(spec, output_size, **options)
+    options, init = split_init(options)
     entry = MODELS[name]
     if spec.task not in entry.tasks:
         raise DltrainError(
@@ -59,7 +62,9 @@ def create_model(name: str, spec, output_size: int, **options):
     cls = entry.constructor
     check_keywords(cls.from_spec, options, f"model={name}", "model")
     check_fits_in_memory(name, cls.from_spec, spec, output_size, options)
-    return cls.from_spec(spec, output_size, **options)
+    model = cls.from_spec(spec, output_size, **options)
+    initialise(model, **init)
+    return model
 
 
 def check_fits_in_memory(name: str, from_spec, spec, output_size: int, options: dict) -> None:

@@ -10,7 +10,7 @@ from dltrain.models import create_model
 from dltrain.train.ensemble import Ensemble
 from dltrain.train.metrics import check_monitor, monitor_mode
 from dltrain.train.objective import build_objective
-from dltrain.train.optim import build_optimizer, build_schedule
+from dltrain.train.optim import CLOSED_FORM, build_optimizer, build_schedule, closed_form_refusal
 
 
 @dataclass
@@ -41,6 +41,13 @@ def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, tr
         return Parts(objective, model)
     trainer = settings.trainer
     check_monitor(trainer.monitor, spec.task)
+    if settings.optimizer.name == CLOSED_FORM:
+        refusal = closed_form_refusal(settings.model.name, objective.loss_name, settings.regularization.name)
+        if refusal:
+            raise DltrainError(refusal)
+        if trainer.lr_find:
+            raise DltrainError("optimizer=closed_form takes no steps, so it has no learning rate to find; "
+                               "drop trainer.lr_find=true.")
     optimizer, regularizer = build_optimizer(model, settings.optimizer, settings.regularization)
     schedule = build_schedule(optimizer, settings.scheduler, epochs=trainer.epochs,
                               steps_per_epoch=steps_per_epoch,

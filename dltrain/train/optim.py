@@ -18,6 +18,10 @@ for _name, _class in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
                       ("adagrad", torch.optim.Adagrad)):
     OPTIMIZERS.add(_name, _class)
 
+# optimizer=closed_form is no torch optimizer: linear regression's least-squares solution, solved
+# once before the one epoch that measures it (ClosedForm).
+CLOSED_FORM = "closed_form"
+
 # name -> penalties(**settings) -> Penalties
 REGULARIZATION = Registry("regularization", {
     "weight_decay": False,  # decays weights through the optimizer's param groups
@@ -81,8 +85,54 @@ def weights_and_others(model) -> tuple[list, list]:
     return decay, no_decay
 
 
+class ClosedForm(torch.optim.Optimizer):
+    """optimizer=closed_form for model=linear and loss=mse: ``solve`` sets the weights to the
+    least-squares solution on the training rows (torch.linalg.lstsq, in float64); with
+    regularization=l2, ridge regression with the bias unpenalised, the minimum of the same
+    objective SGD with that weight decay descends (mean squared error + weight_decay/2 * |w|²).
+    Its ``step`` changes nothing, so the one epoch that follows measures the solution."""
+
+    def __init__(self, layer, weight_decay: float = 0.0):
+        super().__init__(list(layer.parameters()), {"lr": 0.0})
+        self.layer, self.weight_decay = layer, float(weight_decay)
+
+    def step(self, closure=None):
+        return None
+
+    @torch.no_grad()
+    def solve(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        weight, bias = self.layer.weight, self.layer.bias
+        rows = len(x)
+        inputs = x.reshape(rows, -1).detach().to("cpu", torch.float64)
+        targets = y.reshape(rows, -1).detach().to("cpu", torch.float64)
+        design = torch.cat([inputs, torch.ones(rows, 1, dtype=torch.float64)], dim=1)
+        if self.weight_decay:
+            # Extra rows sqrt(λ)·I (λ = rows * weight_decay / 2) penalise the weights, not the bias.
+            features = inputs.shape[1]
+            penalty = torch.zeros(features, features + 1, dtype=torch.float64)
+            penalty[:, :features] = torch.eye(features, dtype=torch.float64) * (rows * self.weight_decay / 2) ** 0.5
+            design = torch.cat([design, penalty])
+            targets = torch.cat([targets, torch.zeros(features, targets.shape[1], dtype=torch.float64)])
+        solution = torch.linalg.lstsq(design, targets, driver="gelsd").solution  # rank-deficient too
+        weight.copy_(solution[:-1].T.to(weight))
+        bias.copy_(solution[-1].to(bias))
+
+
+def closed_form_refusal(model: str, loss: str, regularization: str) -> str | None:
+    """Why optimizer=closed_form cannot train this (None when it can)."""
+    if model != "linear" or loss != "mse":
+        return (f"optimizer=closed_form solves linear regression's least squares, so it needs model=linear "
+                f"and loss=mse, not model={model} with loss={loss}; use a gradient optimizer such as optimizer=sgd.")
+    if regularization not in ("none", "l2"):
+        return (f"optimizer=closed_form has a closed form for regularization=none or l2 (ridge), not "
+                f"regularization={regularization}; use optimizer=sgd for an L1 penalty.")
+    return None
+
+
 def build_optimizer(model, settings, regularization) -> tuple[torch.optim.Optimizer, Regularizer]:
     """``settings``: OptimizerSettings; ``regularization``: NamedSettings (none, l2, l1, elastic)."""
+    if settings.name == CLOSED_FORM:
+        return ClosedForm(model.linear, **regularization.options), Regularizer()
     cls = OPTIMIZERS[settings.name].constructor
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.options.items()}
     if "weight_decay" in options:

@@ -64,6 +64,9 @@ def open_member(cfg, settings, source, train_index, val_index, folder: Path, *, 
     parts = build(settings, data.spec, train_targets=data.train.y,
                   steps_per_epoch=optimizer_steps(len(data.train), settings.data.batch_size,
                                                   settings.trainer.accumulate_grad_batches))
+    solve = getattr(parts.optimizer, "solve", None)
+    if solve is not None and preprocessor is None:  # optimizer=closed_form; a resumed run has its weights
+        solve(data.train.x, data.train.y)
     trainer = settings.trainer
     monitor = f"{'val' if data.val is not None else 'train'}_{trainer.monitor}"
     mode = monitor_mode(trainer.monitor, trainer.mode)
