@@ -187,12 +187,13 @@ def some_rows(run_dir: Path, steps=None):
     from dltrain.config import read_settings
     from dltrain.data import load_source
     from dltrain.data.split import take
+    from dltrain.train.staging import to_device
 
     run = load_run(str(run_dir))
     source = load_source(read_settings(run.cfg).data)
     x = run.preprocessor.transform(take(source.features, np.arange(7)))
     if not isinstance(x, tuple):
-        return (x,)
+        return (to_device(x, "cpu"),)  # images: uint8 Pixels, normalized as the model reads them
     tokens, lengths = x
     lengths = lengths.clamp(max=steps)
     padded = torch.zeros(len(tokens), steps, dtype=tokens.dtype)
