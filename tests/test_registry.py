@@ -267,8 +267,8 @@ def readme_files() -> dict[str, str]:
     section = section[:section.index("\n## ", 1)]
     files = dict(re.findall(r"^`([\w/]+\.(?:py|yaml))`:\n\n```(?:python|yaml)\n(.*?)^```", section,
                             re.MULTILINE | re.DOTALL))
-    assert sorted(files) == ["conf/data/moons.yaml", "conf/loss/hinge.yaml", "conf/model/tiny.yaml",
-                             "dltrain/data/moons.py", "dltrain/models/tiny.py",
+    assert sorted(files) == ["conf/data/circles.yaml", "conf/loss/hinge.yaml", "conf/model/tiny.yaml",
+                             "dltrain/data/circles.py", "dltrain/models/tiny.py",
                              "dltrain/train/losses/hinge.py"]
     return files
 
@@ -284,7 +284,7 @@ def test_adding_a_model_a_dataset_and_a_loss_is_one_module_plus_one_yaml_each(tm
         assert not (tmp_path / path).exists()
         (tmp_path / path).write_text(text)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    commands = [["model=tiny"], ["model=tiny", "data=moons", "loss=hinge"]]
+    commands = [["model=tiny"], ["model=tiny", "data=circles", "loss=hinge"]]
     for overrides in commands:
         before = set(tmp_path.glob("outputs/*/*/metrics.json"))
         result = subprocess.run(

@@ -17,6 +17,7 @@ from dltrain.data import load_source, prepare
 from dltrain.data.split import train_val_indices
 from dltrain.errors import DltrainError
 from dltrain.files import write_atomic
+from dltrain.train.staging import to_device
 
 FOLDER = Path("outputs") / "data"
 PNG = "samples.png"
@@ -101,7 +102,7 @@ def _sample_grid(data, name: str) -> Path:
 
     spec = data.spec
     count = min(SAMPLES, len(data.train))
-    images = data.train.x[:count].numpy()
+    images = to_device(data.train.x[:count], "cpu").numpy()  # images: uint8 Pixels, as the model reads them
     if images.ndim == 3:  # images read as sequences of rows (as_sequence=true): one channel
         images = images[:, None]
     y = data.train.y[:count].numpy()
