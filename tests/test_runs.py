@@ -155,3 +155,34 @@ def test_a_running_run_that_nobody_holds_was_killed(cli):
         "fit1": "killed", "fit2": "running", "cv1": "killed", "cv2": "running"}
     assert found["fit1"]["seconds"] is not None and found["fit2"]["seconds"] is None
     assert table.count("killed") == 2 and table.count("running") == 2
+
+
+def test_runs_lists_a_tune_by_its_best_point_and_a_seed_ensemble_by_its_ensemble(cli):
+    """A dltrain tune folder (tune.json) and a trainer.ensemble=N fit (ensemble.json, no metrics.json
+    at its top) are listed with their status and best value, not as unknown."""
+    from dltrain.commands.runs import find_runs
+
+    tune = Path("outputs/2026-12-01/10-00-00_aaaaaa")
+    (tune / ".hydra").mkdir(parents=True)
+    (tune / ".hydra" / "config.yaml").write_text("model:\n  name: mlp\ndata:\n  name: iris\n")
+    (tune / ".hydra" / "overrides.yaml").write_text("- data=iris\n- tune.points=3\n")
+    (tune / "tune.json").write_text(json.dumps({
+        "status": "finished", "metric": "val_loss", "mode": "min", "folds": 3, "seconds": 4.5,
+        "points": [{"rank": 1, "point": 2, "val_loss_mean": 0.25, "val_loss_std": 0.01, "epochs": 4},
+                   {"rank": 2, "point": 0, "val_loss_mean": 0.5, "val_loss_std": 0.02, "epochs": 2}]}))
+    ensemble = Path("outputs/2026-12-01/11-00-00_bbbbbb")
+    (ensemble / ".hydra").mkdir(parents=True)
+    (ensemble / "member_0").mkdir()
+    (ensemble / "member_0" / "metrics.json").write_text(json.dumps({"status": "finished", "monitor": "val_accuracy"}))
+    (ensemble / "ensemble.json").write_text(json.dumps({
+        "status": "finished", "seconds": 2.0, "ensemble_val": {"loss": 0.7, "accuracy": 0.875}}))
+    found = {Path(run.path).name: run for run in find_runs(Path("outputs"))}
+    assert set(found) == {tune.name, ensemble.name}  # a member is part of its ensemble, not a run of its own
+    listed = found[tune.name]
+    assert (listed.kind, listed.status, listed.best, listed.best_std, listed.epochs, listed.folds) == \
+        ("tune", "finished", 0.25, 0.01, 4, 3)
+    assert listed.command == "dltrain tune data=iris tune.points=3"
+    listed = found[ensemble.name]
+    assert (listed.kind, listed.status, listed.monitor, listed.best) == ("fit", "finished", "val_accuracy", 0.875)
+    result = cli("runs")
+    assert result.exit_code == 0 and "unknown" not in result.output, result.output

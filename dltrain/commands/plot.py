@@ -275,6 +275,7 @@ def draw(runs: list[Curves], smoothing: float) -> bytes:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     names = labels(runs)
     metric = next((m for m in map(_metric, runs) if m), None)
@@ -301,6 +302,7 @@ def draw(runs: list[Curves], smoothing: float) -> bytes:
             _line(axes["step"], list(steps), list(values), name if not single else "train (per step)", colour, "-",
                   smoothing)
     for panel, ax in axes.items():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
         ax.set_xlabel("optimizer step" if panel == "step" else "epoch")
         ax.set_ylabel("training loss per step" if panel == "step" else panel)
         ax.set_title({"loss": "loss per epoch", "step": "loss per step"}.get(panel, f"{panel} per epoch"), fontsize=10)

@@ -28,7 +28,7 @@ _LARGEST_YAML = 1 << 20
 @dataclass
 class RunInfo:
     path: str  # the run folder, as found under the folder searched
-    kind: str  # fit | cv
+    kind: str  # fit | cv | tune
     started: str  # ISO time, local
     status: str  # finished | failed | interrupted | running | killed | unknown
     command: str | None  # the command line that repeats the run (None: its overrides are unreadable)
@@ -57,7 +57,7 @@ def find_runs(root: Path) -> list[RunInfo]:
         here = Path(folder)
         kind = _kind(here, subfolders, files)
         if kind is not None:
-            runs.append(_read_cv(here) if kind == "cv" else _read_fit(here))
+            runs.append({"cv": _read_cv, "tune": _read_tune}.get(kind, _read_fit)(here))
             subfolders[:] = []  # a run's folds and refit belong to it
         else:
             subfolders[:] = sorted(s for s in subfolders if s not in _SKIP)
@@ -70,6 +70,8 @@ def find_runs(root: Path) -> list[RunInfo]:
 
 
 def _kind(folder: Path, subfolders: list[str], files: list[str]) -> str | None:
+    if "tune.json" in files:
+        return "tune"
     if "cv_summary.json" in files or any(_FOLD_ERROR.match(f) for f in files):
         return "cv"
     if any(_FOLD.match(s) and (folder / s / "metrics.json").exists() for s in subfolders):
@@ -201,7 +203,7 @@ def _alive(status: str, folders: list[Path]) -> str:
 
 
 def _read_fit(folder: Path) -> RunInfo:
-    metrics = _read_json(folder / "metrics.json")
+    metrics = _read_json(folder / "metrics.json") or _ensemble_metrics(folder)
     hydra_dir = folder / ".hydra"
     started = (_mtime(hydra_dir / "hydra.yaml") or _mtime(hydra_dir / "config.yaml")
                or _mtime(folder / "metrics.json") or _mtime(folder))
@@ -217,6 +219,36 @@ def _read_fit(folder: Path) -> RunInfo:
         model=_text(metrics.get("model")) or model, data=_text(metrics.get("data")) or data,
         monitor=_text(metrics.get("monitor")), best=_best(metrics), best_std=None,
         epochs=_epochs(metrics), folds=None, seconds=seconds, error=_text(metrics.get("error")),
+    )
+
+
+def _ensemble_metrics(folder: Path) -> dict:
+    """A seed ensemble's (trainer.ensemble=N) ensemble.json read as a fit's metrics: its status and
+    time, and as its best value the ensemble's on the validation rows, by the members' monitor."""
+    ensemble = _read_json(folder / "ensemble.json")
+    if not ensemble:
+        return {}
+    monitor = _text(_read_json(folder / "member_0" / "metrics.json").get("monitor"))
+    value = _number(_mapping(ensemble.get("ensemble_val")).get(monitor.removeprefix("val_"))) if monitor else None
+    return {"status": ensemble.get("status"), "seconds": ensemble.get("seconds"),
+            "monitor": monitor if value is not None else None, "best": {monitor: value} if value is not None else {}}
+
+
+def _read_tune(folder: Path) -> RunInfo:
+    """A ``dltrain tune`` folder: its best point's fold mean (± std) of the tune's metric."""
+    tune = _read_json(folder / "tune.json")
+    hydra_dir = folder / ".hydra"
+    started = _mtime(hydra_dir / "config.yaml") or _mtime(folder)
+    model, data = _names(_read_yaml(hydra_dir / "config.yaml"))
+    metric = _text(tune.get("metric"))
+    points = tune.get("points")
+    best = _mapping(points[0]) if isinstance(points, list) and points else {}
+    return RunInfo(
+        path=str(folder), kind="tune", started=_iso(started), status=_alive(_text(tune.get("status")) or "unknown", [folder]),
+        command=_command("tune", _overrides(_read_yaml(hydra_dir / "overrides.yaml"))), model=model, data=data,
+        monitor=metric, best=_number(best.get(f"{metric}_mean")) if metric else None,
+        best_std=_number(best.get(f"{metric}_std")) if metric else None, epochs=_count(best.get("epochs")),
+        folds=_count(tune.get("folds")), seconds=_seconds(tune.get("seconds")),
     )
 
 
@@ -325,7 +357,7 @@ def table(runs: list[RunInfo], root: Path):
             spread = f"\n± {fmt(run.best_std)}" if run.best_std is not None else ""
             best = Text.assemble(fmt(run.best), spread, "\n", (run.monitor or "", "dim"))
         epochs = "-" if run.epochs is None else str(run.epochs)
-        if run.kind == "cv":
+        if run.kind in ("cv", "tune"):
             epochs += f" × {run.folds}\nfolds"
         started = datetime.fromisoformat(run.started)
         result.add_row(

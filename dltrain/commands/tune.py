@@ -102,6 +102,7 @@ def split_space(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
 def tune(overrides: list[str]) -> list[dict]:
     """Tune as ``dltrain tune OVERRIDES`` does; returns the ranked points (as tune.csv holds them).
     ``resume=TUNE_DIR`` continues a tune stopped by Ctrl-C or SIGTERM at a rung's end."""
+    import yaml
     from omegaconf import open_dict
 
     started = time.perf_counter()
@@ -115,6 +116,7 @@ def tune(overrides: list[str]) -> list[dict]:
         cfg = resumed_config(target, run_dir, run_dir / ".hydra" / "config.yaml", overrides, cv=True)
         with RunLock(run_dir), console_log(console, run_dir):
             return _search(cfg, run_dir, started, load_checkpoint(run_dir / STATE))
+    typed = list(overrides)  # as written: .hydra/overrides.yaml, for dltrain runs and plot
     typed_space, overrides = split_space(overrides)
     cfg, hydra = compose_with_hydra(overrides)
     in_process = check_fold_launch(hydra, overrides)  # else each population is a job of Hydra's launcher
@@ -126,6 +128,7 @@ def tune(overrides: list[str]) -> list[dict]:
     run_dir = _run_dir(overrides)
     with RunLock(run_dir), console_log(console, run_dir):
         write_atomic(run_dir / ".hydra" / "config.yaml", _yaml(cfg))
+        write_atomic(run_dir / ".hydra" / "overrides.yaml", yaml.safe_dump(typed, default_flow_style=False))
         launcher = None if in_process else [o for o in overrides if o.lstrip("+").startswith(LAUNCHER_WORDS)]
         return _search(cfg, run_dir, started, None, launcher)
 
