@@ -210,6 +210,17 @@ def read_json_object(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def json_number(value) -> float | None:
+    """A number read from a record (a JSON value) as a float; None for anything else: a bool, a
+    string, null, an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def append_text(path: Path, text: str) -> bool:
     """Add ``text`` to the end of ``path`` in one write when it is a plain file of its own: not a
     link (never followed), not a hard link to another name, not a pipe. False when it is not, or

@@ -10,7 +10,7 @@ from pathlib import Path
 from dltrain.console import console, fmt, plural
 from dltrain.data.folds import resolve_strategy
 from dltrain.errors import DltrainError
-from dltrain.files import read_json_object, write_csv, write_json
+from dltrain.files import json_number, read_json_object, write_csv, write_json
 from dltrain.train.metrics import compute, monitor_mode
 from dltrain.train.predictions import prediction_frame, read_predictions, scores_of
 
@@ -50,14 +50,6 @@ def objective_key(settings) -> str:
     return f"val_{settings.trainer.monitor}"
 
 
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return None
-
 
 def _count(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
@@ -67,7 +59,7 @@ def _numbers(record) -> dict | None:
     """A metrics row (name -> number) as floats, or None when it is not one."""
     if not isinstance(record, dict):
         return None
-    numbers = {key: _number(value) for key, value in record.items()}
+    numbers = {key: json_number(value) for key, value in record.items()}
     return numbers if all(isinstance(k, str) for k in numbers) and None not in numbers.values() else None
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from dltrain.commands.resume import CONFIG, is_cv_folder
 from dltrain.console import console
 from dltrain.errors import DltrainError
-from dltrain.files import RunLock, read_json_object, write_atomic
+from dltrain.files import RunLock, json_number, read_json_object, write_atomic
 from dltrain.train.csv_logger import METRICS_CSV
 from dltrain.train.rundir import METRICS
 from dltrain.train.tensorboard import events_folder
@@ -151,14 +151,6 @@ def read_curves(folder: Path) -> Curves:
     return Curves(folder, rows, monitor, _step_losses(folder), _overrides(folder / ".hydra" / "overrides.yaml") or [])
 
 
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return None
-
 
 def _rows(history) -> list[dict]:
     """Epoch rows as numbers, in epoch order; anything else left out."""
@@ -166,8 +158,8 @@ def _rows(history) -> list[dict]:
         return []
     rows = []
     for row in history:
-        if isinstance(row, dict) and _number(row.get("epoch")) is not None:
-            rows.append({str(k): _number(v) for k, v in row.items() if _number(v) is not None})
+        if isinstance(row, dict) and json_number(row.get("epoch")) is not None:
+            rows.append({str(k): json_number(v) for k, v in row.items() if json_number(v) is not None})
     return sorted(rows, key=lambda row: row["epoch"])
 
 

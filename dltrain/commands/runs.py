@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dltrain.errors import DltrainError
-from dltrain.files import locked_by_someone, read_json_object
+from dltrain.files import json_number, locked_by_someone, read_json_object
 
 _FOLD = re.compile(r"^fold_(\d+)$")
 _FOLD_ERROR = re.compile(r"^fold_(\d+)\.error$")
@@ -121,21 +121,13 @@ def _mapping(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:  # an integer too large for a float
-        return None
-
 
 def _count(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _seconds(value) -> float | None:
-    number = _number(value)
+    number = json_number(value)
     return number if number is not None and math.isfinite(number) and number >= 0 else None
 
 
@@ -181,7 +173,7 @@ def _best(metrics: dict) -> float | None:
         final = _mapping(metrics.get("final"))
         if row is None and best_epoch and final.get("epoch") == best_epoch:
             row = final
-    return _number(_mapping(row).get(monitor))
+    return json_number(_mapping(row).get(monitor))
 
 
 def _epochs(metrics: dict) -> int | None:
@@ -229,7 +221,7 @@ def _ensemble_metrics(folder: Path) -> dict:
     if not ensemble:
         return {}
     monitor = _text(_read_json(folder / "member_0" / "metrics.json").get("monitor"))
-    value = _number(_mapping(ensemble.get("ensemble_val")).get(monitor.removeprefix("val_"))) if monitor else None
+    value = json_number(_mapping(ensemble.get("ensemble_val")).get(monitor.removeprefix("val_"))) if monitor else None
     return {"status": ensemble.get("status"), "seconds": ensemble.get("seconds"),
             "monitor": monitor if value is not None else None, "best": {monitor: value} if value is not None else {}}
 
@@ -246,8 +238,8 @@ def _read_tune(folder: Path) -> RunInfo:
     return RunInfo(
         path=str(folder), kind="tune", started=_iso(started), status=_alive(_text(tune.get("status")) or "unknown", [folder]),
         command=_command("tune", _overrides(_read_yaml(hydra_dir / "overrides.yaml"))), model=model, data=data,
-        monitor=metric, best=_number(best.get(f"{metric}_mean")) if metric else None,
-        best_std=_number(best.get(f"{metric}_std")) if metric else None, epochs=_count(best.get("epochs")),
+        monitor=metric, best=json_number(best.get(f"{metric}_mean")) if metric else None,
+        best_std=json_number(best.get(f"{metric}_std")) if metric else None, epochs=_count(best.get("epochs")),
         folds=_count(tune.get("folds")), seconds=_seconds(tune.get("seconds")),
     )
 
@@ -308,7 +300,7 @@ def _read_cv(folder: Path) -> RunInfo:
         path=str(folder), kind="cv", started=_iso(started), status=status,
         command=_command("cv", _cv_overrides(folder)),
         model=_text(summary.get("model")) or model, data=_text(summary.get("data")) or data,
-        monitor=monitor, best=_number(objective.get("mean")), best_std=_number(objective.get("std")),
+        monitor=monitor, best=json_number(objective.get("mean")), best_std=json_number(objective.get("std")),
         epochs=max(epochs) if epochs else None, folds=len(fold_dirs), seconds=seconds, error=error,
     )
 

@@ -32,8 +32,7 @@ from dltrain.files import RunLock, console_log, read_json_object, remove_file, w
 from dltrain.models import stacking_refusal
 from dltrain.train.build import build
 from dltrain.train.device import resolve_device, seed_everything
-from dltrain.train.checkpoint import (check_weights, load_checkpoint, load_optimizer_state, load_scheduler_state,
-                                      save_checkpoint, state_shapes)
+from dltrain.train.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.train.engine import Trainer, batch_count, optimizer_steps, stack_refusal, stop_on_signals
 from dltrain.train.halving import rung_ends, survivors
 from dltrain.train.member import Member
@@ -318,14 +317,8 @@ def _restored(cfg, source, folds, state: dict, metric: str, mode: str) -> tuple[
             raise DltrainError(f"The tune's {STATE} holds {len(members)} folds for point {point.number}, "
                                f"this data {len(point.members)}; resume with the data it was started on.")
         for member, member_state in zip(point.members, members):
-            where = f"{STATE} (point {point.number}, {member.label})"
-            check_weights(member_state.get("model"), state_shapes(member.model), where, "this model",
-                          "resume with the tune's own settings")
-            member.model.load_state_dict(member_state["model"])
-            load_optimizer_state(member.optimizer, member_state["optimizer"], where)
-            if member.schedule.scheduler is not None and member_state.get("scheduler") is not None:
-                load_scheduler_state(member.schedule.scheduler, member_state["scheduler"], where)
-            member.load_state_dict(member_state["trainer"], where)
+            member.load_training(member_state, f"{STATE} (point {point.number}, {member.label})",
+                                 "resume with the tune's own settings")
     return points, batch, rung
 
 

@@ -258,19 +258,23 @@ class Member:
                 and losses.shape == (cursor["step"],)
                 and isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() >= 1)
 
+    def load_training(self, state: dict, where, fix: str, label: str | None = None) -> None:
+        """A checkpoint's model, optimizer, scheduler and training state (``where`` it was read,
+        ``fix`` the advice when its weights do not fit this model) loaded into this member."""
+        check_weights(state.get("model"), state_shapes(self.model), where, "this model and optimizer", fix)
+        self.model.load_state_dict(state["model"])
+        load_optimizer_state(self.optimizer, state["optimizer"], where)
+        if self.schedule.scheduler is not None and state.get("scheduler") is not None:
+            load_scheduler_state(self.schedule.scheduler, state["scheduler"], where)
+        self.load_state_dict(state["trainer"], label or where)
+
     def resume(self, path, out) -> None:
         """Continue from the last.pt at ``path``: model, optimizer, scheduler and training state."""
         state = load_checkpoint(path)
         if "trainer" not in state or "optimizer" not in state:
             raise DltrainError(f"{str(path)!r} holds no training state to resume from; use a run "
                                f"folder's last.pt.")
-        check_weights(state.get("model"), state_shapes(self.model), path, "this model and optimizer",
-                      "resume with the run's own settings")
-        self.model.load_state_dict(state["model"])
-        load_optimizer_state(self.optimizer, state["optimizer"], path)
-        if self.schedule.scheduler is not None and state.get("scheduler") is not None:
-            load_scheduler_state(self.schedule.scheduler, state["scheduler"], path)
-        self.load_state_dict(state["trainer"], repr(str(path)))
+        self.load_training(state, path, "resume with the run's own settings", repr(str(path)))
         cursor = self.cursor
         where = (f"inside epoch {cursor['epoch']} at step {cursor['step']}" if cursor
                  else f"after epoch {len(self.rows)}")
