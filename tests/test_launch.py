@@ -130,3 +130,17 @@ def test_resume_never_writes_through_planted_links_and_clears_orphans(cli, iris_
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 16
     assert all(victim.read_text() == "precious" for victim in victims.values())
     assert not list(run.glob(".*.tmp")) and not list(run.glob(".hydra/.*.tmp"))
+
+
+def test_nothing_logged_after_a_run_lands_in_its_log(cli):
+    """Hydra's job logging leaves a file handler for the run's dltrain.log on the root logger;
+    a record logged once the run ended (TensorBoard's event reader, in a later test) must not
+    be appended to the finished run's log."""
+    import logging
+
+    result = cli("fit", "data=iris", "trainer.epochs=1")
+    assert result.exit_code == 0, result.output
+    (log,) = Path("outputs").glob("*/*/dltrain.log")
+    before = log.read_text()
+    logging.getLogger("tensorboard").warning("logged after the run ended")
+    assert log.read_text() == before

@@ -4,6 +4,7 @@ while the task runs), and a run that fails, whatever failed, never left looking 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -154,6 +155,7 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
     # Hydra prints an error in its own machinery (making the run folder, writing .hydra/) as a
     # traceback and exits; with this set it raises it, for the command line's one sentence.
     os.environ[_FULL_ERROR] = "1"
+    logs_before = set(logging.getLogger().handlers)
     try:
         with ExitStack() as held:
             if not secondary_rank():
@@ -162,6 +164,7 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
     except _Escaped as escaped:
         raise escaped.error from None
     finally:
+        _close_job_logs(logs_before)
         sys.argv = saved_argv
         if saved_full_error is None:
             os.environ.pop(_FULL_ERROR, None)
@@ -173,6 +176,17 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
 
 
 _FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+def _close_job_logs(before: set) -> None:
+    """Close the file handlers Hydra's job logging left on the root logger (each job's
+    dltrain.log): Hydra never removes them, so whatever this process logged after the run (a later
+    in-process command, a test, TensorBoard's event reader) would land in a finished run's log."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in before and isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
 
 
 class _Escaped(BaseException):
