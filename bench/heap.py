@@ -1,12 +1,12 @@
-"""glibc's mmap threshold fixed at 1 MiB (dltrain.train.heap) against glibc's default (a threshold
-that rises as blocks are freed): peak resident memory and training seconds of the same fits.
+"""glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_=1048576 in the environment) against
+glibc's default (a threshold that rises as blocks are freed): peak resident memory and training
+seconds of the same fits. dltrain leaves glibc's default: this bench is why (bench/README.md, "Heap").
 
     python bench/heap.py              # 3 pairs; writes the table under "Heap" in bench/README.md
     python bench/heap.py --pairs 1 --no-write
 
 Each fit is a fresh `python -m dltrain fit` process under a wrapper whose only child it is (peak
-RSS: ru_maxrss of the wrapper's children); "glibc default" runs the same command with
-dltrain.train.heap.bound replaced by a no-op. The contenders of a pair run back to back, their
+RSS: ru_maxrss of the wrapper's children), once with MALLOC_MMAP_THRESHOLD_ set and once without. The contenders of a pair run back to back, their
 order alternating from pair to pair, so that a slow spell of the shared machine hits both alike.
 Training seconds are metrics.json's "seconds" (the epochs, without start-up).
 
@@ -33,15 +33,13 @@ from image_folder import CNN, generate, spawn  # noqa: E402
 BEGIN, END = "<!-- heap:begin -->", "<!-- heap:end -->"
 MNIST = HERE.parent.parent / "shared" / "data" / "mnist-subset"
 QUIET = ["trainer.progress=false", "logger=none", "trainer.device=cpu"]
-# The same command line, with dltrain's heap setting left out.
-GLIBC = ("import sys; import dltrain.train.heap as heap; heap.bound = lambda: False; "
-         "sys.argv = ['dltrain', *sys.argv[1:]]; from dltrain.cli import main; main()")
+FIXED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def fit(overrides: list[str], work: Path, fixed: bool) -> dict:
-    command = ([sys.executable, "-m", "dltrain"] if fixed else [sys.executable, "-c", GLIBC]) + ["fit", *overrides]
+    command = [sys.executable, "-m", "dltrain", "fit", *overrides]
     before = set(work.glob("outputs/*/*/metrics.json"))
-    result = spawn("peak", *command, cwd=work)
+    result = spawn("peak", *command, cwd=work, env=FIXED if fixed else None)
     if result["rc"] != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result['tail']}")
     (metrics,) = set(work.glob("outputs/*/*/metrics.json")) - before

@@ -111,8 +111,8 @@ def child(kind: str, args: list[str]) -> dict:
     raise SystemExit(f"unknown child {kind}")
 
 
-def spawn(kind: str, *args, pythonpath: Path = REPO, cwd: Path | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "COLUMNS": "200"}
+def spawn(kind: str, *args, pythonpath: Path = REPO, cwd: Path | None = None, env: dict | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "COLUMNS": "200", **(env or {})}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", kind, "--", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:

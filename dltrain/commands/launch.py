@@ -19,7 +19,6 @@ from typing import Callable
 from dltrain.config import VERSION_BASE, config_dir
 from dltrain.errors import DltrainError, environment_sentence, failure_sentence, note_run_folder
 from dltrain.files import RunLock, locked_by_someone, read_json_object, remove_links, write_json
-from dltrain.train import heap
 from dltrain.train.parallel import secondary_rank, shared
 
 
@@ -119,7 +118,6 @@ def launch(task: Callable, overrides: list[str], *, multirun: bool = False, swee
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    heap.bound()  # before the data is read: every training process keeps its heap from fragmenting
     results, errors = [], []
 
     def job(cfg):

@@ -208,11 +208,12 @@ class Pixels:
 
     def model_inputs(self, batch, augment=None):
         """A uint8 batch of these images (on its device) as the model's float inputs."""
-        x = batch.float() / self.scale
+        # In place on the batch's own float copy: one float batch allocated per batch, not three.
+        x = batch.float().div_(self.scale)
         if augment is not None:
             x = augment(x)
         mean, std = self._on(x.device)
-        x = (x - mean) / std
+        x = x.sub_(mean).div_(std)
         if self.as_sequence:
             x = x.permute(0, 2, 1, 3).flatten(2).contiguous()
         return x

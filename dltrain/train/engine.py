@@ -17,6 +17,7 @@ import torch
 from dltrain.errors import DltrainError
 from dltrain.models import shows_weights, weights_text
 from dltrain.train.determinism import deterministic
+from dltrain.train.epoch_record import EpochRecord
 from dltrain.train.member import Member, flat_parameters, forward, tracked
 from dltrain.train.speed import compiled, configure
 from dltrain.train.staging import Staged, rows, to_device
@@ -278,26 +279,28 @@ class Trainer:
         shard, accumulate = self.shard, self.settings.accumulate_grad_batches
         sizes = [batch_size_for(len(m.train), self.batch_size) for m in active]
         steps = math.ceil(len(active[0].train) / sizes[0])
-        orders, outputs, losses = [], [], []
+        orders, cursors, records = [], [], []
         first_step = 0
         if isinstance(self.forward, Stacked):
             self.forward.structure.train()  # dropout in the pass the members share
         for m, size in zip(active, sizes):
             m.model.train()
             cursor, m.cursor = m.cursor, None
+            cursors.append(cursor)
             if cursor is not None:  # continue an epoch that a stop request interrupted
                 _check_cursor(cursor, steps, size, m.objective.output_size, accumulate)
                 orders.append(cursor["order"])
                 first_step = cursor["step"]
-                outputs.append([cursor["outputs"].to(self.device)])
-                losses.append(list(cursor["losses"].to(self.device).unbind()))
             else:
                 n = len(m.train)
                 orders.append(torch.randperm(n, generator=m.generator) if self.shuffle else torch.arange(n))
-                outputs.append([])
-                losses.append([])
         device_orders = [order.to(m.train.index_device) for order, m in zip(orders, active)]
         spans = shard.spans(len(active[0].train), sizes[0], steps) if shard is not None else None
+        for m, cursor in zip(active, cursors):
+            visited = len(m.train) if spans is None else sum(stop - start for start, stop, weight in spans if weight)
+            records.append(EpochRecord(steps, visited) if cursor is None else
+                           EpochRecord.resumed(steps, visited, cursor["losses"].to(self.device),
+                                               cursor["outputs"].to(self.device)))
         if self.progress is not None:
             self.progress.start_epoch(epoch, steps)
 
@@ -312,13 +315,13 @@ class Trainer:
         feeds = [m.train.batches(indices(order, size)) for m, order, size in zip(active, device_orders, sizes)]
         try:
             return self._steps(active, epoch, feeds, first_step, steps, sizes, spans, orders, device_orders,
-                               outputs, losses)
+                               records)
         finally:
             for feed in feeds:
                 feed.close()  # an epoch cut short stops its background reader
 
-    def _steps(self, active, epoch, feeds, first_step, steps, sizes, spans, orders, device_orders, outputs,
-               losses) -> list[dict]:
+    def _steps(self, active, epoch, feeds, first_step, steps, sizes, spans, orders, device_orders,
+               records) -> list[dict]:
         """The epoch's steps from ``first_step``, each on the next batch of every member's feed."""
         settings, shard = self.settings, self.shard
         accumulate = settings.accumulate_grad_batches
@@ -348,15 +351,13 @@ class Trainer:
             group_end = (step + 1) % accumulate == 0 or step + 1 == steps
             if group_end:
                 self._optimizer_step(active)
-            self._after_batch(active, step, steps, epoch, losses, outputs, step_losses, step_outputs, spans, weight)
+            self._after_batch(active, step, steps, epoch, records, step_losses, step_outputs, spans, weight)
             # Data-parallel ranks stop only at an epoch's end, where they agree on it.
             if self.stop_requested and group_end and step + 1 < steps and shard is None:
                 for i, m in enumerate(active):
-                    m.cursor = {"epoch": epoch, "step": step + 1, "order": orders[i],
-                                "outputs": torch.cat(outputs[i]).cpu(),
-                                "losses": torch.stack(losses[i]).cpu()}
+                    m.cursor = {"epoch": epoch, "step": step + 1, "order": orders[i], **records[i].saved()}
                 raise StopRequested(self.stop_requested, epoch, step + 1)
-        return [self._epoch_metrics(m, torch.stack(losses[i]), outputs[i], device_orders[i], sizes[i],
+        return [self._epoch_metrics(m, records[i].losses, records[i].outputs, device_orders[i], sizes[i],
                                     steps, spans, epoch)
                 for i, m in enumerate(active)]
 
@@ -380,16 +381,16 @@ class Trainer:
             if m.trajectory is not None:
                 m.trajectory.append(flat_parameters(m.model))
 
-    def _after_batch(self, active, step: int, steps: int, epoch: int, losses, outputs, step_losses, step_outputs,
+    def _after_batch(self, active, step: int, steps: int, epoch: int, records, step_losses, step_outputs,
                      spans, weight) -> None:
         """Keep the batch's losses and outputs for the epoch's metrics; log and show its progress."""
         for i, m in enumerate(active):
-            losses[i].append(step_losses[i].detach())
+            records[i].add_loss(step_losses[i])
             if spans is None or weight:
-                outputs[i].append(step_outputs[i].detach())
+                records[i].add_outputs(step_outputs[i])
             every = m.logger.step_every if m.logger is not None else 0
             if every and ((epoch - 1) * steps + step + 1) % every == 0:
-                m.logger.step((epoch - 1) * steps + step + 1, losses[i][-1])
+                m.logger.step((epoch - 1) * steps + step + 1, records[i].last_loss())
         if self.progress is not None:
             self.progress.advance()
 
@@ -416,9 +417,9 @@ class Trainer:
             )
         # outputs are in visiting order: compare them with the targets in that order
         if shard is not None:
-            everything, visited = shard.gather(torch.cat(outputs), order, n, size, steps)
+            everything, visited = shard.gather(outputs, order, n, size, steps)
             return m.summarise(mean_loss, everything, m.train.targets(visited))
-        return m.summarise(mean_loss, torch.cat(outputs), m.train.targets(order))
+        return m.summarise(mean_loss, outputs, m.train.targets(order))
 
 
 # Who hears a stop request now, outermost first: a cross-validation, then its fold's trainer.
