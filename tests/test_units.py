@@ -491,3 +491,24 @@ def test_a_sweep_is_collected_from_its_job_folders_and_ranked(tmp_path):
     nan = sweep.Point(job=3, folder="3", swept={}, overrides=[], status="finished", value=math.nan,
                       mode="min")
     assert sweep.rank([nan, *points])[-2:] == [nan, points[2]]  # NaN last among the finished
+
+
+def test_an_epoch_record_keeps_losses_and_outputs_in_order_and_saves_copies():
+    from dltrain.train.epoch_record import EpochRecord
+
+    batches = [torch.randn(4, 3), torch.randn(4, 3), torch.randn(2, 3)]
+    record = EpochRecord(steps=3, rows=10)
+    for step, batch in enumerate(batches[:2]):
+        record.add_loss(torch.tensor(float(step)))
+        record.add_outputs(batch)
+    saved = record.saved()  # a stop request's cursor: its own storage, not the buffer's
+    assert saved["outputs"].untyped_storage().nbytes() == 8 * 3 * 4
+    again = EpochRecord.resumed(3, 10, saved["losses"], saved["outputs"])
+    again.add_loss(torch.tensor(2.0))
+    again.add_outputs(batches[2])
+    assert torch.equal(again.losses, torch.tensor([0.0, 1.0, 2.0])) and float(again.last_loss()) == 2.0
+    assert torch.equal(again.outputs, torch.cat(batches))
+    grown = EpochRecord(steps=1, rows=2)  # more rows than counted on: kept, not lost
+    grown.add_outputs(batches[0][:2])
+    grown.add_outputs(batches[1])
+    assert torch.equal(grown.outputs, torch.cat([batches[0][:2], batches[1]]))
