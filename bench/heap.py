@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from image_folder import CNN, generate, spawn  # noqa: E402
+from image_folder import CNN, generate, spawn, write_section  # noqa: E402
 
 BEGIN, END = "<!-- heap:begin -->", "<!-- heap:end -->"
 MNIST = HERE.parent.parent / "shared" / "data" / "mnist-subset"
@@ -75,11 +75,7 @@ def main() -> None:
     table = report(results, args.pairs)
     print(table)
     if not args.no_write:
-        readme = HERE / "README.md"
-        text = readme.read_text()
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        write_section(BEGIN, END, table)
 
 
 def report(results: dict, pairs: int) -> str:

@@ -191,11 +191,15 @@ def main() -> None:
     table = report(results)
     print(table)
     if not args.no_write:
-        readme = HERE / "README.md"
-        text = readme.read_text()
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        write_section(BEGIN, END, table)
+
+
+def write_section(begin: str, end: str, table: str) -> None:
+    """Put ``table`` between the markers ``begin`` and ``end`` of bench/README.md."""
+    readme = HERE / "README.md"
+    head, _, rest = readme.read_text().partition(begin)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
 def report(results: dict) -> str:
