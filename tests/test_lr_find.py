@@ -143,3 +143,11 @@ def test_cv_with_lr_find_finds_each_folds_own_lr(cli):
         assert read_metrics(folder)["history"][0]["lr"] == lr
         lrs.append(lr)
     assert all(1e-4 < lr < 1 for lr in lrs)
+
+
+def test_lr_find_refuses_the_closed_form_in_one_sentence(cli):
+    result = cli("lr-find", "recipe=linear_regression", "optimizer=closed_form")
+    assert result.exit_code == 2
+    assert ("optimizer=closed_form solves least squares without steps, so it has no learning rate to find"
+            in " ".join(result.output.split()))
+    assert not Path("outputs").exists()  # nothing written

@@ -18,6 +18,7 @@ from dltrain.errors import DltrainError
 from dltrain.train.determinism import deterministic
 from dltrain.train.device import resolve_device
 from dltrain.train.lr_find import END_LR, JSON, PNG, START_LR, STEPS, find_lr, read_suggestion, save_finding
+from dltrain.train.optim import CLOSED_FORM
 
 FOLDER = Path("outputs") / "lr_find"
 
@@ -26,6 +27,9 @@ def lr_find(overrides: list[str], out=console):
     """Run the range test as ``dltrain lr-find OVERRIDES`` does; (the finding, its folder)."""
     cfg = compose(overrides)
     settings = read_settings(cfg)
+    if settings.optimizer.name == CLOSED_FORM:
+        raise DltrainError("optimizer=closed_form solves least squares without steps, so it has no learning "
+                           "rate to find; run dltrain lr-find with a gradient optimizer (optimizer=sgd, adam, ...).")
     source = load_source(settings.data)
     train_index, _ = train_val_indices(source, settings.data.val_fraction, settings.trainer.seed)
     device = resolve_device(settings.trainer.device)
