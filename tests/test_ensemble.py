@@ -52,3 +52,12 @@ def test_fit_ensemble_trains_seeds_and_eval_predict_use_their_ensemble(cli):
     assert result.exit_code == 0, result.output
     evaluated = json.loads((folder / "eval.json").read_text())
     assert evaluated["metrics"]["loss"] == pytest.approx(summary["ensemble_val"]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("command", [["cv", "k=2"], ["tune", "tune.points=2"]])
+def test_cv_and_tune_refuse_a_seed_ensemble_before_writing_anything(cli, command):
+    result = cli(*command, "data=iris", "trainer.epochs=1", "trainer.ensemble=2", "logger=none")
+    assert result.exit_code == 2
+    assert (f"trainer.ensemble=2 is for dltrain fit, which trains the seeds as members of their own; in "
+            f"dltrain {command[0]} use trainer.ensemble=1.") in " ".join(result.output.split())
+    assert not Path("outputs").exists()

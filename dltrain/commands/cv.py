@@ -30,6 +30,7 @@ from dltrain.files import RunLock, console_log, copy_file, read_json_object, wri
 from dltrain.models import stacking_refusal
 from dltrain.models.custom import reading_run
 from dltrain.train import parallel
+from dltrain.train.build import refuse_ensemble
 from dltrain.train.determinism import deterministic
 from dltrain.train.device import resolve_device
 from dltrain.train.engine import Trainer, stack_refusal
@@ -55,6 +56,7 @@ def cv(overrides: list[str]) -> dict:
     in_process = check_fold_launch(hydra, overrides)  # the folds go to Hydra's launcher otherwise
     settings, plan = read_settings(cfg), read_cv_settings(cfg)
     parallel.refuse_in_one_process(settings.trainer)
+    refuse_ensemble(settings.trainer, "in dltrain cv")
     source = load_cv_source(settings, plan)
     folds = plan_folds(source, plan, settings.data.name)
     selected = [f.index for f in folds] if plan.fold is None else [plan.fold]

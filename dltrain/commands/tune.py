@@ -30,7 +30,7 @@ from dltrain.data.folds import load_cv_source, plan_folds
 from dltrain.errors import DltrainError, RunInterrupted
 from dltrain.files import RunLock, console_log, read_json_object, remove_file, write_atomic, write_csv, write_json
 from dltrain.models import stacking_refusal
-from dltrain.train.build import build
+from dltrain.train.build import build, refuse_ensemble
 from dltrain.train.device import resolve_device, seed_everything
 from dltrain.train.checkpoint import load_checkpoint, save_checkpoint
 from dltrain.train.engine import Trainer, batch_count, optimizer_steps, stack_refusal, stop_on_signals
@@ -120,6 +120,7 @@ def tune(overrides: list[str]) -> list[dict]:
     cfg, hydra = compose_with_hydra(overrides)
     in_process = check_fold_launch(hydra, overrides)  # else each population is a job of Hydra's launcher
     search = read_tune_settings(cfg)
+    refuse_ensemble(read_settings(cfg).trainer, "in dltrain tune")
     with open_dict(cfg):
         if not any(o.lstrip("+").startswith("k=") for o in overrides):  # tune's own default number of folds
             cfg.k = search.k

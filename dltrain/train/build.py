@@ -22,6 +22,14 @@ class Parts:
     schedule: object = None
 
 
+def refuse_ensemble(trainer, where: str) -> None:
+    """One sentence when ``trainer.ensemble`` asks for seeds anywhere but dltrain fit (``where``:
+    the command that refuses it, before it writes anything)."""
+    if trainer.ensemble > 1:
+        raise DltrainError(f"trainer.ensemble={trainer.ensemble} is for dltrain fit, which trains the seeds as "
+                           f"members of their own; {where} use trainer.ensemble=1.")
+
+
 def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, train_targets=None) -> Parts:
     """``settings``: the validated Settings; ``spec``: the DataSpec the model is sized from;
     ``steps_per_epoch``: for schedules that step every batch (onecycle); ``train_targets``: the
@@ -29,9 +37,8 @@ def build(settings, spec, *, steps_per_epoch: int = 1, training: bool = True, tr
     objective = build_objective(settings.loss.name, settings.loss.options, spec,
                                 train_targets if training else None)
     model = create_model(settings.model.name, spec, objective.output_size, **settings.model.options)
-    if settings.trainer.ensemble > 1 and training:  # dltrain fit trains the seeds as members of their own
-        raise DltrainError(f"trainer.ensemble={settings.trainer.ensemble} is for dltrain fit, which trains the "
-                           f"seeds as members of their own; here use trainer.ensemble=1.")
+    if training:  # dltrain fit trains the seeds as members of their own, never through here
+        refuse_ensemble(settings.trainer, "here")
     if settings.trainer.ensemble > 1:  # a seed ensemble's run, for eval, predict and export
         model = Ensemble([model, *(create_model(settings.model.name, spec, objective.output_size,
                                                 **settings.model.options)
