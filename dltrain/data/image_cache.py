@@ -56,7 +56,9 @@ def decode(file, height: int, width: int, channels: int) -> np.ndarray:
 def decode_into(out: np.ndarray, files, height: int, width: int, channels: int, workers: int,
                 what: str = "images") -> None:
     """Decode ``files`` into ``out`` (N, channels, height, width), with ``workers`` processes
-    when there is more than one, and a progress bar on a terminal."""
+    when there is more than one, and a progress bar on a terminal. When ``out`` is a memory map
+    of a file (the cache being built), each worker writes its rows straight into that file;
+    otherwise the workers send their rows back."""
     one = partial(decode, height=height, width=width, channels=channels)
     started = time.perf_counter()
     with _Progress(len(files), what) as progress:
@@ -67,15 +69,34 @@ def decode_into(out: np.ndarray, files, height: int, width: int, channels: int, 
         else:
             import multiprocessing
 
+            chunk = max(1, min(64, len(files) // (workers * 8)))
             with multiprocessing.get_context().Pool(workers) as pool:
-                chunk = max(1, min(64, len(files) // (workers * 8)))
-                for i, pixels in enumerate(pool.imap(one, files, chunksize=chunk)):
-                    out[i] = pixels
-                    progress.advance()
+                if isinstance(out, np.memmap) and out.filename:
+                    # Sending a row back costs about as much as decoding a small JPEG: write in place.
+                    target = (out.filename, out.offset, out.shape)
+                    spans = [(start, files[start:start + chunk]) for start in range(0, len(files), chunk)]
+                    for done in pool.imap_unordered(partial(_decode_span, target=target, one=one), spans):
+                        progress.advance(done)
+                else:
+                    for i, pixels in enumerate(pool.imap(one, files, chunksize=chunk)):
+                        out[i] = pixels
+                        progress.advance()
     seconds = time.perf_counter() - started
     if len(files) >= 1000:
         console.print(f"Decoded {len(files):,} images in {seconds:.1f} s ({len(files) / seconds:,.0f} per second, "
                       f"{workers} worker{'s' if workers > 1 else ''}).")
+
+
+def _decode_span(span, target, one) -> int:
+    """In a worker: decode ``span`` (first row, files) into rows of the file-backed array
+    ``target`` (path, offset, shape); the number of rows written."""
+    start, files = span
+    path, offset, shape = target
+    rows = np.memmap(path, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
+    for i, file in enumerate(files):
+        rows[start + i] = one(file)
+    del rows  # its pages stay in the file's page cache, flushed by the process that builds the cache
+    return len(files)
 
 
 class _Progress:
@@ -94,9 +115,9 @@ class _Progress:
             self.task = self.bar.add_task("decode", total=self.total)
         return self
 
-    def advance(self) -> None:
+    def advance(self, count: int = 1) -> None:
         if self.bar is not None:
-            self.bar.advance(self.task)
+            self.bar.advance(self.task, count)
 
     def __exit__(self, *exc):
         if self.bar is not None:
