@@ -66,3 +66,15 @@ def test_time_series_validation_is_the_latest_windows_not_a_shuffle():
     train, val = train_val_indices(source, 0.2, seed=0)
     assert train.max() < val.min()  # no training window comes after (or overlaps) validation
     assert len(val) == round(len(source) * 0.2)
+
+
+def test_a_headerless_series_csv_is_all_data_and_the_banner_says_so(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_text("\n".join(str(10 + i) for i in range(30)) + "\n")  # one column, no header row
+    from dltrain.config import compose, read_settings
+
+    source = load_source(read_settings(compose(["data=time_series", f"data.path={path}", "data.window=5"])).data)
+    assert len(source) == 25 and source.features[0].tolist() == [10, 11, 12, 13, 14]
+    assert source.notes == ["no header row found: columns named 0..0 (the first row is numbers, as are the rows "
+                            "below; data.header=true if it names the columns)"]
+    assert source.reading == {"header": False}

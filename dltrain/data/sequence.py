@@ -71,12 +71,14 @@ def windows(series: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, 
     return series[index], series[index[:, -1] + horizon]
 
 
-def _read_series(options) -> np.ndarray:
+def _read_series(options) -> tuple[np.ndarray, list[str], dict]:
+    """The series, the notes of reading its file (data.header=auto finding no header row) and how
+    it was read (Source.reading)."""
     import pandas as pd
 
-    from dltrain.data.tabular import pick_column, read_csv_file
+    from dltrain.data.tabular import header_notes, pick_column, read_csv_file
 
-    frame, _ = read_csv_file(options)
+    frame, header = read_csv_file(options)
     name = pick_column(frame, options.get("column", -1), "column")
     values = pd.to_numeric(frame[name], errors="coerce")
     if values.isna().any():
@@ -85,7 +87,7 @@ def _read_series(options) -> np.ndarray:
             f"The column {str(name)!r} holds {values.isna().sum()} missing or non-numeric values (for "
             f"example {bad!r}); a time series needs a number on every row."
         )
-    return values.to_numpy(dtype=np.float64)
+    return values.to_numpy(dtype=np.float64), header_notes(options, header, frame), {"header": header}
 
 
 @register_dataset("time_series", kind="sequence")
@@ -98,13 +100,14 @@ def load_time_series(settings) -> Source:
             raise DltrainError(f"data.{key} must be a positive integer, got {number!r}.")
         numbers[key] = number
     path = options.get("path")
+    notes, reading = [], {}
     if path in (None, "", "???"):
         num_steps = options.get("num_steps", 1000)
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 10:
             raise DltrainError(f"data.num_steps must be an integer of at least 10, got {num_steps!r}.")
         series = generated_series(num_steps, seed_option(options), float(options.get("noise", 0.1)))
     else:
-        series = _read_series(options)
+        series, notes, reading = _read_series(options)
     features, target = windows(series, numbers["window"], numbers["horizon"])
     return Source(
         features=features,
@@ -113,4 +116,6 @@ def load_time_series(settings) -> Source:
         kind="sequence",
         make_preprocessor=SeriesPreprocessor,
         ordered=True,
+        notes=notes,
+        reading=reading,
     )
